@@ -1,0 +1,49 @@
+# streams: run `make help` for the list of targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install streams with its dev tools
+
+run: $(STAMP) ## Bring the whole pipeline up on the embedded stack (Ctrl-C stops it)
+	$(BIN)/streams up
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy strict
+	$(BIN)/ruff check streams tests bench
+	$(BIN)/ruff format --check streams tests bench
+	$(BIN)/mypy
+
+fmt: $(STAMP) ## Apply ruff formatting and safe fixes
+	$(BIN)/ruff check --fix streams tests bench
+	$(BIN)/ruff format streams tests bench
+
+test: $(STAMP) lint ## Lint, then the whole test suite against a real broker and PostgreSQL
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## Run every benchmark under bench/ (prints figures next to their limits)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+dev-start: $(STAMP) ## Start the embedded broker + PostgreSQL in the background
+	$(BIN)/streams dev start
+
+dev-stop: $(STAMP) ## Stop them
+	$(BIN)/streams dev stop
+
+clean: ## Remove the venv and local data
+	rm -rf $(VENV) .streams .mypy_cache .ruff_cache
+
+.PHONY: help install run lint fmt test bench dev-start dev-stop clean

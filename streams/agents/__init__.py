@@ -1,0 +1,4 @@
+"""Faust agents: one module per agent, each reading top to bottom: topic, tables, handler."""
+
+# Modules whose ``install(app, runtime)`` the worker calls, in order.
+BUILTIN_AGENT_MODULES: list[str] = []

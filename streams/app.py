@@ -1,0 +1,86 @@
+"""The Faust application: every agent of this silo in one worker.
+
+``streams worker`` runs it; so does ``faust -A streams.app worker`` (the ``app``
+attribute is built from the environment on first access). The worker's web server
+serves ``/metrics`` (Prometheus) and ``/health``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import faust
+from prometheus_client import generate_latest
+
+from streams import metrics
+from streams.agents import BUILTIN_AGENT_MODULES
+from streams.runtime import Runtime
+from streams.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> faust.App:
+    datadir = settings.state_dir / "faust" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        store=settings.table_store,
+        datadir=str(datadir),
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        broker_session_timeout=settings.kafka_session_timeout,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval,
+        broker_rebalance_timeout=settings.kafka_session_timeout,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=4,
+        topic_replication_factor=settings.replication_factor,
+        table_cleanup_interval=1.0,
+        broker_commit_interval=1.0,
+        value_serializer="raw",
+        key_serializer="raw",
+        autodiscover=False,
+    )
+    runtime = Runtime.build(settings)
+    app.streams_runtime = runtime  # type: ignore[attr-defined]
+    _install_views(app, runtime)
+    for name in (*BUILTIN_AGENT_MODULES, *settings.agent_modules):
+        module = importlib.import_module(name)
+        module.install(app, runtime)
+    return app
+
+
+def _install_views(app: faust.App, runtime: Runtime) -> None:
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
+
+    @app.page("/health")
+    async def health_view(web: Any, request: Any) -> Any:
+        assignment = sorted(
+            f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()
+        ) if app.consumer else []
+        ready = bool(assignment) and not app.rebalancing
+        return web.json({
+            "status": "ready" if ready else "starting",
+            "silo": runtime.settings.silo_mode.value,
+            "agents": runtime.agents,
+            "skipped_agents": runtime.skipped_agents,
+            "assignment": assignment,
+        })
+
+
+_app: faust.App | None = None
+
+
+def __getattr__(name: str) -> Any:
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app(get_settings())
+        return _app
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""Avro contracts: schema store, value checks, and wire codecs."""

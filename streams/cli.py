@@ -1,0 +1,171 @@
+"""The ``streams`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from streams.errors import StreamsError
+
+Command = Callable[[argparse.Namespace], int]
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("STREAMS_STATE_DIR", ".streams")).absolute()
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from streams.settings import get_settings
+
+    return get_settings()
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from streams.dev import stack
+
+    state = _state_dir()
+    if args.action == "start":
+        info = stack.start(state, detach=True)
+        print("\n".join(info.exports()))
+        return 0
+    if args.action == "stop":
+        info = stack.stop(state)
+        print(f"stopped broker pid={info.broker_pid} postgres pid={info.postgres_pid}")
+        return 0
+    info = stack.read_stack(state)
+    broker = info.broker_pid and stack.pid_alive(info.broker_pid)
+    pg = info.postgres_pid and stack.pid_alive(info.postgres_pid)
+    print(f"broker:   {'running' if broker else 'stopped'} {info.kafka_bootstrap_servers or ''}")
+    print(f"postgres: {'running' if pg else 'stopped'} {info.database_url or ''}")
+    if broker or pg:
+        print("\n".join(info.exports()))
+    return 0 if (broker and pg) else 3
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from streams.db.migrate import migrate
+
+    applied = migrate(_settings().database_url.get())
+    for m in applied:
+        print(f"applied {m.version:04d}_{m.name}")
+    print(f"database is up to date ({len(applied)} applied now)")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streams import topics
+
+    settings = _settings()
+    if args.action == "create":
+        created = topics.create_all(settings)
+        print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else ""))
+        return 0
+    for t in topics.list_state(settings):
+        print(f"{t.name:40} {'present' if t.exists else 'MISSING':8} partitions={t.partitions}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from streams import topics
+    from streams.app import create_app
+
+    settings = _settings()
+    topics.create_all(settings)
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=args.loglevel, console_port=None)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from streams import dlq
+
+    settings = _settings()
+    if args.action == "list":
+        n = 0
+        for letter in dlq.read(settings, source_topic=args.topic):
+            n += 1
+            key = letter.key.decode("utf-8", "replace") if letter.key else ""
+            print(f"{letter.partition}:{letter.offset} {letter.source_topic} key={key!r} "
+                  f"reason={letter.reason} {letter.header('dlq.error_type')}: "
+                  f"{letter.header('dlq.error_message')[:200]}")
+        print(f"{n} dead letters")
+        return 0
+    if not args.topic:
+        print("dlq replay needs --topic", file=sys.stderr)
+        return 2
+    since = dt.datetime.fromisoformat(args.since) if args.since else None
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    count = dlq.replay(settings, source_topic=args.topic, since=since)
+    print(f"replayed {count} dead letters to {args.topic}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from streams.up import run
+
+    return run(demo=not args.no_demo, duration=args.duration)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streams", description=__doc__)
+    p.add_argument("--log-level", default=os.environ.get("STREAMS_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="the whole pipeline in the foreground (what `make run` calls)")
+    up.add_argument("--no-demo", action="store_true", help="no demo workload")
+    up.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    up.set_defaults(func=cmd_up)
+
+    dev = sub.add_parser("dev", help="embedded broker + PostgreSQL in the background")
+    dev.add_argument("action", choices=["start", "stop", "status"])
+    dev.set_defaults(func=cmd_dev)
+
+    db = sub.add_parser("db", help="database")
+    db.add_argument("action", choices=["migrate"])
+    db.set_defaults(func=cmd_db)
+
+    topics = sub.add_parser("topics", help="the topic catalogue on the cluster")
+    topics.add_argument("action", choices=["create", "list"])
+    topics.set_defaults(func=cmd_topics)
+
+    worker = sub.add_parser("worker", help="run every agent of this silo (a Faust worker)")
+    worker.add_argument("--loglevel", default="info")
+    worker.set_defaults(func=cmd_worker)
+
+    dlq = sub.add_parser("dlq", help="the dead-letter topic")
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("--topic", help="only dead letters from this source topic")
+    dlq.add_argument("--since", help="replay only those dead-lettered at or after (ISO time)")
+    dlq.set_defaults(func=cmd_dlq)
+
+    for add in EXTRA_COMMANDS:
+        add(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+    except StreamsError as exc:
+        print(f"streams: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""PostgreSQL access: connections, pools and migrations."""

@@ -1,0 +1,73 @@
+"""Every metric streams exports, declared in one place, on one dedicated registry.
+
+Metric names are a ``Literal`` so that a typo fails type-checking; dashboards and
+alert rules are tested against a live scrape of these names.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+MetricName = Literal[
+    "streams_publish_seconds",
+    "streams_published_total",
+    "streams_publish_errors_total",
+    "streams_agent_duration_seconds",
+    "streams_agent_memory_delta_bytes",
+    "streams_agent_messages_total",
+    "streams_agent_retries_total",
+    "streams_agent_in_flight",
+    "streams_dead_letters_total",
+]
+
+_LATENCY_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                    1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def counter(name: MetricName | str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+    return Counter(name.removesuffix("_total"), doc, labels, registry=REGISTRY)
+
+
+def gauge(name: MetricName | str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+    return Gauge(name, doc, labels, registry=REGISTRY)
+
+
+def histogram(
+    name: MetricName | str,
+    doc: str,
+    labels: tuple[str, ...] = (),
+    buckets: tuple[float, ...] = _LATENCY_BUCKETS,
+) -> Histogram:
+    return Histogram(name, doc, labels, buckets=buckets, registry=REGISTRY)
+
+
+PUBLISH_SECONDS = histogram(
+    "streams_publish_seconds", "Time to check, encode and hand a message to the producer.",
+    ("topic",),
+)
+PUBLISHED = counter("streams_published_total", "Messages acknowledged by the broker.", ("topic",))
+PUBLISH_ERRORS = counter(
+    "streams_publish_errors_total", "Messages refused (schema) or not acknowledged.",
+    ("topic", "reason"),
+)
+AGENT_DURATION = histogram(
+    "streams_agent_duration_seconds", "Handler time per message.", ("agent",)
+)
+AGENT_MEMORY = histogram(
+    "streams_agent_memory_delta_bytes",
+    "Resident memory growth across one handler call (sampled).",
+    ("agent",),
+    buckets=(0, 4096, 65536, 1 << 20, 16 << 20, 128 << 20),
+)
+AGENT_MESSAGES = counter(
+    "streams_agent_messages_total", "Messages handled, by outcome.", ("agent", "outcome")
+)
+AGENT_RETRIES = counter("streams_agent_retries_total", "Handler retries.", ("agent",))
+AGENT_IN_FLIGHT = gauge("streams_agent_in_flight", "Messages being handled now.", ("agent",))
+DEAD_LETTERS = counter(
+    "streams_dead_letters_total", "Messages sent to the dead-letter topic.", ("source", "reason")
+)

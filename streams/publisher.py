@@ -1,0 +1,262 @@
+"""Safe publishing: schema check, Avro encoding, metadata headers, idempotent producer.
+
+``Publisher.send`` checks and enqueues without blocking; ``publish`` waits for the
+broker's acknowledgement (raising ``PublishError`` if it does not come), and
+``publish_async`` awaits it from asyncio. Delivery callbacks are served by one
+background poll thread per publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from streams import catalogue, kafka_config, metrics, tracing
+from streams.avro.codec import SingleObjectCodec, build_codec
+from streams.avro.store import SchemaStore, default_store
+from streams.errors import PublishError, SchemaMismatch, WrongSilo
+from streams.settings import Settings
+
+HeaderInput = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None
+
+
+@dataclass(frozen=True)
+class Delivered:
+    topic: str
+    partition: int
+    offset: int
+
+
+class ProducerLike(Protocol):
+    def produce(self, topic: str, value: Any = ..., key: Any = ..., **kwargs: Any) -> None: ...
+
+    def poll(self, timeout: float = ...) -> int: ...
+
+    def flush(self, timeout: float = ...) -> int: ...
+
+
+def _key_bytes(key: str | bytes | int | None) -> bytes | None:
+    if key is None or isinstance(key, bytes):
+        return key
+    return str(key).encode()
+
+
+def _headers(extra: HeaderInput, base: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    if not extra:
+        return base
+    items = extra.items() if isinstance(extra, Mapping) else extra
+    out = list(base)
+    for k, v in items:
+        out.append((k, v if isinstance(v, bytes) else str(v).encode()))
+    return out
+
+
+class Publisher:
+    """Publishes values to catalogue topics, checked against their schemas first."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: SchemaStore | None = None,
+        codec: SingleObjectCodec | None = None,
+        producer: ProducerLike | None = None,
+        **producer_overrides: Any,
+    ) -> None:
+        self.settings = settings
+        self.codec = codec or build_codec(store or default_store(), settings.schema_registry_url)
+        self.producer: ProducerLike = producer or Producer(
+            kafka_config.producer(settings, **producer_overrides)
+        )
+        self._prefix = settings.topic_prefix
+        self._silo = settings.silo_mode
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="streams-poll", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self.producer.poll(0.05)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.flush(timeout)
+        self._closed.set()
+        self._poller.join(timeout=1.0)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        remaining = self.producer.flush(timeout)
+        if remaining:
+            raise PublishError(f"{remaining} messages not acknowledged within {timeout}s")
+
+    def encode(self, topic: str, value: Any) -> tuple[str, bytes | None]:
+        """Check silo and schema, then encode. Raises TypeError/WrongSilo before any I/O."""
+        spec = catalogue.spec(topic)
+        if not self._silo.allows(spec.publishers):
+            raise WrongSilo(
+                f"silo {self._silo.value!r} may not publish to {topic!r} "
+                f"(owned by {sorted(s.value for s in spec.publishers)})"
+            )
+        full = spec.full_name(self._prefix)
+        if value is None:
+            if not spec.compacted:
+                raise SchemaMismatch(topic, "", value, "tombstones only go to compacted topics")
+            return full, None
+        if not spec.avro:
+            if not isinstance(value, bytes):
+                raise SchemaMismatch(topic, "", value, "this topic carries raw bytes")
+            return full, value
+        try:
+            return full, self.codec.encode(topic, value)
+        except SchemaMismatch:
+            metrics.PUBLISH_ERRORS.labels(topic, "schema").inc()
+            raise
+
+    def send(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | int | None = None,
+        headers: HeaderInput = None,
+        attempt: int = 1,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        """Check, encode and enqueue; the broker's answer arrives at ``on_delivery``."""
+        started = time.perf_counter()
+        full, data = self.encode(topic, value)
+        hdrs = _headers(headers, tracing.metadata_headers(self.settings.producer_name, attempt))
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                metrics.PUBLISHED.labels(topic).inc()
+            else:
+                metrics.PUBLISH_ERRORS.labels(topic, "broker").inc()
+            if on_delivery is not None:
+                on_delivery(err, msg)
+
+        self._produce(full, data, _key_bytes(key), hdrs, delivered)
+        metrics.PUBLISH_SECONDS.labels(topic).observe(time.perf_counter() - started)
+
+    def send_raw(
+        self,
+        full_topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        """Enqueue bytes as they are (dead letters and their replay)."""
+        self._produce(full_topic, value, key, headers, on_delivery)
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        cb: Callable[[KafkaError | None, Message], None] | None,
+    ) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
+                return
+            except BufferError:
+                # Local queue full: let the poll thread drain it, then try again.
+                time.sleep(0.005)
+
+    def publish(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | int | None = None,
+        headers: HeaderInput = None,
+        timeout: float = 30.0,
+    ) -> Delivered:
+        """Publish and wait for the broker's acknowledgement."""
+        done = threading.Event()
+        result: list[Delivered | PublishError] = []
+
+        def cb(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                result.append(PublishError(f"{topic}: {err.str()}"))
+            else:
+                result.append(Delivered(msg.topic(), msg.partition(), msg.offset()))
+            done.set()
+
+        self.send(topic, value, key=key, headers=headers, on_delivery=cb)
+        if not done.wait(timeout):
+            raise PublishError(f"{topic}: no acknowledgement within {timeout}s")
+        outcome = result[0]
+        if isinstance(outcome, PublishError):
+            raise outcome
+        return outcome
+
+    async def publish_async(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | int | None = None,
+        headers: HeaderInput = None,
+    ) -> Delivered:
+        """Publish and await the broker's acknowledgement without blocking the loop."""
+        fut = self.send_future(topic, value, key=key, headers=headers)
+        return await fut
+
+    def send_future(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | int | None = None,
+        headers: HeaderInput = None,
+        attempt: int = 1,
+    ) -> asyncio.Future[Delivered]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Delivered] = loop.create_future()
+        self.send(
+            topic, value, key=key, headers=headers, attempt=attempt,
+            on_delivery=_resolver(loop, fut, topic),
+        )
+        return fut
+
+
+def _resolver(
+    loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Delivered], topic: str
+) -> Callable[[KafkaError | None, Message], None]:
+    def cb(err: KafkaError | None, msg: Message) -> None:
+        def settle() -> None:
+            if fut.done():
+                return
+            if err is not None:
+                fut.set_exception(PublishError(f"{topic}: {err.str()}"))
+            else:
+                fut.set_result(Delivered(msg.topic(), msg.partition(), msg.offset()))
+
+        loop.call_soon_threadsafe(settle)
+
+    return cb
+
+
+def raw_future(
+    publisher: Publisher,
+    full_topic: str,
+    value: bytes | None,
+    *,
+    key: bytes | None,
+    headers: list[tuple[str, bytes]],
+) -> asyncio.Future[Delivered]:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Delivered] = loop.create_future()
+    publisher.send_raw(
+        full_topic, value, key=key, headers=headers, on_delivery=_resolver(loop, fut, full_topic)
+    )
+    return fut

@@ -1,0 +1,83 @@
+"""W3C trace context carried in message headers, and the metadata headers of every publish."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import time
+from dataclasses import dataclass
+
+H_MESSAGE_ID = "streams-message-id"
+H_SENT_AT = "streams-sent-at"
+H_PRODUCER = "streams-producer"
+H_ATTEMPT = "streams-attempt"
+H_TRACEPARENT = "traceparent"
+METADATA_HEADERS = (H_MESSAGE_ID, H_SENT_AT, H_PRODUCER, H_ATTEMPT, H_TRACEPARENT)
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    trace_id: str  # 32 hex
+    span_id: str  # 16 hex
+    sampled: bool = True
+
+    def header(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
+
+    def child(self) -> TraceContext:
+        return TraceContext(self.trace_id, os.urandom(8).hex(), self.sampled)
+
+
+_current: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar(
+    "streams_trace", default=None
+)
+
+
+def current() -> TraceContext | None:
+    return _current.get()
+
+
+def activate(ctx: TraceContext | None) -> contextvars.Token[TraceContext | None]:
+    return _current.set(ctx)
+
+
+def deactivate(token: contextvars.Token[TraceContext | None]) -> None:
+    _current.reset(token)
+
+
+def parse_traceparent(value: str | bytes | None) -> TraceContext | None:
+    """Parse a W3C ``traceparent``; anything malformed yields None (never raises)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    parts = value.strip().split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    try:
+        int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    if parts[1] == "0" * 32 or parts[2] == "0" * 16:
+        return None
+    return TraceContext(parts[1], parts[2], parts[3] == "01")
+
+
+def new_trace() -> TraceContext:
+    return TraceContext(os.urandom(16).hex(), os.urandom(8).hex())
+
+
+def metadata_headers(producer: str, attempt: int = 1) -> list[tuple[str, bytes]]:
+    """The headers every publish adds: message id, sent-at (ms), producer, attempt, traceparent."""
+    ctx = _current.get()
+    ctx = ctx.child() if ctx is not None else new_trace()
+    return [
+        (H_MESSAGE_ID, os.urandom(16).hex().encode()),
+        (H_SENT_AT, str(int(time.time() * 1000)).encode()),
+        (H_PRODUCER, producer.encode()),
+        (H_ATTEMPT, str(attempt).encode()),
+        (H_TRACEPARENT, ctx.header().encode()),
+    ]
