@@ -57,21 +57,27 @@ def create_app(settings: Settings) -> faust.App:
 def _install_views(app: faust.App, runtime: Runtime) -> None:
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
+        return web.bytes(
+            generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4"
+        )
 
     @app.page("/health")
     async def health_view(web: Any, request: Any) -> Any:
-        assignment = sorted(
-            f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()
-        ) if app.consumer else []
+        assignment = (
+            sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+            if app.consumer
+            else []
+        )
         ready = bool(assignment) and not app.rebalancing
-        return web.json({
-            "status": "ready" if ready else "starting",
-            "silo": runtime.settings.silo_mode.value,
-            "agents": runtime.agents,
-            "skipped_agents": runtime.skipped_agents,
-            "assignment": assignment,
-        })
+        return web.json(
+            {
+                "status": "ready" if ready else "starting",
+                "silo": runtime.settings.silo_mode.value,
+                "agents": runtime.agents,
+                "skipped_agents": runtime.skipped_agents,
+                "assignment": assignment,
+            }
+        )
 
 
 _app: faust.App | None = None

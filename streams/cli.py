@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from streams.errors import StreamsError
+from streams.settings import Settings
 
 Command = Callable[[argparse.Namespace], int]
 EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
@@ -20,7 +21,7 @@ def _state_dir() -> Path:
     return Path(os.environ.get("STREAMS_STATE_DIR", ".streams")).absolute()
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from streams.settings import get_settings
 
     return get_settings()
@@ -80,7 +81,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     topics.create_all(settings)
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=args.loglevel, console_port=None)
+    worker = faust.Worker(app, loglevel=args.loglevel)
     worker.execute_from_commandline()
     return 0
 
@@ -94,9 +95,11 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         for letter in dlq.read(settings, source_topic=args.topic):
             n += 1
             key = letter.key.decode("utf-8", "replace") if letter.key else ""
-            print(f"{letter.partition}:{letter.offset} {letter.source_topic} key={key!r} "
-                  f"reason={letter.reason} {letter.header('dlq.error_type')}: "
-                  f"{letter.header('dlq.error_message')[:200]}")
+            print(
+                f"{letter.partition}:{letter.offset} {letter.source_topic} key={key!r} "
+                f"reason={letter.reason} {letter.header('dlq.error_type')}: "
+                f"{letter.header('dlq.error_message')[:200]}"
+            )
         print(f"{n} dead letters")
         return 0
     if not args.topic:
@@ -113,7 +116,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from streams.up import run
 
-    return run(demo=not args.no_demo, duration=args.duration)
+    code: int = run(demo=not args.no_demo, duration=args.duration)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

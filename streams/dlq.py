@@ -6,6 +6,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -45,6 +46,11 @@ class DeadLetter:
         return [(k, v) for k, v in self.headers if not k.startswith("dlq.")]
 
 
+def _header_list(raw: object) -> list[tuple[str, bytes]]:
+    items: Any = raw.items() if isinstance(raw, dict) else (raw or [])
+    return [(str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in items]
+
+
 def read(settings: Settings, *, source_topic: str | None = None) -> Iterator[DeadLetter]:
     """Every dead letter from the start of the topic to its true end."""
     topic = catalogue.spec("dead-letters").full_name(settings.topic_prefix)
@@ -66,11 +72,19 @@ def read(settings: Settings, *, source_topic: str | None = None) -> Iterator[Dea
                 for m in msgs:
                     if m.error() is not None:
                         continue
-                    offset = m.offset() + 1
-                    letter = DeadLetter(p, m.offset(), m.key(), m.value(),
-                                        list(m.headers() or []), m.timestamp()[1])
+                    offset = (m.offset() or 0) + 1
+                    letter = DeadLetter(
+                        p,
+                        offset - 1,
+                        m.key(),
+                        m.value(),
+                        _header_list(m.headers()),
+                        m.timestamp()[1],
+                    )
                     if source_topic is None or letter.source_topic in (
-                        source_topic, f"{settings.topic_prefix}{source_topic}"):
+                        source_topic,
+                        f"{settings.topic_prefix}{source_topic}",
+                    ):
                         yield letter
             consumer.unassign()
     finally:
@@ -78,7 +92,10 @@ def read(settings: Settings, *, source_topic: str | None = None) -> Iterator[Dea
 
 
 def replay(
-    settings: Settings, *, source_topic: str, since: dt.datetime | None = None,
+    settings: Settings,
+    *,
+    source_topic: str,
+    since: dt.datetime | None = None,
     publisher: Publisher | None = None,
 ) -> int:
     """Re-publish the original bytes of matching dead letters to their original topic.
@@ -104,7 +121,9 @@ def replay(
                 if not inserted:
                     continue
                 headers = [(k, v) for k, v in letter.original_headers() if k != H_ATTEMPT]
-                headers.append(("streams-replayed-from", f"{letter.partition}:{letter.offset}".encode()))
+                headers.append(
+                    ("streams-replayed-from", f"{letter.partition}:{letter.offset}".encode())
+                )
                 pub.send_raw(letter.source_topic, letter.value, key=letter.key, headers=headers)
                 pub.flush()
                 conn.commit()

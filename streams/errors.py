@@ -22,9 +22,7 @@ class SchemaMismatch(StreamsError, TypeError):
         self.path = path or "<root>"
         self.value_type = type(value).__name__
         self.reason = reason
-        super().__init__(
-            f"topic {topic!r}: field {self.path!r} got {self.value_type}: {reason}"
-        )
+        super().__init__(f"topic {topic!r}: field {self.path!r} got {self.value_type}: {reason}")
 
 
 class DecodeError(StreamsError, ValueError):

@@ -24,8 +24,24 @@ MetricName = Literal[
     "streams_dead_letters_total",
 ]
 
-_LATENCY_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                    1.0, 2.5, 5.0, 10.0, 30.0)
+_LATENCY_BUCKETS = (
+    0.0001,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 
 def counter(name: MetricName | str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
@@ -46,12 +62,14 @@ def histogram(
 
 
 PUBLISH_SECONDS = histogram(
-    "streams_publish_seconds", "Time to check, encode and hand a message to the producer.",
+    "streams_publish_seconds",
+    "Time to check, encode and hand a message to the producer.",
     ("topic",),
 )
 PUBLISHED = counter("streams_published_total", "Messages acknowledged by the broker.", ("topic",))
 PUBLISH_ERRORS = counter(
-    "streams_publish_errors_total", "Messages refused (schema) or not acknowledged.",
+    "streams_publish_errors_total",
+    "Messages refused (schema) or not acknowledged.",
     ("topic", "reason"),
 )
 AGENT_DURATION = histogram(

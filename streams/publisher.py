@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -71,8 +71,9 @@ class Publisher:
     ) -> None:
         self.settings = settings
         self.codec = codec or build_codec(store or default_store(), settings.schema_registry_url)
-        self.producer: ProducerLike = producer or Producer(
-            kafka_config.producer(settings, **producer_overrides)
+        self.producer: ProducerLike = cast(
+            ProducerLike,
+            producer or Producer(kafka_config.producer(settings, **producer_overrides)),
         )
         self._prefix = settings.topic_prefix
         self._silo = settings.silo_mode
@@ -188,7 +189,7 @@ class Publisher:
             if err is not None:
                 result.append(PublishError(f"{topic}: {err.str()}"))
             else:
-                result.append(Delivered(msg.topic(), msg.partition(), msg.offset()))
+                result.append(_delivered(msg))
             done.set()
 
         self.send(topic, value, key=key, headers=headers, on_delivery=cb)
@@ -223,10 +224,18 @@ class Publisher:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Delivered] = loop.create_future()
         self.send(
-            topic, value, key=key, headers=headers, attempt=attempt,
+            topic,
+            value,
+            key=key,
+            headers=headers,
+            attempt=attempt,
             on_delivery=_resolver(loop, fut, topic),
         )
         return fut
+
+
+def _delivered(msg: Message) -> Delivered:
+    return Delivered(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
 
 
 def _resolver(
@@ -239,7 +248,7 @@ def _resolver(
             if err is not None:
                 fut.set_exception(PublishError(f"{topic}: {err.str()}"))
             else:
-                fut.set_result(Delivered(msg.topic(), msg.partition(), msg.offset()))
+                fut.set_result(_delivered(msg))
 
         loop.call_soon_threadsafe(settle)
 

@@ -144,7 +144,9 @@ class Settings:
             ) from exc
         prefix = env.get("STREAMS_TOPIC_PREFIX", "")
         if prefix and not all(c.isalnum() or c in "._-" for c in prefix):
-            raise ConfigurationError(f"STREAMS_TOPIC_PREFIX={prefix!r} has characters Kafka refuses")
+            raise ConfigurationError(
+                f"STREAMS_TOPIC_PREFIX={prefix!r} has characters Kafka refuses"
+            )
         return cls(
             kafka_bootstrap_servers=str(bootstrap),
             database_url=Secret(str(database)),

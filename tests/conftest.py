@@ -67,8 +67,11 @@ def processes(tmp_path: Path) -> Iterator[list[harness.Proc]]:
 
 
 @pytest.fixture
-def worker(settings: Settings, processes: list[harness.Proc], tmp_path: Path,
-           ) -> Callable[..., harness.Proc]:
+def worker(
+    settings: Settings,
+    processes: list[harness.Proc],
+    tmp_path: Path,
+) -> Callable[..., harness.Proc]:
     """Start a ``streams worker`` for this test's settings; waits until it is ready."""
     counter = [0]
 

@@ -121,9 +121,9 @@ class InstrumentedAgent:
                 decoded.append((ev, msg))
         if not decoded:
             return
-        if self.spec.batch_handler is not None and len(decoded) > 1:
-            if await self._run_batch([m for _, m in decoded]):
-                return
+        batched = self.spec.batch_handler is not None and len(decoded) > 1
+        if batched and await self._run_batch([m for _, m in decoded]):
+            return
         for ev, msg in decoded:
             await self._run_one(ev, msg)
 
@@ -137,8 +137,9 @@ class InstrumentedAgent:
             self._failed.inc()
             await self._dead_letter(ev, failure_of("decode", exc))
             return None
-        return Message(self.spec.topic, ev.partition, ev.offset, ev.key, value, ev.value,
-                       headers, ev.timestamp)
+        return Message(
+            self.spec.topic, ev.partition, ev.offset, ev.key, value, ev.value, headers, ev.timestamp
+        )
 
     async def _run_batch(self, msgs: list[Message]) -> bool:
         """Whole-batch fast path; on any error the caller falls back to one by one."""
@@ -148,8 +149,10 @@ class InstrumentedAgent:
         try:
             await asyncio.wait_for(self.spec.batch_handler(msgs), self.spec.deadline)
         except Exception as exc:
-            log.warning("agent.batch.failed", extra={"agent": self.spec.name,
-                        "error": repr(exc), "size": len(msgs)})
+            log.warning(
+                "agent.batch.failed",
+                extra={"agent": self.spec.name, "error": repr(exc), "size": len(msgs)},
+            )
             return False
         finally:
             self._in_flight.dec(len(msgs))
@@ -193,8 +196,11 @@ class InstrumentedAgent:
             except PermanentFailure as exc:
                 return failure_of("permanent", exc)
             except TimeoutError as exc:
-                failure = Failure("deadline", "TimeoutError",
-                                  f"handler exceeded its {self.spec.deadline}s deadline")
+                failure = Failure(
+                    "deadline",
+                    "TimeoutError",
+                    f"handler exceeded its {self.spec.deadline}s deadline",
+                )
                 delay = policy.delay_for(retry + 1)
                 del exc
             except RetryLater as exc:
@@ -204,9 +210,16 @@ class InstrumentedAgent:
                 failure = failure_of("handler", exc)
                 delay = policy.delay_for(retry + 1)
             if retry >= policy.times:
-                log.warning("agent.message.failed", extra={
-                    "agent": self.spec.name, "offset": msg.offset, "partition": msg.partition,
-                    "reason": failure.reason, "error": failure.message})
+                log.warning(
+                    "agent.message.failed",
+                    extra={
+                        "agent": self.spec.name,
+                        "offset": msg.offset,
+                        "partition": msg.partition,
+                        "reason": failure.reason,
+                        "error": failure.message,
+                    },
+                )
                 return failure
             retry += 1
             self._retries.inc()
@@ -218,14 +231,20 @@ class InstrumentedAgent:
         while True:
             try:
                 await self.runtime.dead_letters.send(
-                    value=ev.value, key=ev.key, headers=ev.headers, failure=failure,
-                    source_topic=ev.topic, partition=ev.partition, offset=ev.offset,
+                    value=ev.value,
+                    key=ev.key,
+                    headers=ev.headers,
+                    failure=failure,
+                    source_topic=ev.topic,
+                    partition=ev.partition,
+                    offset=ev.offset,
                     agent=self.spec.name,
                 )
                 return
             except Exception as exc:
-                log.error("agent.dead_letter.failed", extra={"agent": self.spec.name,
-                          "error": repr(exc)})
+                log.error(
+                    "agent.dead_letter.failed", extra={"agent": self.spec.name, "error": repr(exc)}
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
 
@@ -235,8 +254,10 @@ def attach(app: Any, runtime: Runtime, spec: AgentSpec) -> InstrumentedAgent | N
     from streams import catalogue
 
     if not runtime.settings.silo_mode.allows(spec.silos):
-        log.info("agent.skipped.wrong_silo", extra={"agent": spec.name,
-                 "silo": runtime.settings.silo_mode.value})
+        log.info(
+            "agent.skipped.wrong_silo",
+            extra={"agent": spec.name, "silo": runtime.settings.silo_mode.value},
+        )
         runtime.skipped_agents.append(spec.name)
         return None
     topic_spec = catalogue.spec(spec.topic)

@@ -204,12 +204,11 @@ def _record(schema: Mapping[str, Any], named: dict[str, Checker]) -> Checker:
     required = [name for name, _, has_default in fields if not has_default]
 
     def check_record(v: Any) -> None:
-        if type(v) is not dict:
-            if not isinstance(v, Mapping):
-                raise _wrong(v, "a record (dict)")
+        if type(v) is not dict and not isinstance(v, Mapping):
+            raise _wrong(v, "a record (dict)")
         if len(v) > len(known) or not known.issuperset(v.keys()):
             extra = sorted(str(k) for k in v.keys() - known)
-            bad = _Bad(v[extra[0]] if extra[0] in v else None, "unknown field (not in schema)")
+            bad = _Bad(v.get(extra[0]), "unknown field (not in schema)")
             bad.path.append(extra[0])
             raise bad
         for name in required:

@@ -83,7 +83,9 @@ def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
                             (m.version, m.name, m.checksum),
                         )
                 except psycopg.Error as exc:
-                    raise MigrationError(f"migration {m.version:04d}_{m.name} failed: {exc}") from exc
+                    raise MigrationError(
+                        f"migration {m.version:04d}_{m.name} failed: {exc}"
+                    ) from exc
                 log.info("db.migration.applied", extra={"version": m.version, "migration": m.name})
                 applied_now.append(m)
         finally:

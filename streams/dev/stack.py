@@ -116,9 +116,19 @@ def start_broker(state_dir: Path, port: int | None = None, detach: bool = False)
     url = f"tcp://127.0.0.1:{port}"
     with (state_dir / "broker.log").open("ab") as logf:
         proc = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=detach,
         )
     try:
@@ -155,7 +165,9 @@ def _make_traversable(path: Path) -> None:
                 p.chmod(mode | stat.S_IXOTH)
 
 
-def start_postgres(state_dir: Path, port: int | None = None, detach: bool = False) -> tuple[int, int, Path]:
+def start_postgres(
+    state_dir: Path, port: int | None = None, detach: bool = False
+) -> tuple[int, int, Path]:
     """initdb (once) and start PostgreSQL on a free loopback port; returns (pid, port, data)."""
     port = port or free_port()
     user = _run_as()
@@ -171,9 +183,23 @@ def start_postgres(state_dir: Path, port: int | None = None, detach: bool = Fals
                 os.chown(p, info.pw_uid, info.pw_gid)
     if not (data / "PG_VERSION").exists():
         result = subprocess.run(
-            [_pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", PG_USER, "-E", "UTF8",
-             "--no-instructions", "--no-sync"],
-            user=user, capture_output=True, text=True, check=False, cwd=pg_root,
+            [
+                _pg_bin("initdb"),
+                "-D",
+                str(data),
+                "--auth=trust",
+                "-U",
+                PG_USER,
+                "-E",
+                "UTF8",
+                "--no-instructions",
+                "--no-sync",
+            ],
+            user=user,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=pg_root,
         )
         if result.returncode != 0:
             raise StackError(f"initdb failed: {result.stderr.strip()}")
@@ -181,14 +207,34 @@ def start_postgres(state_dir: Path, port: int | None = None, detach: bool = Fals
         if user:
             os.chown(pg_root / "postgres.log", pwd.getpwnam(user).pw_uid, -1)
         proc = subprocess.Popen(
-            [_pg_bin("postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-             "-k", str(pg_root), "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=300",
-             "-c", "shared_buffers=256MB"],
-            user=user, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=pg_root, start_new_session=detach,
+            [
+                _pg_bin("postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(pg_root),
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "shared_buffers=256MB",
+            ],
+            user=user,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=pg_root,
+            start_new_session=detach,
         )
-    url = f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DATABASE}"
     try:
         _wait_postgres(port, proc.pid)
     except StackError:
@@ -207,7 +253,9 @@ def _wait_postgres(port: int, pid: int, timeout: float = 30.0) -> None:
             raise StackError("PostgreSQL exited during start-up (see .streams/pg/postgres.log)")
         try:
             with psycopg.connect(
-                f"postgresql://{PG_USER}@127.0.0.1:{port}/postgres", autocommit=True, connect_timeout=2
+                f"postgresql://{PG_USER}@127.0.0.1:{port}/postgres",
+                autocommit=True,
+                connect_timeout=2,
             ) as conn:
                 exists = conn.execute(
                     "SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)

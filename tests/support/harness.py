@@ -44,8 +44,12 @@ def start_stack() -> Stack:
     state = ROOT / ".streams" / f"test-{os.getpid()}"
     info = stack.start(state, detach=False, env=dict(os.environ))
     assert info.kafka_bootstrap_servers and info.database_url
-    return Stack(info.kafka_bootstrap_servers, info.database_url,
-                 None if (env_kafka and env_db) else info, state)
+    return Stack(
+        info.kafka_bootstrap_servers,
+        info.database_url,
+        None if (env_kafka and env_db) else info,
+        state,
+    )
 
 
 def stop_stack(s: Stack) -> None:
@@ -104,16 +108,18 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment a subprocess needs to see ``settings``."""
     env = dict(os.environ)
     env.update(FAST_ENV)
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "DATABASE_URL": settings.database_url.get(),
-        "STREAMS_TOPIC_PREFIX": settings.topic_prefix,
-        "STREAMS_APP_ID": settings.app_id,
-        "STREAMS_WEB_PORT": str(settings.web_port),
-        "STREAMS_SILO_MODE": settings.silo_mode.value,
-        "STREAMS_STATE_DIR": str(settings.state_dir),
-        "PYTHONPATH": str(ROOT),
-    })
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "DATABASE_URL": settings.database_url.get(),
+            "STREAMS_TOPIC_PREFIX": settings.topic_prefix,
+            "STREAMS_APP_ID": settings.app_id,
+            "STREAMS_WEB_PORT": str(settings.web_port),
+            "STREAMS_SILO_MODE": settings.silo_mode.value,
+            "STREAMS_STATE_DIR": str(settings.state_dir),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     if settings.agent_modules:
         env["STREAMS_AGENT_MODULES"] = ",".join(settings.agent_modules)
     env.update(extra)
@@ -174,8 +180,12 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> Proc:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "streams", *args], env=env, stdout=out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
+            [sys.executable, "-m", "streams", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
         )
     return Proc(popen, log)
 
@@ -191,11 +201,13 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.1, what: str = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: {last!r}")
 
 
-def start_worker(settings: Settings, log: Path, *, ready: bool = True, timeout: float = 60.0,
-                 **extra_env: str) -> Proc:
+def start_worker(
+    settings: Settings, log: Path, *, ready: bool = True, timeout: float = 60.0, **extra_env: str
+) -> Proc:
     proc = spawn(["worker", "--loglevel", "warning"], env_for(settings, **extra_env), log)
     proc.web_port = settings.web_port
     if ready:
+
         def is_ready() -> bool:
             if not proc.alive():
                 raise AssertionError(f"worker exited:\n{proc.output()[-4000:]}")

@@ -24,15 +24,22 @@ SCHEMA = {
     "doc": "A test message.",
     "fields": [
         {"name": "id", "type": "long", "doc": "Row id."},
-        {"name": "action", "doc": "What the agent does.",
-         "type": {"type": "enum", "name": "ProbeAction",
-                  "symbols": ["ok", "fail", "needs_row", "slow"]}},
+        {
+            "name": "action",
+            "doc": "What the agent does.",
+            "type": {
+                "type": "enum",
+                "name": "ProbeAction",
+                "symbols": ["ok", "fail", "needs_row", "slow"],
+            },
+        },
         {"name": "note", "type": "string", "doc": "Free text.", "default": ""},
     ],
 }
 
-catalogue.register(catalogue.TopicSpec(
-    TOPIC, key="id", doc="test probe", partitions=2, publishers=REGION_ONLY))
+catalogue.register(
+    catalogue.TopicSpec(TOPIC, key="id", doc="test probe", partitions=2, publishers=REGION_ONLY)
+)
 default_store().add(load_version(TOPIC, 1, SCHEMA))
 
 DDL = """
@@ -68,16 +75,24 @@ def install(app: Any, runtime: Runtime) -> None:
             await conn.execute(
                 "INSERT INTO probe_effects (id, note, attempt, traceparent) VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (id) DO UPDATE SET note = EXCLUDED.note",
-                (value["id"], value["note"], msg.attempt,
-                 (msg.headers.get("traceparent") or b"").decode()),
+                (
+                    value["id"],
+                    value["note"],
+                    msg.attempt,
+                    (msg.headers.get("traceparent") or b"").decode(),
+                ),
             )
 
-    attach(app, runtime, AgentSpec(
-        name="probe",
-        topic=TOPIC,
-        silos=REGION_ONLY,
-        handler=handle,
-        retry=RetryPolicy(times=2, delay=0.05),
-        deadline=1.0,
-        batch_size=100,
-    ))
+    attach(
+        app,
+        runtime,
+        AgentSpec(
+            name="probe",
+            topic=TOPIC,
+            silos=REGION_ONLY,
+            handler=handle,
+            retry=RetryPolicy(times=2, delay=0.05),
+            deadline=1.0,
+            batch_size=100,
+        ),
+    )

@@ -1,0 +1,136 @@
+"""``streams up`` / ``make run``: the whole pipeline in the foreground.
+
+Starts the embedded stack (unless the environment names a broker / database),
+migrates, creates the topics, starts every long-running component as a child
+process, runs a small demo workload, and prints a status line every few seconds.
+Ctrl-C (or ``--duration``) stops everything, by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.settings import Settings
+
+# Long-running components: (name, argv after `python -m streams`). Each capability
+# that adds a process appends itself here.
+COMPONENTS: list[tuple[str, list[str]]] = [
+    ("worker", ["worker", "--loglevel", "warning"]),
+]
+
+# Demo workloads: called once in a thread with (settings, stop event).
+DEMOS: list[Callable[[Settings, threading.Event], None]] = []
+
+# Status providers: each returns a short "name=value" fragment for the status line.
+STATUS: list[Callable[[Settings], str]] = []
+
+
+@dataclass
+class Child:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Child:
+    log = logs / f"{name}.log"
+    out = log.open("ab")
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "streams", *argv],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    return Child(name, popen, log)
+
+
+def _stop(children: list[Child]) -> None:
+    for c in children:
+        if c.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                c.popen.send_signal(signal.SIGTERM)
+    for c in children:
+        try:
+            c.popen.wait(15)
+        except subprocess.TimeoutExpired:
+            c.popen.kill()
+            c.popen.wait(5)
+
+
+def run(*, demo: bool = True, duration: float | None = None) -> int:
+    from streams import topics
+    from streams.db.migrate import migrate
+    from streams.dev import stack
+    from streams.settings import reset_settings
+
+    state = Path(os.environ.get("STREAMS_STATE_DIR", ".streams")).absolute()
+    env = dict(os.environ)
+    env.setdefault("STREAMS_KAFKA_SESSION_TIMEOUT", "6")
+    env.setdefault("STREAMS_KAFKA_HEARTBEAT_INTERVAL", "1")
+    owned = not (env.get("KAFKA_BOOTSTRAP_SERVERS") and env.get("DATABASE_URL"))
+    info = stack.start(state, detach=False, env=env)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = info.kafka_bootstrap_servers or ""
+    env["DATABASE_URL"] = info.database_url or ""
+    settings = Settings.from_env(env)
+    reset_settings(settings)
+    children: list[Child] = []
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        print(
+            f"streams up: broker {settings.kafka_bootstrap_servers}, database "
+            f"{settings.database_url.get()}",
+            flush=True,
+        )
+        for m in migrate(settings.database_url.get()):
+            print(f"  migrated {m.version:04d}_{m.name}", flush=True)
+        created = topics.create_all(settings)
+        print(f"  topics ready ({len(created)} created)", flush=True)
+        logs = state / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name, argv in COMPONENTS:
+            children.append(_spawn(name, argv, env, logs))
+            print(
+                f"  started {name} pid={children[-1].popen.pid} (log {logs / (name + '.log')})",
+                flush=True,
+            )
+        print(
+            f"  worker metrics: http://{settings.web_host}:{settings.web_port}/metrics", flush=True
+        )
+        if demo:
+            for d in DEMOS:
+                threading.Thread(target=d, args=(settings, stop), daemon=True).start()
+        started = time.monotonic()
+        while not stop.is_set():
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+            stop.wait(5.0)
+            dead = [c for c in children if c.popen.poll() is not None]
+            if dead:
+                for c in dead:
+                    print(f"!! {c.name} exited with {c.popen.returncode}; see {c.log}", flush=True)
+                return 1
+            parts = []
+            for status in STATUS:
+                with contextlib.suppress(Exception):
+                    parts.append(status(settings))
+            print(f"[{time.strftime('%H:%M:%S')}] " + "  ".join(parts), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        print("streams up: stopping", flush=True)
+        _stop(children)
+        if owned:
+            stack.stop(state)
+    return 0
