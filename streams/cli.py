@@ -113,6 +113,25 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lag_exporter(args: argparse.Namespace) -> int:
+    from streams.lag import exporter
+
+    opts = exporter.options_from(
+        _settings(),
+        host=args.host,
+        port=args.port,
+        interval=args.interval,
+        groups=args.groups,
+        cluster=args.cluster_name,
+        timeout=args.timeout,
+    )
+    if args.once:
+        print(exporter.render_once(_settings(), opts), end="")
+        return 0
+    exporter.serve(_settings(), opts, on_ready=lambda url: print(f"serving {url}", flush=True))
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from streams.up import run
 
@@ -151,6 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--topic", help="only dead letters from this source topic")
     dlq.add_argument("--since", help="replay only those dead-lettered at or after (ISO time)")
     dlq.set_defaults(func=cmd_dlq)
+
+    lag = sub.add_parser("lag-exporter", help="Prometheus exporter of consumer-group lag")
+    lag.add_argument("--host", help="bind address (default STREAMS_WEB_HOST)")
+    lag.add_argument("--port", type=int, help="HTTP port (default STREAMS_LAG_EXPORTER_PORT)")
+    lag.add_argument("--interval", type=float, help="seconds between polls of the cluster")
+    lag.add_argument("--groups", help="only consumer groups matching this regex")
+    lag.add_argument("--cluster-name", help="value of the cluster_name label")
+    lag.add_argument("--timeout", type=float, help="per-request timeout talking to the broker")
+    lag.add_argument("--once", action="store_true", help="poll once, print the metrics, exit")
+    lag.set_defaults(func=cmd_lag_exporter)
 
     for add in EXTRA_COMMANDS:
         add(sub)

@@ -22,6 +22,11 @@ MetricName = Literal[
     "streams_agent_retries_total",
     "streams_agent_in_flight",
     "streams_dead_letters_total",
+    "streams_lag_polls_total",
+    "streams_lag_poll_seconds",
+    "streams_lag_broker_up",
+    "streams_lag_last_success_timestamp_seconds",
+    "streams_lag_probe_misses_total",
 ]
 
 _LATENCY_BUCKETS = (

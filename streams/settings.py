@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -81,6 +82,15 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
+def _regex(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name) or default
+    try:
+        re.compile(raw)
+    except re.error as exc:
+        raise ConfigurationError(f"{name}={raw!r} is not a regular expression: {exc}") from exc
+    return raw
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
@@ -117,6 +127,10 @@ class Settings:
     buffer_flush_interval: float = 5.0
     backfill_max_rate: int = 10_000
     backfill_batch_size: int = 1_000
+    lag_exporter_port: int = 9308
+    lag_exporter_interval: float = 5.0
+    lag_exporter_groups: str = ".*"
+    lag_exporter_cluster: str = "local"
     demo: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -176,6 +190,10 @@ class Settings:
             buffer_flush_interval=_float(env, "STREAMS_BUFFER_FLUSH_INTERVAL", 5.0, 0.05),
             backfill_max_rate=_int(env, "STREAMS_BACKFILL_MAX_RATE", 10_000, 0),
             backfill_batch_size=_int(env, "STREAMS_BACKFILL_BATCH_SIZE", 1_000, 1),
+            lag_exporter_port=_int(env, "STREAMS_LAG_EXPORTER_PORT", 9308, 0),
+            lag_exporter_interval=_float(env, "STREAMS_LAG_EXPORTER_INTERVAL", 5.0, 0.1),
+            lag_exporter_groups=_regex(env, "STREAMS_LAG_EXPORTER_GROUPS", ".*"),
+            lag_exporter_cluster=env.get("STREAMS_LAG_EXPORTER_CLUSTER", "local"),
             demo=env.get("STREAMS_DEMO", "") not in ("", "0", "false", "no"),
         )
 
