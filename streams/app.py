@@ -48,10 +48,19 @@ def create_app(settings: Settings) -> faust.App:
     runtime = Runtime.build(settings)
     app.streams_runtime = runtime  # type: ignore[attr-defined]
     _install_views(app, runtime)
-    for name in (*BUILTIN_AGENT_MODULES, *settings.agent_modules):
+    for name in (*selected_builtins(settings), *settings.agent_modules):
         module = importlib.import_module(name)
         module.install(app, runtime)
     return app
+
+
+def selected_builtins(settings: Settings) -> list[str]:
+    """Built-in agent modules this worker runs: all, or those named by ``STREAMS_AGENTS``
+    (their last dotted part, e.g. ``buffers,invalidation``; ``none`` for no built-in)."""
+    if settings.agents is None:
+        return list(BUILTIN_AGENT_MODULES)
+    wanted = set(settings.agents)
+    return [m for m in BUILTIN_AGENT_MODULES if m.rsplit(".", 1)[-1] in wanted]
 
 
 def _install_views(app: faust.App, runtime: Runtime) -> None:

@@ -86,6 +86,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_relay(args: argparse.Namespace) -> int:
+    from streams.relay.relay import run_relay
+
+    return run_relay(_settings(), concurrency=args.concurrency)
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     from streams import dlq
 
@@ -108,7 +114,13 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     since = dt.datetime.fromisoformat(args.since) if args.since else None
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=dt.UTC)
-    count = dlq.replay(settings, source_topic=args.topic, since=since)
+    count = dlq.replay(
+        settings,
+        source_topic=args.topic,
+        since=since,
+        reason=args.reason,
+        key=args.key.encode() if args.key else None,
+    )
     print(f"replayed {count} dead letters to {args.topic}")
     return 0
 
@@ -165,10 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="info")
     worker.set_defaults(func=cmd_worker)
 
+    relay = sub.add_parser("relay", help="publish committed outbox rows to Kafka")
+    relay.add_argument("--concurrency", type=int, help="parallel id ranges (default 4)")
+    relay.set_defaults(func=cmd_relay)
+
     dlq = sub.add_parser("dlq", help="the dead-letter topic")
     dlq.add_argument("action", choices=["list", "replay"])
     dlq.add_argument("--topic", help="only dead letters from this source topic")
     dlq.add_argument("--since", help="replay only those dead-lettered at or after (ISO time)")
+    dlq.add_argument("--reason", help="replay only this failure reason (e.g. retry_exhausted)")
+    dlq.add_argument("--key", help="replay only dead letters with this message key")
     dlq.set_defaults(func=cmd_dlq)
 
     lag = sub.add_parser("lag-exporter", help="Prometheus exporter of consumer-group lag")

@@ -66,7 +66,8 @@ def read(settings: Settings, *, source_topic: str | None = None) -> Iterator[Dea
             consumer.assign([TopicPartition(t, p, lo)])
             offset = lo
             while offset < hi:
-                msgs = consumer.consume(500, timeout=2.0)
+                # consume() waits for the full count or the timeout: ask for what is left.
+                msgs = consumer.consume(min(500, hi - offset), timeout=2.0)
                 if not msgs:
                     break
                 for m in msgs:
@@ -96,6 +97,8 @@ def replay(
     *,
     source_topic: str,
     since: dt.datetime | None = None,
+    reason: str | None = None,
+    key: bytes | None = None,
     publisher: Publisher | None = None,
 ) -> int:
     """Re-publish the original bytes of matching dead letters to their original topic.
@@ -112,6 +115,10 @@ def replay(
         with connect(settings) as conn:
             for letter in read(settings, source_topic=source_topic):
                 if letter.timestamp_ms < since_ms:
+                    continue
+                if reason is not None and letter.reason != reason:
+                    continue
+                if key is not None and letter.key != key:
                     continue
                 inserted = conn.execute(
                     "INSERT INTO streams_dlq_replays (dlq_topic, dlq_partition, dlq_offset, "

@@ -31,7 +31,7 @@ def true_end_offsets(
 
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
-        msgs = consumer.consume(num_messages=len(pending) * 64, timeout=0.2)
+        msgs = consumer.consume(num_messages=1, timeout=0.1)
         for m in msgs:
             key = (m.topic(), m.partition())
             if key in pending and m.error() is None:

@@ -115,10 +115,16 @@ class InstrumentedAgent:
 
     async def process(self, events: Sequence[RawEvent]) -> None:
         decoded: list[tuple[RawEvent, Message]] = []
+        undecodable: list[tuple[RawEvent, Failure]] = []
         for ev in events:
-            msg = await self._decode(ev)
-            if msg is not None:
+            msg = self._decode(ev)
+            if isinstance(msg, Message):
                 decoded.append((ev, msg))
+            else:
+                undecodable.append((ev, msg))
+        if undecodable:
+            # All acknowledged before this batch is done (and so before it is committed).
+            await asyncio.gather(*(self._dead_letter(ev, f) for ev, f in undecodable))
         if not decoded:
             return
         batched = self.spec.batch_handler is not None and len(decoded) > 1
@@ -127,7 +133,7 @@ class InstrumentedAgent:
         for ev, msg in decoded:
             await self._run_one(ev, msg)
 
-    async def _decode(self, ev: RawEvent) -> Message | None:
+    def _decode(self, ev: RawEvent) -> Message | Failure:
         headers = dict(ev.headers.items() if isinstance(ev.headers, Mapping) else ev.headers)
         try:
             if ev.value is None:
@@ -135,8 +141,7 @@ class InstrumentedAgent:
             value = self.runtime.codec.decode(self.spec.topic, ev.value)
         except DecodeError as exc:
             self._failed.inc()
-            await self._dead_letter(ev, failure_of("decode", exc))
-            return None
+            return failure_of("decode", exc)
         return Message(
             self.spec.topic, ev.partition, ev.offset, ev.key, value, ev.value, headers, ev.timestamp
         )

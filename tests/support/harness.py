@@ -122,6 +122,8 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     )
     if settings.agent_modules:
         env["STREAMS_AGENT_MODULES"] = ",".join(settings.agent_modules)
+    if settings.agents is not None:
+        env["STREAMS_AGENTS"] = ",".join(settings.agents) or "none"
     env.update(extra)
     return env
 
