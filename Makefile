@@ -31,8 +31,17 @@ fmt: $(STAMP) ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix streams tests bench
 	$(BIN)/ruff format streams tests bench
 
-test: $(STAMP) lint ## Lint, then the whole test suite against a real broker and PostgreSQL
+test: $(STAMP) lint promtool ## Lint, then the whole test suite against a real broker and PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+promtool: ## Install prometheus + promtool (Debian package) for the ops tests, if missing
+	@command -v promtool >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
+
+manifests: $(STAMP) ## Regenerate k8s/ files derived from the code (topics, workloads, rules, dashboards)
+	$(BIN)/python -m streams.ops.k8s
 
 bench: $(STAMP) ## Run every benchmark under bench/ (prints figures next to their limits)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
@@ -46,4 +55,4 @@ dev-stop: $(STAMP) ## Stop them
 clean: ## Remove the venv and local data
 	rm -rf $(VENV) .streams .mypy_cache .ruff_cache
 
-.PHONY: help install run lint fmt test bench dev-start dev-stop clean
+.PHONY: help install run lint fmt test promtool manifests bench dev-start dev-stop clean

@@ -19,19 +19,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.lag import status as lag_status
 from streams.settings import Settings
 
 # Long-running components: (name, argv after `python -m streams`). Each capability
 # that adds a process appends itself here.
 COMPONENTS: list[tuple[str, list[str]]] = [
     ("worker", ["worker", "--loglevel", "warning"]),
+    ("lag-exporter", ["lag-exporter"]),
 ]
 
 # Demo workloads: called once in a thread with (settings, stop event).
 DEMOS: list[Callable[[Settings, threading.Event], None]] = []
 
 # Status providers: each returns a short "name=value" fragment for the status line.
-STATUS: list[Callable[[Settings], str]] = []
+STATUS: list[Callable[[Settings], str]] = [lag_status.status]
 
 
 @dataclass
@@ -105,7 +107,9 @@ def run(*, demo: bool = True, duration: float | None = None) -> int:
                 flush=True,
             )
         print(
-            f"  worker metrics: http://{settings.web_host}:{settings.web_port}/metrics", flush=True
+            f"  worker metrics: http://{settings.web_host}:{settings.web_port}/metrics\n"
+            f"  lag exporter metrics: {lag_status.metrics_url(settings)}",
+            flush=True,
         )
         if demo:
             for d in DEMOS:

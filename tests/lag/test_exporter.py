@@ -92,13 +92,11 @@ def test_offset_lag_is_exact_then_zero_when_caught_up_then_gone_when_deleted(
         what="lag series of the group",
     )
     v = scrape(exporter)
-    for p in produced:
-        lag = one(v, "kafka_consumergroup_group_lag", group=group, topic=topic, partition=str(p))
-        assert lag == produced[p] - consumed[p]
-        assert one(v, "kafka_partition_latest_offset", topic=topic, partition=str(p)) == produced[p]
-        assert one(v, "kafka_consumergroup_group_offset", group=group, partition=str(p)) == (
-            consumed[p]
-        )
+    for p, n in produced.items():
+        part = {"topic": topic, "partition": str(p)}
+        assert one(v, "kafka_consumergroup_group_lag", group=group, **part) == n - consumed[p]
+        assert one(v, "kafka_consumergroup_group_offset", group=group, **part) == consumed[p]
+        assert one(v, "kafka_partition_latest_offset", **part) == n
     total = sum(produced.values()) - sum(consumed.values())
     assert one(v, "kafka_consumergroup_group_sum_lag", group=group) == total
     assert one(v, "kafka_consumergroup_group_topic_sum_lag", group=group, topic=topic) == total

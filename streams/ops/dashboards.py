@@ -1,0 +1,510 @@
+"""Grafana dashboards, defined once as data and rendered to dashboard JSON.
+
+Two dashboards: consumer lag (from ``streams lag-exporter``) and the pipeline (agents,
+dead letters, publishing, relay, debounce, buffers, webhooks). Every query names only
+metrics the project exports; ``tests/ops`` checks that against a live scrape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+RATE = "$__rate_interval"
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str = ""
+    instant: bool = False
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    queries: tuple[Query, ...]
+    unit: str = "short"
+    kind: str = "timeseries"  # or "bargauge", "table", "stat"
+    description: str = ""
+    width: int = 12
+
+
+@dataclass(frozen=True)
+class Row:
+    title: str
+    panels: tuple[Panel, ...]
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    metric: str  # label_values(<metric>, <name>)
+    label: str = ""
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label or self.name,
+            "type": "query",
+            "datasource": DATASOURCE,
+            "query": {"query": f"label_values({self.metric}, {self.name})", "refId": self.name},
+            "definition": f"label_values({self.metric}, {self.name})",
+            "refresh": 2,
+            "multi": True,
+            "includeAll": True,
+            "allValue": ".*",
+            "current": {"text": "All", "value": "$__all"},
+            "sort": 1,
+        }
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    uid: str
+    title: str
+    description: str
+    rows: tuple[Row, ...]
+    variables: tuple[Variable, ...] = field(default_factory=tuple)
+
+    def queries(self) -> list[str]:
+        return [q.expr for r in self.rows for p in r.panels for q in p.queries]
+
+    def render(self) -> dict[str, Any]:
+        panels: list[dict[str, Any]] = []
+        y = 0
+        for row in self.rows:
+            panels.append(
+                {
+                    "id": len(panels) + 1,
+                    "type": "row",
+                    "title": row.title,
+                    "collapsed": False,
+                    "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                    "panels": [],
+                }
+            )
+            y += 1
+            x = 0
+            for panel in row.panels:
+                if x + panel.width > 24:
+                    x, y = 0, y + 8
+                panels.append(_panel(len(panels) + 1, panel, x, y))
+                x += panel.width
+            y += 8
+        datasource_var = {
+            "name": "datasource",
+            "label": "Prometheus",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {},
+        }
+        return {
+            "uid": self.uid,
+            "title": self.title,
+            "description": self.description,
+            "tags": ["streams", "kafka"],
+            "editable": True,
+            "schemaVersion": 39,
+            "version": 1,
+            "refresh": "30s",
+            "time": {"from": "now-3h", "to": "now"},
+            "timezone": "",
+            "templating": {"list": [datasource_var, *(v.render() for v in self.variables)]},
+            "annotations": {"list": []},
+            "panels": panels,
+        }
+
+
+def _panel(pid: int, p: Panel, x: int, y: int) -> dict[str, Any]:
+    return {
+        "id": pid,
+        "type": p.kind,
+        "title": p.title,
+        "description": p.description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": 8, "w": p.width, "x": x, "y": y},
+        "fieldConfig": {"defaults": {"unit": p.unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["max"]}},
+        "targets": [
+            {
+                "refId": chr(ord("A") + i),
+                "datasource": DATASOURCE,
+                "expr": q.expr,
+                "legendFormat": q.legend,
+                "instant": q.instant,
+                "range": not q.instant,
+            }
+            for i, q in enumerate(p.queries)
+        ],
+    }
+
+
+def _quantiles(metric: str, by: str) -> tuple[Query, ...]:
+    return tuple(
+        Query(
+            f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket[{RATE}])))",
+            f"p{int(q * 100)} {{{{{by}}}}}",
+        )
+        for q in (0.5, 0.95, 0.99)
+    )
+
+
+G = 'group=~"$group"'
+
+LAG = Dashboard(
+    uid="streams-lag",
+    title="streams / consumer lag",
+    description="Consumer-group lag in messages and seconds, from streams lag-exporter.",
+    variables=(Variable("group", "kafka_consumergroup_group_sum_lag", "Consumer group"),),
+    rows=(
+        Row(
+            "Lag",
+            (
+                Panel(
+                    "Time lag by group (age of the oldest unconsumed message)",
+                    (
+                        Query(
+                            f"max by (group) (kafka_consumergroup_group_max_lag_seconds{{{G}}})",
+                            "{{group}}",
+                        ),
+                    ),
+                    unit="s",
+                ),
+                Panel(
+                    "Offset lag by group",
+                    (
+                        Query(
+                            f"sum by (group) (kafka_consumergroup_group_sum_lag{{{G}}})",
+                            "{{group}}",
+                        ),
+                    ),
+                ),
+                Panel(
+                    "Top 10 groups by time lag",
+                    (
+                        Query(
+                            "topk(10, max by (group) (kafka_consumergroup_group_max_lag_seconds))",
+                            "{{group}}",
+                            instant=True,
+                        ),
+                    ),
+                    unit="s",
+                    kind="bargauge",
+                ),
+                Panel(
+                    "Top 10 groups by offset lag",
+                    (
+                        Query(
+                            "topk(10, sum by (group) (kafka_consumergroup_group_sum_lag))",
+                            "{{group}}",
+                            instant=True,
+                        ),
+                    ),
+                    kind="bargauge",
+                ),
+                Panel(
+                    "Offset lag by group and topic",
+                    (
+                        Query(
+                            "sum by (group, topic) "
+                            f"(kafka_consumergroup_group_topic_sum_lag{{{G}}})",
+                            "{{group}} {{topic}}",
+                        ),
+                    ),
+                ),
+                Panel(
+                    "Largest partition lag by group and topic",
+                    (
+                        Query(
+                            f"max by (group, topic) (kafka_consumergroup_group_lag{{{G}}})",
+                            "{{group}} {{topic}}",
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        Row(
+            "Rates",
+            (
+                Panel(
+                    "Produced messages/s by topic",
+                    (
+                        Query(
+                            f"sum by (topic) (rate(kafka_partition_latest_offset[{RATE}]))",
+                            "{{topic}}",
+                        ),
+                    ),
+                    unit="ops",
+                ),
+                Panel(
+                    "Committed messages/s by group",
+                    (
+                        Query(
+                            "sum by (group) "
+                            f"(rate(kafka_consumergroup_group_offset{{{G}}}[{RATE}]))",
+                            "{{group}}",
+                        ),
+                    ),
+                    unit="ops",
+                ),
+            ),
+        ),
+        Row(
+            "Groups and exporter",
+            (
+                Panel(
+                    "Group state and members",
+                    (
+                        Query(
+                            f"max by (group, state) (kafka_consumergroup_group_state{{{G}}}) == 1",
+                            "{{group}} {{state}}",
+                            instant=True,
+                        ),
+                        Query(
+                            f"max by (group) (kafka_consumergroup_members{{{G}}})",
+                            "{{group}} members",
+                            instant=True,
+                        ),
+                    ),
+                    kind="table",
+                ),
+                Panel(
+                    "Exporter: broker reachable, poll time",
+                    (
+                        Query("max(streams_lag_broker_up)", "broker up"),
+                        Query("max(kafka_consumergroup_poll_time_ms) / 1000", "last poll (s)"),
+                        Query(
+                            "histogram_quantile(0.99, sum by (le) "
+                            f"(rate(streams_lag_poll_seconds_bucket[{RATE}])))",
+                            "p99 poll (s)",
+                        ),
+                        Query(
+                            f'sum(rate(streams_lag_polls_total{{outcome="failure"}}[{RATE}]))',
+                            "failed polls/s",
+                        ),
+                    ),
+                ),
+            ),
+        ),
+    ),
+)
+
+A = 'agent=~"$agent"'
+
+PIPELINE = Dashboard(
+    uid="streams-pipeline",
+    title="streams / pipeline",
+    description="Agents, dead letters, publishing, outbox relay, debounce, buffers, webhooks.",
+    variables=(Variable("agent", "streams_agent_messages_total", "Agent"),),
+    rows=(
+        Row(
+            "Agents",
+            (
+                Panel(
+                    "Throughput by agent (messages/s)",
+                    (
+                        Query(
+                            "sum by (agent, outcome) "
+                            f"(rate(streams_agent_messages_total{{{A}}}[{RATE}]))",
+                            "{{agent}} {{outcome}}",
+                        ),
+                    ),
+                    unit="ops",
+                ),
+                Panel(
+                    "Failures and retries by agent (/s)",
+                    (
+                        Query(
+                            "sum by (agent) (rate(streams_agent_messages_total"
+                            f'{{{A}, outcome="failure"}}[{RATE}]))',
+                            "{{agent}} failed",
+                        ),
+                        Query(
+                            f"sum by (agent) (rate(streams_agent_retries_total{{{A}}}[{RATE}]))",
+                            "{{agent}} retried",
+                        ),
+                    ),
+                    unit="ops",
+                ),
+                Panel(
+                    "Handler duration percentiles",
+                    _quantiles("streams_agent_duration_seconds", "agent"),
+                    unit="s",
+                ),
+                Panel(
+                    "In flight and memory growth p99",
+                    (
+                        Query(f"sum by (agent) (streams_agent_in_flight{{{A}}})", "{{agent}}"),
+                        Query(
+                            "histogram_quantile(0.99, sum by (le, agent) "
+                            f"(rate(streams_agent_memory_delta_bytes_bucket[{RATE}])))",
+                            "{{agent}} memory p99 (bytes)",
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        Row(
+            "Dead letters and publishing",
+            (
+                Panel(
+                    "Dead letters/s by source and reason",
+                    (
+                        Query(
+                            f"sum by (source, reason) (rate(streams_dead_letters_total[{RATE}]))",
+                            "{{source}} {{reason}}",
+                        ),
+                    ),
+                    unit="ops",
+                ),
+                Panel(
+                    "Published and refused messages/s by topic",
+                    (
+                        Query(
+                            f"sum by (topic) (rate(streams_published_total[{RATE}]))",
+                            "{{topic}}",
+                        ),
+                        Query(
+                            f"sum by (topic, reason) (rate(streams_publish_errors_total[{RATE}]))",
+                            "{{topic}} refused: {{reason}}",
+                        ),
+                    ),
+                    unit="ops",
+                ),
+            ),
+        ),
+        Row(
+            "Outbox relay",
+            (
+                Panel(
+                    "Oldest outbox row age",
+                    (Query("max by (table) (streams_relay_oldest_pending_seconds)", "{{table}}"),),
+                    unit="s",
+                ),
+                Panel(
+                    "Queued outbox rows",
+                    (
+                        Query("sum by (table) (streams_relay_queued_rows)", "{{table}}"),
+                        Query(
+                            "max by (table) (streams_relay_max_shard_depth)",
+                            "{{table}} deepest shard",
+                        ),
+                    ),
+                ),
+                Panel(
+                    "Relay rows/s",
+                    (
+                        Query(
+                            f"sum by (table) (rate(streams_relay_rows_published_total[{RATE}]))",
+                            "{{table}} published",
+                        ),
+                        Query(
+                            f"sum by (table) (rate(streams_relay_rows_coalesced_total[{RATE}]))",
+                            "{{table}} coalesced",
+                        ),
+                        Query(
+                            "sum by (table) "
+                            f"(rate(streams_relay_rows_dead_lettered_total[{RATE}]))",
+                            "{{table}} dead-lettered",
+                        ),
+                        Query(
+                            "sum by (table) "
+                            f"(rate(streams_relay_shards_rescheduled_total[{RATE}]))",
+                            "{{table}} shards rescheduled",
+                        ),
+                    ),
+                    unit="ops",
+                ),
+                Panel(
+                    "Relay transaction duration",
+                    _quantiles("streams_relay_batch_seconds", "table"),
+                    unit="s",
+                ),
+            ),
+        ),
+        Row(
+            "Project config invalidation (debounce)",
+            (
+                Panel(
+                    "Invalidations scheduled vs skipped (/s)",
+                    (
+                        Query(
+                            f"sum by (reason) (rate(streams_invalidation_scheduled_total[{RATE}]))",
+                            "scheduled {{reason}}",
+                        ),
+                        Query(
+                            f"sum by (reason) (rate(streams_invalidation_skipped_total[{RATE}]))",
+                            "skipped {{reason}}",
+                        ),
+                    ),
+                    unit="ops",
+                ),
+                Panel(
+                    "Pending recomputes and lateness p99",
+                    (
+                        Query("sum(streams_invalidation_pending)", "pending"),
+                        Query(
+                            "histogram_quantile(0.99, sum by (le) "
+                            f"(rate(streams_invalidation_lateness_seconds_bucket[{RATE}])))",
+                            "lateness p99 (s)",
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        Row(
+            "Buffered increments",
+            (
+                Panel(
+                    "Flush statements vs increments (/s)",
+                    (
+                        Query(
+                            f"sum by (kind) (rate(streams_buffer_statements_total[{RATE}]))",
+                            "statements {{kind}}",
+                        ),
+                        Query(f"sum(rate(streams_buffer_increments_total[{RATE}]))", "increments"),
+                    ),
+                    unit="ops",
+                ),
+                Panel(
+                    "Flushes and pending rows",
+                    (
+                        Query(
+                            f"sum by (outcome) (rate(streams_buffer_flushes_total[{RATE}]))",
+                            "flushes {{outcome}}",
+                        ),
+                        Query("sum(streams_buffer_pending_rows)", "pending rows"),
+                    ),
+                ),
+            ),
+        ),
+        Row(
+            "Webhooks",
+            (
+                Panel(
+                    "Deliveries by verdict (/s)",
+                    (
+                        Query(
+                            "sum by (kind, verdict) "
+                            f"(rate(streams_webhook_deliveries_total[{RATE}]))",
+                            "{{kind}} {{verdict}}",
+                        ),
+                    ),
+                    unit="ops",
+                ),
+                Panel(
+                    "Request duration and open circuits",
+                    (
+                        *_quantiles("streams_webhook_request_seconds", "kind"),
+                        Query("sum(streams_webhook_circuit_open)", "open circuits"),
+                    ),
+                    unit="s",
+                ),
+            ),
+        ),
+    ),
+)
+
+DASHBOARDS = (LAG, PIPELINE)
