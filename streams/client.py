@@ -11,6 +11,7 @@ offending type and the reason.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from streams.publisher import Delivered, HeaderInput, Publisher
@@ -48,3 +49,37 @@ async def publish_async(
 ) -> Delivered:
     """Publish one value; await the acknowledgement without blocking the event loop."""
     return await get_publisher().publish_async(topic, value, key=key, headers=headers)
+
+
+def send_alert_event(
+    event: Mapping[str, Any],
+    rule: str,
+    sentry_app_id: int,
+    additional_payload_key: str | None = None,
+    additional_payload: Mapping[str, Any] | None = None,
+) -> Delivered | None:
+    """Send an alert to a sentry app's webhook: one delivery on ``webhook-deliveries``.
+
+    ``event`` is plain data with an integer ``project_id``; the payload's data holds
+    it under ``event``, the rule name under ``triggered_rule``, and
+    ``additional_payload`` under ``additional_payload_key`` when both are given.
+    Returns None (nothing sent) when the app is not installed in the event's
+    organization; raises ``TypeError`` for arguments that are not plain data.
+    """
+    from streams.db.pool import connect
+    from streams.webhooks.alerts import build_alert_delivery
+
+    publisher = get_publisher()
+    with connect(publisher.settings) as conn:
+        value = build_alert_delivery(
+            conn,
+            event,
+            rule,
+            sentry_app_id,
+            additional_payload_key=additional_payload_key,
+            additional_payload=additional_payload,
+        )
+    if value is None:
+        return None
+    key = f"{value['target_kind']}:{value['target_id']}"
+    return publisher.publish("webhook-deliveries", value, key=key)

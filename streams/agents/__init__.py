@@ -1,4 +1,7 @@
 """Faust agents: one module per agent, each reading top to bottom: topic, tables, handler."""
 
 # Modules whose ``install(app, runtime)`` the worker calls, in order.
-BUILTIN_AGENT_MODULES: list[str] = []
+BUILTIN_AGENT_MODULES: list[str] = [
+    "streams.agents.resource_changes",
+    "streams.agents.webhook_delivery",
+]

@@ -163,6 +163,10 @@ class Rows:
             )
         )
 
+    def user(self, username: str = "jane") -> int:
+        name = f"{username}-{uuid.uuid4().hex[:6]}"
+        return int(self._one("INSERT INTO auth_user (username) VALUES (%s) RETURNING id", (name,)))
+
     def secret_of_app(self, app_id: int) -> str:
         return str(self._one("SELECT client_secret FROM sentry_app WHERE id = %s", (app_id,)))
 

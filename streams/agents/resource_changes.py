@@ -1,0 +1,272 @@
+"""Agent ``resource-changes``: one ``webhook-deliveries`` request per subscribed target.
+
+Topic: ``resource-changes`` (key: organization id). For each change: the sender must
+be allow-listed (else dead letter, reason ``unknown_sender``); the instance is read
+from PostgreSQL (for ``deleted`` the change's ``data`` snapshot stands in for the
+gone row). A row that is not visible yet (the change was published before its
+transaction committed) is looked up again with backoff for a bounded time, then
+dead-lettered (reason ``instance_missing``, replayable), never dropped. Every
+installed sentry-app installation of the organization subscribed to
+``<resource>.<action>`` and every active service hook of the project subscribed to
+``<hook event>.<action>`` gets exactly one delivery request, keyed by target.
+Delivery ids derive from (topic, partition, offset, target), so a reprocessed change
+yields the same ids (receivers can drop duplicates by ``Request-ID``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streams import metrics
+from streams.agents.base import AgentSpec, Message, RetryPolicy, attach
+from streams.agents.batch_io import Outgoing, dead_letter, publish_all
+from streams.agents.dead_letters import Failure, failure_of
+from streams.runtime import Runtime
+from streams.silo import REGION_ONLY
+from streams.webhooks import payloads, resources
+from streams.webhooks.resources import Instance, Project, Resource, UnknownSender
+
+log = logging.getLogger(__name__)
+
+AGENT = "resource_changes"
+TOPIC = "resource-changes"
+OUT_TOPIC = "webhook-deliveries"
+# Waits before looking a not-yet-visible row up again (about 6 s in all).
+VISIBILITY_BACKOFF = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+DELIVERY_NS = uuid.UUID("6f1c8d3e-2b7a-4f0e-9d51-7d2c43a1b9e5")
+
+CHANGES = metrics.counter(
+    "streams_resource_changes_total",
+    "Resource changes processed, by resource and outcome.",
+    ("resource", "outcome"),
+)
+REQUESTED = metrics.counter(
+    "streams_webhook_deliveries_requested_total",
+    "Delivery requests published to webhook-deliveries, by target kind.",
+    ("kind",),
+)
+REFUSED_HOOKS = metrics.counter(
+    "streams_service_hook_refused_total",
+    "Service hook firings refused because the hook's payload version is not supported.",
+)
+
+
+Rejected = tuple[Message, Failure]
+
+
+@dataclass(frozen=True)
+class Change:
+    msg: Message
+    resource: Resource
+    action: str
+    instance_id: int
+    actor_id: int | None
+
+
+class ResourceChanges:
+    """The handler; one per worker."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def handle(self, msg: Message) -> None:
+        await self.handle_batch([msg])
+
+    async def handle_batch(self, msgs: Sequence[Message]) -> None:
+        # Reads first, outputs last: if a read fails, nothing was emitted yet, so the
+        # wrapper's one-by-one fallback cannot duplicate deliveries or dead letters.
+        changes, rejects = self._known(msgs)
+        instances, missing = await self._instances(changes)
+        visible = [c for c in changes if (c.resource.name, c.instance_id) in instances]
+        out: list[Outgoing] = []
+        if visible:
+            out = await self._plan_all(visible, instances)
+        await publish_all(self.runtime, out, agent=AGENT)
+        for o in out:
+            REQUESTED.labels(o.value["target_kind"]).inc()
+        for msg, failure in rejects + missing:
+            await dead_letter(self.runtime, AGENT, msg, failure)
+
+    def _known(self, msgs: Sequence[Message]) -> tuple[list[Change], list[Rejected]]:
+        changes, rejects = [], []
+        for msg in msgs:
+            v = msg.value
+            try:
+                resource = resources.resource_for(v["sender"])
+            except UnknownSender as exc:
+                CHANGES.labels("unknown", "unknown_sender").inc()
+                rejects.append((msg, failure_of("unknown_sender", exc)))
+                continue
+            changes.append(
+                Change(msg, resource, v["action"], int(v["instance_id"]), v.get("actor_id"))
+            )
+        return changes, rejects
+
+    async def _instances(
+        self, changes: list[Change]
+    ) -> tuple[dict[tuple[str, int], Instance], list[Rejected]]:
+        """Visible instances; waits (bounded) for rows not committed yet; the rest rejected."""
+        found: dict[tuple[str, int], Instance] = {
+            (c.resource.name, c.instance_id): _snapshot(c) for c in changes if c.action == "deleted"
+        }
+        pending = [c for c in changes if c.action != "deleted"]
+        if not pending:
+            return found, []
+        pool = await self.runtime.pool()
+        for delay in (0.0, *VISIBILITY_BACKOFF):
+            if delay:
+                log.info("resource_change.instance_not_visible", extra={"count": len(pending)})
+                await asyncio.sleep(delay)
+            async with pool.connection() as conn:
+                for resource in {c.resource for c in pending}:
+                    ids = sorted({c.instance_id for c in pending if c.resource == resource})
+                    for iid, inst in (await resources.load(conn, resource, ids)).items():
+                        found[resource.name, iid] = inst
+            pending = [c for c in pending if (c.resource.name, c.instance_id) not in found]
+            if not pending:
+                break
+        waited = sum(VISIBILITY_BACKOFF)
+        missing = []
+        for c in pending:
+            CHANGES.labels(c.resource.name, "instance_missing").inc()
+            reason = f"{c.resource.table} {c.instance_id} not visible after {waited:.1f}s"
+            missing.append((c.msg, Failure("instance_missing", "RetryLater", reason)))
+        return found, missing
+
+    async def _plan_all(
+        self, visible: list[Change], instances: dict[tuple[str, int], Instance]
+    ) -> list[Outgoing]:
+        pool = await self.runtime.pool()
+        projects = {instances[c.resource.name, c.instance_id].project for c in visible}
+        async with pool.connection() as conn:
+            installs = await resources.installations_for(
+                conn, sorted({p.organization_id for p in projects})
+            )
+            hooks = await resources.hooks_for(conn, sorted({p.id for p in projects}))
+            actors = await resources.actor_names(
+                conn, sorted({c.actor_id for c in visible if c.actor_id is not None})
+            )
+        out: list[Outgoing] = []
+        for c in visible:
+            inst = instances[c.resource.name, c.instance_id]
+            planned = self._plan(c, inst, installs, hooks, actors)
+            CHANGES.labels(c.resource.name, "fanned_out" if planned else "no_subscriber").inc()
+            out += planned
+        return out
+
+    def _plan(
+        self,
+        c: Change,
+        inst: Instance,
+        installs: dict[int, list[resources.Installation]],
+        hooks: dict[int, list[resources.ServiceHook]],
+        actors: dict[int, str],
+    ) -> list[Outgoing]:
+        out = []
+        event = f"{c.resource.name}.{c.action}"
+        actor = payloads.actor(c.actor_id, actors)
+        for i in installs.get(inst.project.organization_id, []):
+            if resources.subscribed(i.events, c.resource.name, c.action):
+                body = payloads.sentry_app(
+                    action=c.action,
+                    installation_uuid=i.uuid,
+                    resource=c.resource.name,
+                    data=inst.data,
+                    actor=actor,
+                )
+                out.append(
+                    _delivery(
+                        c.msg,
+                        kind="sentry_app",
+                        target_id=i.id,
+                        event=event,
+                        resource=c.resource.name,
+                        body=body,
+                    )
+                )
+        if c.resource.hook_event is None:
+            return out
+        for h in hooks.get(inst.project.id, []):
+            if not resources.subscribed(h.events, c.resource.hook_event, c.action):
+                continue
+            try:
+                body = payloads.service_hook(h.version, inst, hook_id=h.id)
+            except payloads.UnsupportedHookVersion as exc:
+                REFUSED_HOOKS.inc()
+                log.error(
+                    "service_hook.version_unsupported", extra={"hook": h.id, "error": str(exc)}
+                )
+                continue
+            hook_event = f"{c.resource.hook_event}.{c.action}"
+            out.append(
+                _delivery(
+                    c.msg,
+                    kind="service_hook",
+                    target_id=h.id,
+                    event=hook_event,
+                    resource=c.resource.name,
+                    body=body,
+                )
+            )
+        return out
+
+
+def _snapshot(c: Change) -> Instance:
+    """A deleted row, as the change describes it (its ``data`` JSON, else just the id)."""
+    v = c.msg.value
+    data: dict[str, Any] = {}
+    if v.get("data"):
+        try:
+            loaded = json.loads(v["data"])
+            data = loaded if isinstance(loaded, dict) else {}
+        except ValueError:
+            data = {}
+    data.setdefault("id", str(c.instance_id))
+    project = Project(int(v.get("project_id") or 0), int(v["organization_id"]), "", "")
+    return Instance(c.resource, c.instance_id, project, data, None)
+
+
+def _delivery(
+    msg: Message, *, kind: str, target_id: int, event: str, resource: str, body: dict[str, Any]
+) -> Outgoing:
+    name = f"{msg.topic}:{msg.partition}:{msg.offset}:{kind}:{target_id}"
+    now = int(time.time() * 1000)
+    value = {
+        "delivery_id": str(uuid.uuid5(DELIVERY_NS, name)),
+        "target_kind": kind,
+        "target_id": target_id,
+        "event_type": event,
+        "resource": resource,
+        "payload": payloads.dumps(body),
+        "attempt": 1,
+        "not_before": now,
+        "created_at": now,
+    }
+    return Outgoing(OUT_TOPIC, value, f"{kind}:{target_id}")
+
+
+def install(app: Any, runtime: Runtime) -> None:
+    handler = ResourceChanges(runtime)
+    attach(
+        app,
+        runtime,
+        AgentSpec(
+            name=AGENT,
+            topic=TOPIC,
+            silos=REGION_ONLY,
+            handler=handler.handle,
+            batch_handler=handler.handle_batch,
+            # Infrastructure errors only (the handler settles bad input itself).
+            retry=RetryPolicy(times=3, delay=0.5),
+            deadline=60.0,
+            batch_size=500,
+            batch_within=0.02,
+        ),
+    )

@@ -1,0 +1,248 @@
+"""Agents ``webhook-deliveries`` and ``webhook-retries``: signed HTTP POSTs with retries.
+
+Topics: ``webhook-deliveries`` (first attempts) and ``webhook-retries`` (later
+attempts, each with a not-before time); both keyed by target. A batch is delivered
+concurrently; each outcome is settled without blocking the partition:
+
+- delivered: logged; a failure to retry (408/429/5xx/timeout/connection error) goes
+  to ``webhook-retries`` as the next attempt, ``retry_delay`` later;
+- circuit open for the target's origin: to ``webhook-retries``, same attempt, when
+  the pause ends (no attempt spent, no request sent);
+- final failure (another 4xx, SSRF refusal, last attempt failed): ``dead-letters``
+  with the consumed message's original bytes and the reason;
+- target uninstalled/deleted/inactive: skipped.
+
+The retries agent waits for each message's not-before time before attempting it:
+retries share one delay, so the topic is (nearly) in due order and that wait holds
+back only other retries, never first attempts. Every request is appended to the
+target's request log; service-hook first attempts count as firings (per minute).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from streams import metrics
+from streams.agents.base import AgentSpec, Message, RetryPolicy, attach
+from streams.agents.batch_io import Outgoing, dead_letter, publish_all
+from streams.agents.dead_letters import Failure
+from streams.runtime import Runtime
+from streams.silo import REGION_ONLY
+from streams.webhooks.breaker import CircuitBreaker
+from streams.webhooks.deliver import Deliverer, Outcome, Target, TargetKey, Verdict
+from streams.webhooks.http import AiohttpSender
+from streams.webhooks.ssrf import SsrfGuard
+from streams.webhooks.store import DeliveryStore, LogEntry
+
+log = logging.getLogger(__name__)
+
+TOPIC = "webhook-deliveries"
+RETRY_TOPIC = "webhook-retries"
+MAX_IN_FLIGHT = 128
+TRIM_INTERVAL = 30.0
+
+REQUESTS = metrics.counter(
+    "streams_webhook_requests_total",
+    "Webhook HTTP requests sent, by target kind and result (ok, http_<code>, timeout, ...).",
+    ("kind", "result"),
+)
+REQUEST_SECONDS = metrics.histogram(
+    "streams_webhook_request_seconds", "Webhook HTTP request duration.", ("kind",)
+)
+DELIVERIES = metrics.counter(
+    "streams_webhook_deliveries_total",
+    "Delivery attempts settled, by target kind and verdict "
+    "(delivered, retry, deferred, dead_lettered, skipped).",
+    ("kind", "verdict"),
+)
+DELIVERY_LATENCY = metrics.histogram(
+    "streams_webhook_delivery_latency_seconds",
+    "From the delivery request's creation to its successful POST.",
+    ("kind",),
+)
+
+
+def _ms(value: Any) -> float:
+    """A timestamp-millis field (decoded as datetime, or given as int ms) in seconds."""
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    return float(value or 0) / 1000.0
+
+
+class WebhookDeliveries:
+    """The handler of both topics; one per worker."""
+
+    def __init__(self, runtime: Runtime, deliverer: Deliverer, store: DeliveryStore) -> None:
+        self.runtime = runtime
+        self.deliverer = deliverer
+        self.store = store
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+    async def first_attempts(self, msgs: Sequence[Message]) -> None:
+        await self._deliver(msgs)
+
+    async def first_attempt(self, msg: Message) -> None:
+        await self._deliver([msg])
+
+    async def retries(self, msgs: Sequence[Message]) -> None:
+        """Deliver each message once its not-before time has come, earliest first."""
+        queue = sorted(msgs, key=lambda m: _ms(m.value.get("not_before")))
+        while queue:
+            wait = _ms(queue[0].value.get("not_before")) - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            now = time.time()
+            due = [m for m in queue if _ms(m.value.get("not_before")) <= now]
+            queue = queue[len(due) :]
+            await self._deliver(due)
+
+    async def retry(self, msg: Message) -> None:
+        await self.retries([msg])
+
+    async def _deliver(self, msgs: Sequence[Message]) -> None:
+        # Only this read may raise (then the wrapper retries); after it nothing does,
+        # so no request is ever repeated by the wrapper's fallback.
+        keys: list[TargetKey] = [(m.value["target_kind"], m.value["target_id"]) for m in msgs]
+        targets = await self.store.targets(keys)
+        outcomes = await asyncio.gather(
+            *(self._attempt(m, targets.get(k)) for m, k in zip(msgs, keys, strict=True))
+        )
+        await self._settle(msgs, outcomes)
+
+    async def _attempt(self, msg: Message, target: Target | None) -> Outcome:
+        async with self._slots:
+            try:
+                return await self.deliverer.attempt(msg.value, target)
+            except Exception as exc:  # a bug here must not drop the delivery
+                log.error("webhook.attempt.crashed", extra={"error": repr(exc)}, exc_info=True)
+                return Outcome(
+                    Verdict.RETRY, "internal_error", repr(exc), retry_in=self.deliverer.retry_delay
+                )
+
+    async def _settle(self, msgs: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
+        later: list[Outgoing] = []
+        dead: list[tuple[Message, Failure]] = []
+        entries: list[LogEntry] = []
+        fired: Counter[int] = Counter()
+        sent_at = dt.datetime.now(dt.UTC)
+        for msg, out in zip(msgs, outcomes, strict=True):
+            v = msg.value
+            kind, attempt = v["target_kind"], int(v.get("attempt", 1))
+            self._observe(v, out)
+            if out.verdict in (Verdict.RETRY, Verdict.DEFER):
+                later.append(_retry_of(v, out))
+            elif out.verdict is Verdict.DEAD:
+                dead.append((msg, Failure(out.reason, "WebhookFailed", out.detail or out.reason)))
+            if out.logged:
+                entries.append(_log_entry(v, out, sent_at))
+                if kind == "service_hook" and attempt == 1:
+                    fired[int(v["target_id"])] += 1
+        await publish_all(self.runtime, later, agent="webhook_delivery")
+        for msg, failure in dead:
+            await dead_letter(self.runtime, "webhook_delivery", msg, failure)
+        try:
+            await self.store.record(entries, fired)
+        except Exception as exc:  # the log is for people; losing a few rows is acceptable
+            log.warning("webhook.log.failed", extra={"error": repr(exc), "rows": len(entries)})
+
+    def _observe(self, v: dict[str, Any], out: Outcome) -> None:
+        kind = v["target_kind"]
+        DELIVERIES.labels(kind, out.verdict.value).inc()
+        if out.requested:
+            REQUESTS.labels(kind, out.reason).inc()
+            REQUEST_SECONDS.labels(kind).observe(out.duration)
+        if out.verdict is Verdict.DELIVERED:
+            created = _ms(v.get("created_at"))
+            if created > 0:
+                DELIVERY_LATENCY.labels(kind).observe(max(0.0, time.time() - created))
+        elif out.verdict is Verdict.DEAD:
+            log.warning(
+                "webhook.dead_lettered",
+                extra={"delivery": v["delivery_id"], "reason": out.reason, "error": out.detail},
+            )
+
+
+def _retry_of(v: dict[str, Any], out: Outcome) -> Outgoing:
+    attempt = int(v.get("attempt", 1)) + (1 if out.verdict is Verdict.RETRY else 0)
+    value = dict(v)
+    value["attempt"] = attempt
+    value["not_before"] = int((time.time() + out.retry_in) * 1000)
+    return Outgoing(RETRY_TOPIC, value, f"{v['target_kind']}:{v['target_id']}")
+
+
+def _log_entry(v: dict[str, Any], out: Outcome, sent_at: dt.datetime) -> LogEntry:
+    return LogEntry(
+        target_kind=v["target_kind"],
+        target_id=int(v["target_id"]),
+        delivery_id=v["delivery_id"],
+        attempt=int(v.get("attempt", 1)),
+        event_type=v["event_type"],
+        sent_at=sent_at,
+        status_code=out.status,
+        duration_ms=out.duration * 1000.0,
+        error=None if out.verdict is Verdict.DELIVERED else (out.detail or out.reason),
+    )
+
+
+def build(runtime: Runtime) -> WebhookDeliveries:
+    s = runtime.settings
+    guard = SsrfGuard(s.ssrf_allow)
+    deliverer = Deliverer(
+        AiohttpSender(guard),
+        guard,
+        CircuitBreaker(s.webhook_breaker_threshold, s.webhook_breaker_pause),
+        timeout=s.webhook_timeout,
+        max_attempts=s.webhook_max_attempts,
+        retry_delay=s.webhook_retry_delay,
+    )
+    return WebhookDeliveries(runtime, deliverer, DeliveryStore(runtime.pool))
+
+
+def install(app: Any, runtime: Runtime) -> None:
+    handler = build(runtime)
+    # No deadline: requests carry their own timeout, and a retry may wait for its time.
+    common: dict[str, Any] = {
+        "silos": REGION_ONLY,
+        "retry": RetryPolicy(times=5, delay=1.0),
+        "deadline": None,
+        "batch_size": 500,
+        "batch_within": 0.02,
+    }
+    first = AgentSpec(
+        name="webhook_delivery",
+        topic=TOPIC,
+        handler=handler.first_attempt,
+        batch_handler=handler.first_attempts,
+        **common,
+    )
+    if attach(app, runtime, first) is None:
+        return
+    attach(
+        app,
+        runtime,
+        AgentSpec(
+            name="webhook_retry",
+            topic=RETRY_TOPIC,
+            handler=handler.retry,
+            batch_handler=handler.retries,
+            **common,
+        ),
+    )
+
+    async def trim_delivery_log() -> None:
+        try:
+            await handler.store.trim()
+        except Exception as exc:
+            log.warning("webhook.log.trim_failed", extra={"error": repr(exc)})
+
+    async def close_http(sender: Any, **kwargs: Any) -> None:
+        await handler.deliverer.sender.close()
+
+    app.timer(TRIM_INTERVAL)(trim_delivery_log)
+    app.on_before_shutdown.connect(close_http)

@@ -1,0 +1,214 @@
+"""Resources that produce webhooks: the sender allow-list and their rows in PostgreSQL.
+
+A resource change names its *sender* (the model name on the wire). Only allow-listed
+senders are processed; each maps to the resource name used in payloads and event
+names (``Group`` -> ``issue``, ``Event`` -> ``error``), and, for events, to the
+service-hook event prefix (``event.created``). Rows are loaded in batches with one
+query per resource, serialized to plain JSON-ready dicts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from streams.errors import PermanentFailure
+
+
+class UnknownSender(PermanentFailure):
+    """The change names a model that is not on the allow-list."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str  # in payloads and '<resource>.<action>' event names
+    table: str
+    hook_event: str | None  # service hooks subscribe to '<hook_event>.<action>'
+
+
+ISSUE = Resource("issue", "issue_group", None)
+ERROR = Resource("error", "error_event", "event")
+
+# Wire sender -> resource. "Error" is accepted as well: the old system derived the
+# resource name of events from the sender's lower-cased name.
+SENDERS: dict[str, Resource] = {"Group": ISSUE, "Event": ERROR, "Error": ERROR}
+
+ISSUE_STATUS = {0: "unresolved", 1: "resolved", 2: "ignored"}
+
+
+def resource_for(sender: str) -> Resource:
+    """The resource of an allow-listed sender; ``UnknownSender`` otherwise."""
+    try:
+        return SENDERS[sender]
+    except KeyError:
+        raise UnknownSender(
+            f"sender {sender!r} is not allow-listed (known: {', '.join(sorted(SENDERS))})"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    organization_id: int
+    slug: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One row, serialized for payloads."""
+
+    resource: Resource
+    id: int
+    project: Project
+    data: dict[str, Any]
+    group: dict[str, Any] | None = None  # an error event's issue (service hook v0)
+
+
+@dataclass(frozen=True)
+class Installation:
+    id: int
+    uuid: str
+    organization_id: int
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServiceHook:
+    id: int
+    guid: str
+    project_id: int
+    events: tuple[str, ...]
+    version: int
+
+
+def subscribed(events: Iterable[str], resource: str, action: str) -> bool:
+    """Whether a subscription list covers ``<resource>.<action>`` (a bare resource covers all)."""
+    wanted = f"{resource}.{action}"
+    return any(e in (wanted, resource) for e in events)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+_ISSUE_COLUMNS = (
+    "g.id, g.title, g.culprit, g.level, g.status, g.times_seen, g.num_comments, "
+    "g.first_seen, g.last_seen"
+)
+
+
+def serialize_issue(row: Sequence[Any], project: Project) -> dict[str, Any]:
+    gid, title, culprit, level, status, times_seen, comments, first_seen, last_seen = row
+    return {
+        "id": str(gid),
+        "title": title,
+        "culprit": culprit,
+        "level": level,
+        "status": ISSUE_STATUS.get(int(status), str(status)),
+        "count": str(times_seen),
+        "numComments": comments,
+        "firstSeen": _iso(first_seen),
+        "lastSeen": _iso(last_seen),
+        "project": {"id": str(project.id), "slug": project.slug, "name": project.name},
+    }
+
+
+async def load_issues(conn: AsyncConnection[Any], ids: Sequence[int]) -> dict[int, Instance]:
+    cur = await conn.execute(
+        f"SELECT p.id, p.organization_id, p.slug, p.name, {_ISSUE_COLUMNS} "
+        "FROM issue_group g JOIN project p ON p.id = g.project_id WHERE g.id = ANY(%s)",
+        (list(ids),),
+    )
+    out = {}
+    for row in await cur.fetchall():
+        project = Project(int(row[0]), int(row[1]), row[2], row[3])
+        out[int(row[4])] = Instance(ISSUE, int(row[4]), project, serialize_issue(row[4:], project))
+    return out
+
+
+async def load_errors(conn: AsyncConnection[Any], ids: Sequence[int]) -> dict[int, Instance]:
+    cur = await conn.execute(
+        "SELECT p.id, p.organization_id, p.slug, p.name, "
+        "e.id, e.event_id, e.group_id, e.message, e.platform, e.data, e.date_added, "
+        f"{_ISSUE_COLUMNS} FROM error_event e JOIN project p ON p.id = e.project_id "
+        "LEFT JOIN issue_group g ON g.id = e.group_id WHERE e.id = ANY(%s)",
+        (list(ids),),
+    )
+    out = {}
+    for row in await cur.fetchall():
+        project = Project(int(row[0]), int(row[1]), row[2], row[3])
+        eid, event_id, group_id, message, platform, data, date_added = row[4:11]
+        event = dict(data) if isinstance(data, Mapping) else {}
+        event.update(
+            {
+                "event_id": event_id.hex,
+                "id": event_id.hex,
+                "issue_id": str(group_id) if group_id is not None else None,
+                "project": project.id,
+                "message": message,
+                "platform": platform,
+                "datetime": _iso(date_added),
+            }
+        )
+        group = serialize_issue(row[11:], project) if row[11] is not None else None
+        out[int(eid)] = Instance(ERROR, int(eid), project, event, group)
+    return out
+
+
+LOADERS = {ISSUE.name: load_issues, ERROR.name: load_errors}
+
+
+async def load(
+    conn: AsyncConnection[Any], resource: Resource, ids: Sequence[int]
+) -> dict[int, Instance]:
+    """The visible rows among ``ids`` (missing ones are simply absent)."""
+    return await LOADERS[resource.name](conn, ids)
+
+
+async def installations_for(
+    conn: AsyncConnection[Any], organization_ids: Sequence[int]
+) -> dict[int, list[Installation]]:
+    """Installed installations of active apps, per organization."""
+    cur = await conn.execute(
+        "SELECT i.id, i.uuid, i.organization_id, a.events FROM sentry_app_installation i "
+        "JOIN sentry_app a ON a.id = i.sentry_app_id "
+        "WHERE i.organization_id = ANY(%s) AND i.status = 0 AND a.status = 0 ORDER BY i.id",
+        (list(organization_ids),),
+    )
+    out: dict[int, list[Installation]] = {}
+    for iid, uuid, org, events in await cur.fetchall():
+        out.setdefault(int(org), []).append(
+            Installation(int(iid), str(uuid), int(org), tuple(events))
+        )
+    return out
+
+
+async def hooks_for(
+    conn: AsyncConnection[Any], project_ids: Sequence[int]
+) -> dict[int, list[ServiceHook]]:
+    """Active service hooks, per project."""
+    cur = await conn.execute(
+        "SELECT id, guid, project_id, events, version FROM service_hook "
+        "WHERE project_id = ANY(%s) AND status = 0 ORDER BY id",
+        (list(project_ids),),
+    )
+    out: dict[int, list[ServiceHook]] = {}
+    for hid, guid, project, events, version in await cur.fetchall():
+        out.setdefault(int(project), []).append(
+            ServiceHook(int(hid), str(guid), int(project), tuple(events), int(version))
+        )
+    return out
+
+
+async def actor_names(conn: AsyncConnection[Any], user_ids: Sequence[int]) -> dict[int, str]:
+    if not user_ids:
+        return {}
+    cur = await conn.execute(
+        "SELECT id, username FROM auth_user WHERE id = ANY(%s)", (list(user_ids),)
+    )
+    return {int(uid): str(name) for uid, name in await cur.fetchall()}

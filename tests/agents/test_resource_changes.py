@@ -1,0 +1,194 @@
+"""Resource changes -> webhook POSTs, end to end: real worker, broker, PostgreSQL, receiver."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from streams import dlq
+from streams.publisher import Publisher
+from streams.settings import Settings
+from streams.webhooks import signing
+from tests.support import harness
+from tests.support.webhooks import Receiver, Rows
+
+WORKER_ENV = {
+    # Only this issue's agents: the test does not depend on the others.
+    "STREAMS_AGENTS": "resource_changes,webhook_delivery",
+    "STREAMS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+    "STREAMS_WEBHOOK_RETRY_DELAY": "0.5",
+    "STREAMS_WEBHOOK_MAX_ATTEMPTS": "3",
+    "STREAMS_WEBHOOK_TIMEOUT": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def mod_settings(real_stack: harness.Stack, template_db: str) -> Iterator[Settings]:
+    from streams import topics
+
+    name = harness.create_database(real_stack.admin_dsn, template_db)
+    s = harness.make_settings(real_stack.bootstrap, harness.dsn_for(real_stack.admin_dsn, name))
+    topics.create_all(s)
+    yield s
+    harness.drop_database(real_stack.admin_dsn, name)
+
+
+@pytest.fixture(scope="module")
+def mod_worker(
+    mod_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[harness.Proc]:
+    log = tmp_path_factory.mktemp("rc") / "worker.log"
+    proc = harness.start_worker(mod_settings, log, **WORKER_ENV)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def pub(mod_settings: Settings) -> Iterator[Publisher]:
+    p = Publisher(mod_settings)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as rx:
+        yield rx
+
+
+@pytest.fixture
+def rows(mod_settings: Settings) -> Rows:
+    return Rows(mod_settings.database_url.get())
+
+
+def test_one_change_reaches_every_subscriber_once_signed(
+    mod_worker: harness.Proc, pub: Publisher, receiver: Receiver, rows: Rows
+) -> None:
+    apps = [rows.app(receiver.url(f"/app{n}"), ["error.created"]) for n in range(3)]
+    installs = [rows.install(a) for a in apps]
+    # Not notified: another resource, a pending installation, an inactive app.
+    rows.install(rows.app(receiver.url("/other"), ["issue"]))
+    rows.install(rows.app(receiver.url("/pending"), ["error"]), status=1)
+    rows.install(rows.app(receiver.url("/inactive"), ["error"], status=1))
+    hooks = [rows.hook(receiver.url(f"/hook{n}"), ["event.created"]) for n in range(2)]
+    rows.hook(receiver.url("/hook-off"), ["event.created"], status=1)
+    rows.hook(receiver.url("/hook-alert"), ["event.alert"])
+    group = rows.issue("KeyError: 'user'")
+    event = rows.error(group, "KeyError: 'user'")
+
+    pub.publish("resource-changes", rows.change("Event", event), key=rows.organization_id)
+
+    harness.wait_for(lambda: len(receiver.received()) >= 5, 30, what="5 POSTs")
+    time.sleep(1.0)  # anything extra would have arrived by now
+    got = receiver.received()
+    assert sorted(r.path for r in got) == ["/app0", "/app1", "/app2", "/hook0", "/hook1"]
+    for n, app_id in enumerate(apps):
+        (req,) = receiver.received(f"/app{n}")
+        secret = rows.secret_of_app(app_id)
+        assert signing.verify(req.body, secret, req.headers[signing.H_SIGNATURE])
+        assert not signing.verify(req.body, "wrong", req.headers[signing.H_SIGNATURE])
+        assert req.headers[signing.H_RESOURCE] == "error"
+        assert req.headers[signing.H_REQUEST_ID]
+        assert abs(int(req.headers[signing.H_TIMESTAMP]) - time.time()) < 60
+        body = req.json()
+        assert body["action"] == "created"
+        assert body["installation"] == {"uuid": installs[n][1]}
+        assert body["actor"]["type"] == "application"
+        assert body["data"]["error"]["issue_id"] == str(group)
+        assert body["data"]["error"]["message"] == "KeyError: 'user'"
+    for n, hook_id in enumerate(hooks):
+        (req,) = receiver.received(f"/hook{n}")
+        secret = rows.secret_of_hook(hook_id)
+        assert signing.verify(req.body, secret, req.headers[signing.H_HOOK_SIGNATURE])
+        body = req.json()
+        assert set(body) == {"project", "group", "event"}
+        assert body["project"] == {"slug": body["project"]["slug"], "name": "Backend"}
+        assert body["group"]["id"] == str(group)
+        assert body["event"]["message"] == "KeyError: 'user'"
+    ids = {r.headers[signing.H_REQUEST_ID] for r in got}
+    assert len(ids) == 5
+
+    # Each service hook counted one firing; every request is in its target's log.
+    def counted() -> list[tuple[int, int]]:
+        with psycopg.connect(rows.dsn) as conn:
+            return [
+                (int(a), int(b))
+                for a, b in conn.execute(
+                    "SELECT service_hook_id, sum(count) FROM service_hook_fired "
+                    "WHERE service_hook_id = ANY(%s) GROUP BY 1 ORDER BY 1",
+                    (hooks,),
+                ).fetchall()
+            ]
+
+    harness.wait_for(lambda: counted() == [(h, 1) for h in sorted(hooks)], 10, what="fired")
+    with psycopg.connect(rows.dsn) as conn:
+        logged = conn.execute(
+            "SELECT target_kind, target_id, status_code, event_type FROM webhook_delivery_log "
+            "WHERE delivery_id = ANY(%s)",
+            (list(ids),),
+        ).fetchall()
+    assert sorted(logged) == sorted(
+        [("sentry_app", i[0], 200, "error.created") for i in installs]
+        + [("service_hook", h, 200, "event.created") for h in hooks]
+    )
+
+
+def test_unsubscribed_action_sends_nothing_and_unknown_sender_is_dead_lettered(
+    mod_worker: harness.Proc,
+    mod_settings: Settings,
+    pub: Publisher,
+    receiver: Receiver,
+    rows: Rows,
+) -> None:
+    rows.install(rows.app(receiver.url("/created-only"), ["issue.created"]))
+    issue = rows.issue()
+    org = rows.organization_id
+    pub.publish("resource-changes", rows.change("Group", issue, "resolved"), key=org)
+    pub.publish("resource-changes", rows.change("Project", issue), key=org)
+    # Same key, so same partition: this one is handled after the two above.
+    user = rows.user("jane")
+    pub.publish("resource-changes", rows.change("Group", issue, "created", actor_id=user), key=org)
+
+    harness.wait_for(receiver.received, 30, what="the subscribed change")
+    time.sleep(0.5)
+    (only,) = receiver.received()
+    assert only.json()["action"] == "created"
+    assert only.json()["actor"]["type"] == "user"
+    assert only.json()["actor"]["id"] == user
+    assert only.json()["actor"]["name"].startswith("jane-")
+
+    def letters() -> list[dlq.DeadLetter]:
+        return [
+            x
+            for x in dlq.read(mod_settings, source_topic="resource-changes")
+            if x.reason == "unknown_sender"
+        ]
+
+    (letter,) = harness.wait_for(letters, 15, what="unknown sender dead letter")
+    assert "Project" in letter.header("dlq.error_message")
+    assert letter.value is not None  # the original bytes, decodable as the original change
+    assert pub.codec.decode("resource-changes", letter.value)["sender"] == "Project"
+    assert mod_worker.alive()
+
+
+def test_change_published_before_commit_is_delivered_after_commit(
+    mod_worker: harness.Proc, pub: Publisher, receiver: Receiver, rows: Rows
+) -> None:
+    rows.install(rows.app(receiver.url("/race"), ["issue.created"]))
+    with psycopg.connect(rows.dsn) as conn:
+        row = conn.execute(
+            "INSERT INTO issue_group (project_id, title) VALUES (%s, 'race') RETURNING id",
+            (rows.project_id,),
+        ).fetchone()
+        assert row is not None
+        pub.publish("resource-changes", rows.change("Group", int(row[0])), key=rows.organization_id)
+        time.sleep(1.5)  # the agent sees the change while the row is invisible
+        assert receiver.received() == []
+        conn.commit()
+        committed = time.time()
+    (req,) = harness.wait_for(receiver.received, 15, what="delivery after commit")
+    assert req.at >= committed
+    assert req.json()["data"]["issue"]["title"] == "race"
