@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 PROBE_GROUP = "streams-lag-exporter-probe"
+ACTIVE_STATES = frozenset({"stable", "preparing_rebalancing", "completing_rebalancing"})
 
 
 class LagSourceError(StreamsError, KafkaException):
@@ -138,7 +139,8 @@ class KafkaOffsetSource:
                 # State and members are extras: lag is still right without them.
                 log.debug("lag.describe.failed", extra={"group": group, "error": str(exc)})
                 continue
-            out[group] = (d.state.name.lower(), len(d.members))
+            state = d.state.name.lower()
+            out[group] = (state, member_count(state, len(d.members)))
         return out
 
     def _committed(self, ids: list[str]) -> dict[str, dict[TP, int]]:
@@ -226,6 +228,17 @@ class KafkaOffsetSource:
             self.probe_misses += missed
             log.warning("lag.probe.incomplete", extra={"missed": missed})
         return out
+
+
+def member_count(state: str, members: int) -> int | None:
+    """The member count, or None where the broker evidently does not report members.
+
+    A stable or rebalancing group has at least one member; the embedded broker
+    describes such groups with none (BROKER.md #7), so 0 there means "not reported".
+    """
+    if members == 0 and state in ACTIVE_STATES:
+        return None
+    return members
 
 
 def _is_gone(exc: KafkaException) -> bool:

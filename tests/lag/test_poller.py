@@ -160,3 +160,12 @@ def test_a_failed_poll_keeps_the_last_snapshot_and_reports_the_broker_down(world
     assert exporter.poll_once()
     assert BROKER_UP._value.get() == 1
     assert exporter.snapshot().partitions[0].lag == 8
+
+
+def test_members_are_left_out_when_an_active_group_reports_none() -> None:
+    from streams.lag.source import member_count
+
+    assert member_count("stable", 3) == 3
+    assert member_count("empty", 0) == 0
+    assert member_count("stable", 0) is None  # the embedded broker's empty member list
+    assert member_count("preparing_rebalancing", 0) is None
