@@ -206,20 +206,26 @@ class KafkaOffsetSource:
         return out
 
     def _true_ends(self, reported: dict[TP, int]) -> dict[TP, int]:
-        """Fetch once from (reported - 1) per partition; the fetch's high watermark."""
+        """Fetch once from (reported - 1) per partition; the fetch's high watermark.
+
+        A partition is done when a record of it arrived, or when its cached high
+        watermark reached the reported end: on Apache Kafka the last offset can be a
+        transaction marker, which a consumer never receives. A cached value left from
+        an earlier probe is always below a changed reported end, so it cannot pass.
+        """
         self._probe.assign([TopicPartition(t, p, hi - 1) for (t, p), hi in reported.items()])
-        seen: dict[TP, int] = {}
+        out: dict[TP, int] = {}
         deadline = time.monotonic() + self.timeout
         try:
-            while len(seen) < len(reported) and time.monotonic() < deadline:
+            while len(out) < len(reported) and time.monotonic() < deadline:
+                seen: set[TP] = set()
                 for m in self._probe.consume(num_messages=10_000, timeout=0.05):
                     if m.error() is None:
-                        key = (str(m.topic()), int(m.partition() or 0))
-                        seen[key] = max(seen.get(key, 0), int(m.offset() or 0) + 1)
-            out: dict[TP, int] = {}
-            for key, last in seen.items():
-                _, hwm = self._probe.get_watermark_offsets(TopicPartition(*key), cached=True)
-                out[key] = max(last, hwm if hwm is not None else 0, reported[key])
+                        seen.add((str(m.topic()), int(m.partition() or 0)))
+                for key in reported.keys() - out.keys():
+                    _, hwm = self._probe.get_watermark_offsets(TopicPartition(*key), cached=True)
+                    if key in seen or (hwm is not None and hwm >= reported[key]):
+                        out[key] = max(hwm or 0, reported[key])
         finally:
             self._probe.unassign()
         missed = len(reported) - len(out)
