@@ -1,12 +1,15 @@
-"""Starting a real ``streams lag-exporter`` process and reading its /metrics."""
+"""A real ``streams lag-exporter`` process, its /metrics, and lag built on purpose."""
 
 from __future__ import annotations
 
 import contextlib
 import re
+import time
 import urllib.request
 from pathlib import Path
 
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.dev.stack import free_port
@@ -91,3 +94,53 @@ def one(values: Values, name: str, **labels: str) -> float | None:
 
 def polls(proc: harness.Proc) -> float:
     return one(scrape(proc), "streams_lag_polls_total", outcome="success") or 0.0
+
+
+def make_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        fut.result(10)
+
+
+def produce(bootstrap: str, topic: str, counts: dict[int, int], linger_ms: int = 20) -> None:
+    # Lingering packs many records per batch: exactly where the embedded broker's
+    # "latest offset" is wrong (base offset of the last batch + 1).
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms})
+    for partition, n in counts.items():
+        for i in range(n):
+            producer.produce(topic, b"v" * 100, key=str(i).encode(), partition=partition)
+    assert producer.flush(10) == 0
+
+
+def consume_exactly(bootstrap: str, group: str, topic: str, counts: dict[int, int]) -> None:
+    """Consume ``counts[p]`` messages of each partition from the start, then commit them."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in counts])
+        taken = dict.fromkeys(counts, 0)
+        deadline = time.monotonic() + 20
+        while taken != counts and time.monotonic() < deadline:
+            for m in consumer.consume(500, 0.2):
+                p = m.partition()
+                if m.error() is None and taken[p] < counts[p] and m.offset() == taken[p]:
+                    taken[p] += 1
+                    if taken[p] == counts[p]:
+                        consumer.pause([TopicPartition(topic, p)])
+        assert taken == counts, f"consumed {taken}, wanted {counts}"
+        consumer.commit(
+            offsets=[TopicPartition(topic, p, n) for p, n in counts.items()], asynchronous=False
+        )
+    finally:
+        consumer.close()
+
+
+def commit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        consumer.commit(
+            offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
+        )
+    finally:
+        consumer.close()

@@ -8,66 +8,29 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from streams.dev import stack
 from streams.settings import Settings
-from tests.lag.helpers import matching, one, polls, scrape, start_exporter
+from tests.lag.helpers import (
+    commit,
+    consume_exactly,
+    make_topic,
+    matching,
+    one,
+    parse,
+    polls,
+    produce,
+    scrape,
+    start_exporter,
+)
 from tests.support import harness
-
-
-def make_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for fut in admin.create_topics([NewTopic(name, partitions, 1)]).values():
-        fut.result(10)
-
-
-def produce(bootstrap: str, topic: str, counts: dict[int, int], linger_ms: int = 20) -> None:
-    # Lingering packs many records per batch: exactly where the embedded broker's
-    # "latest offset" is wrong (base offset of the last batch + 1).
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms})
-    for partition, n in counts.items():
-        for i in range(n):
-            producer.produce(topic, b"v" * 100, key=str(i).encode(), partition=partition)
-    assert producer.flush(10) == 0
-
-
-def consume_exactly(bootstrap: str, group: str, topic: str, counts: dict[int, int]) -> None:
-    """Consume ``counts[p]`` messages of each partition from the start, then commit them."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
-    )
-    try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in counts])
-        taken = dict.fromkeys(counts, 0)
-        deadline = time.monotonic() + 20
-        while taken != counts and time.monotonic() < deadline:
-            for m in consumer.consume(500, 0.2):
-                p = m.partition()
-                if m.error() is None and taken[p] < counts[p] and m.offset() == taken[p]:
-                    taken[p] += 1
-                    if taken[p] == counts[p]:
-                        consumer.pause([TopicPartition(topic, p)])
-        assert taken == counts, f"consumed {taken}, wanted {counts}"
-        consumer.commit(
-            offsets=[TopicPartition(topic, p, n) for p, n in counts.items()], asynchronous=False
-        )
-    finally:
-        consumer.close()
-
-
-def commit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        consumer.commit(
-            offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
-        )
-    finally:
-        consumer.close()
 
 
 def test_offset_lag_is_exact_then_zero_when_caught_up_then_gone_when_deleted(
@@ -203,3 +166,24 @@ def test_the_exporter_survives_the_broker_going_away_and_coming_back(
         assert exporter.alive()
     finally:
         stack.stop_pid(pid)
+
+
+def test_once_prints_one_reading_and_exits(settings: Settings, tmp_path: Path) -> None:
+    bs = settings.kafka_bootstrap_servers
+    topic, group = f"{settings.topic_prefix}once", f"{settings.topic_prefix}once-g"
+    make_topic(bs, topic, 1)
+    produce(bs, topic, {0: 12}, linger_ms=0)
+    commit(bs, group, topic, {0: 5})
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "lag-exporter", "--once", "--groups", f"^{group}$"],
+        env=harness.env_for(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    values = parse(result.stdout)
+    assert one(values, "kafka_consumergroup_group_lag", group=group, partition="0") == 7
+    assert one(values, "streams_lag_broker_up") == 1
+    groups = {dict(lab).get("group") for (_, lab) in values} - {None}
+    assert groups == {group}, "--groups let other groups through"

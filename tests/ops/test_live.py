@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from streams.cli import build_parser
@@ -25,8 +26,7 @@ from streams.dev.stack import free_port
 from streams.ops import alerts, dashboards
 from streams.ops.promql import exposition_names, metric_names
 from streams.settings import Settings
-from tests.lag.helpers import scrape_text, start_exporter
-from tests.lag.test_exporter import consume_exactly, make_topic, produce
+from tests.lag.helpers import consume_exactly, make_topic, produce, scrape_text, start_exporter
 from tests.ops.conftest import require_tool
 from tests.support import harness
 
@@ -158,6 +158,7 @@ class Prometheus:
         return [float(r["value"][1]) for r in self.query(expr)["data"]["result"]]
 
 
+@pytest.mark.timeout(90)  # typically ~15 s; every wait below is bounded too
 def test_prometheus_sees_the_lag_and_fires_the_alert(
     settings: Settings,
     worker: Callable[..., harness.Proc],
