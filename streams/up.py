@@ -20,20 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streams.lag import status as lag_status
+from streams.relay import demo as relay_demo
 from streams.settings import Settings
 
 # Long-running components: (name, argv after `python -m streams`). Each capability
 # that adds a process appends itself here.
 COMPONENTS: list[tuple[str, list[str]]] = [
     ("worker", ["worker", "--loglevel", "warning"]),
+    ("relay", ["relay"]),
     ("lag-exporter", ["lag-exporter"]),
 ]
 
 # Demo workloads: called once in a thread with (settings, stop event).
-DEMOS: list[Callable[[Settings, threading.Event], None]] = []
+DEMOS: list[Callable[[Settings, threading.Event], None]] = [relay_demo.write_outbox_rows]
 
 # Status providers: each returns a short "name=value" fragment for the status line.
-STATUS: list[Callable[[Settings], str]] = [lag_status.status]
+STATUS: list[Callable[[Settings], str]] = [relay_demo.status, lag_status.status]
 
 
 @dataclass

@@ -1,0 +1,196 @@
+"""The relay's SQL: id bounds, shard claims, deletes, backoff, backlog statistics.
+
+A shard is claimed by locking its head (its lowest-id row) ``FOR UPDATE SKIP LOCKED``:
+whoever holds the head drains the shard, everyone else skips it, so no shard is drained
+by two relays (or two ranges of one relay) at the same time. The shard's other rows are
+then locked ``FOR UPDATE`` (normally free; a late-committed row with a lower id can make
+two claims overlap, and then the second waits and skips what the first deleted).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from streams.outbox.categories import OutboxTable
+from streams.relay.messages import Row, ShardKey
+
+Conn = psycopg.Connection[Any]
+
+MIN_BACKOFF = dt.timedelta(seconds=1)
+MAX_BACKOFF = dt.timedelta(hours=1)
+
+
+def _q(text: str, table: OutboxTable) -> sql.Composed:
+    return sql.SQL(text).format(t=sql.Identifier(table.name))
+
+
+def bounds(conn: Conn, table: OutboxTable) -> tuple[int, int] | None:
+    """(min id, max id) of the table right now, or None when it is empty."""
+    row = conn.execute(_q("SELECT min(id), max(id) FROM {t}", table)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1])
+
+
+def split(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
+    """Split [lo, hi] into at most ``parts`` contiguous, non-empty ranges."""
+    total = hi - lo + 1
+    parts = max(1, min(parts, total))
+    size = -(-total // parts)
+    return [(start, min(hi, start + size - 1)) for start in range(lo, hi + 1, size)]
+
+
+@dataclass(frozen=True)
+class Scan:
+    shards: dict[ShardKey, int]  # each shard with due rows -> its first id scanned
+    last_id: int | None  # highest id scanned (None: nothing due in the range)
+
+
+def scan(conn: Conn, table: OutboxTable, lo: int, hi: int, limit: int) -> Scan:
+    """Shards with due rows in [lo, hi], from the lowest id on (at most ``limit`` rows)."""
+    rows = conn.execute(
+        _q(
+            "SELECT id, shard_scope, shard_identifier FROM {t} "
+            "WHERE id BETWEEN %s AND %s AND scheduled_for <= now() ORDER BY id LIMIT %s",
+            table,
+        ),
+        (lo, hi, limit),
+    ).fetchall()
+    seen: dict[ShardKey, int] = {}
+    for row_id, scope, ident in rows:
+        seen.setdefault((str(scope), int(ident)), int(row_id))
+    return Scan(seen, int(rows[-1][0]) if rows else None)
+
+
+def _arrays(shards: Sequence[ShardKey]) -> tuple[list[str], list[int]]:
+    return [s for s, _ in shards], [i for _, i in shards]
+
+
+def lock_heads(conn: Conn, table: OutboxTable, shards: Sequence[ShardKey]) -> set[ShardKey]:
+    """Lock the head row of each due shard nobody else holds; returns the shards claimed."""
+    if not shards:
+        return set()
+    scopes, idents = _arrays(shards)
+    rows = conn.execute(
+        _q(
+            "SELECT t.shard_scope, t.shard_identifier FROM {t} t WHERE t.id IN ("
+            "  SELECT h.id FROM unnest(%s::text[], %s::bigint[]) AS c(scope, ident)"
+            "  CROSS JOIN LATERAL (SELECT id FROM {t} x WHERE x.shard_scope = c.scope"
+            "    AND x.shard_identifier = c.ident ORDER BY x.id LIMIT 1) h"
+            ") AND t.scheduled_for <= now() FOR UPDATE OF t SKIP LOCKED",
+            table,
+        ),
+        (scopes, idents),
+    ).fetchall()
+    return {(str(s), int(i)) for s, i in rows}
+
+
+def fetch_rows(
+    conn: Conn, table: OutboxTable, shards: Iterable[ShardKey], limit: int
+) -> tuple[list[Row], dict[ShardKey, dt.timedelta]]:
+    """The claimed shards' rows in id order (a prefix of each shard), locked.
+
+    Also returns each shard's current backoff step (its head's scheduled_for -
+    scheduled_from), from which a failure doubles.
+    """
+    scopes, idents = _arrays(list(shards))
+    region = "t.region_name" if table.has_region else "NULL::text"
+    rows = conn.execute(
+        _q(
+            "SELECT t.id, t.shard_scope, t.shard_identifier, t.category, t.object_identifier,"
+            f" t.payload::text, {region}, t.backfill, t.scheduled_for, t.date_added,"
+            " t.scheduled_for - t.scheduled_from"
+            " FROM {t} t JOIN unnest(%s::text[], %s::bigint[]) AS c(scope, ident)"
+            " ON t.shard_scope = c.scope AND t.shard_identifier = c.ident"
+            " ORDER BY t.id LIMIT %s FOR UPDATE OF t",
+            table,
+        ),
+        (scopes, idents, limit),
+    ).fetchall()
+    out: list[Row] = []
+    steps: dict[ShardKey, dt.timedelta] = {}
+    for r in rows:
+        row = Row(*r[:10])
+        out.append(row)
+        steps.setdefault(row.shard, r[10])
+    return out, steps
+
+
+def delete(conn: Conn, table: OutboxTable, ids: Sequence[int]) -> int:
+    if not ids:
+        return 0
+    cur = conn.execute(_q("DELETE FROM {t} WHERE id = ANY(%s)", table), (list(ids),))
+    return cur.rowcount
+
+
+def next_backoff(step: dt.timedelta) -> dt.timedelta:
+    """Doubling from 1 s, capped at 1 h."""
+    return min(MAX_BACKOFF, max(MIN_BACKOFF, step * 2))
+
+
+def reschedule(
+    conn: Conn, table: OutboxTable, shards: dict[ShardKey, dt.timedelta]
+) -> dict[ShardKey, dt.timedelta]:
+    """Push every row of each failed shard back by its next backoff; returns the delays."""
+    if not shards:
+        return {}
+    delays = {k: next_backoff(step) for k, step in shards.items()}
+    keys = list(delays)
+    scopes, idents = _arrays(keys)
+    conn.execute(
+        _q(
+            "UPDATE {t} t SET scheduled_from = now(), scheduled_for = now() + c.delay"
+            " FROM unnest(%s::text[], %s::bigint[], %s::interval[]) AS c(scope, ident, delay)"
+            " WHERE t.shard_scope = c.scope AND t.shard_identifier = c.ident",
+            table,
+        ),
+        (scopes, idents, [delays[k] for k in keys]),
+    )
+    return delays
+
+
+def count_drained(conn: Conn, table: OutboxTable, slot: str, regular: int, backfilled: int) -> None:
+    """Add to this minute's drained-row counts (the backfill budget reads them)."""
+    conn.execute(
+        "INSERT INTO outbox_drain_minutes AS m (minute, outbox_table, slot, regular_rows,"
+        " backfill_rows) VALUES (date_trunc('minute', now()), %s, %s, %s, %s)"
+        " ON CONFLICT (minute, outbox_table, slot) DO UPDATE SET"
+        " regular_rows = m.regular_rows + EXCLUDED.regular_rows,"
+        " backfill_rows = m.backfill_rows + EXCLUDED.backfill_rows",
+        (table.name, slot, regular, backfilled),
+    )
+
+
+def forget_old_minutes(conn: Conn, keep: dt.timedelta = dt.timedelta(hours=1)) -> None:
+    conn.execute("DELETE FROM outbox_drain_minutes WHERE minute < now() - %s", (keep,))
+
+
+@dataclass(frozen=True)
+class Backlog:
+    queued: int
+    oldest_seconds: float
+    max_shard_depth: int
+
+
+def backlog(conn: Conn, table: OutboxTable) -> Backlog:
+    row = conn.execute(
+        _q(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(date_added)), 0) FROM {t}",
+            table,
+        )
+    ).fetchone()
+    depth = conn.execute(
+        _q(
+            "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM {t}"
+            " GROUP BY shard_scope, shard_identifier) s",
+            table,
+        )
+    ).fetchone()
+    assert row is not None and depth is not None
+    return Backlog(int(row[0]), max(0.0, float(row[1])), int(depth[0]))

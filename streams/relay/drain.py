@@ -1,0 +1,323 @@
+"""Draining one id range of one outbox table: claim, publish, wait for acks, delete.
+
+One transaction per batch: it claims shards (head-row locks), publishes their rows,
+waits for the broker's acknowledgements, deletes what was acknowledged and pushes back
+the shards that failed, then commits. A crash before the commit leaves the rows in
+place, so they are published again, with the same outbox id (at least once, never lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Message as KafkaMessage
+from psycopg_pool import ConnectionPool
+
+from streams import catalogue, metrics
+from streams.agents import dead_letters as dl
+from streams.outbox.categories import OutboxTable
+from streams.publisher import Publisher
+from streams.relay import claim
+from streams.relay import metrics as m
+from streams.relay.messages import Group, Row, ShardKey, coalesce, headers_for, outbound
+from streams.relay.producer import PublisherSlot
+
+log = logging.getLogger(__name__)
+
+# Errors after which this producer instance never delivers again: build a new one.
+PRODUCER_BROKEN = frozenset(
+    {
+        KafkaError._FATAL,
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+    }
+)
+
+# The dead-letter value is the row as JSON; a payload too large for any message is cut
+# (the broker could not carry it anyway) and the cut is flagged in a header.
+MAX_DEAD_LETTER_BYTES = 900_000
+
+
+@dataclass
+class DrainStats:
+    batches: int = 0
+    published: int = 0
+    coalesced: int = 0
+    dead_lettered: int = 0
+    rescheduled: int = 0
+    regular_rows: int = 0
+    backfill_rows: int = 0
+
+    def add(self, other: DrainStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def work(self) -> int:
+        return self.published + self.dead_lettered + self.coalesced + self.rescheduled
+
+
+class _Acks:
+    """Collects the broker's answer for each message of a batch."""
+
+    def __init__(self, n: int) -> None:
+        self.ok: list[bool | None] = [None] * n
+        self.errors: list[str] = [""] * n
+        self.fatal = False  # the producer is broken for good and must be replaced
+        self._pending = n
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        if n == 0:
+            self._done.set()
+
+    def settle(self, i: int, error: str | None, fatal: bool = False) -> None:
+        with self._lock:
+            self.fatal = self.fatal or fatal
+            if self.ok[i] is not None:
+                return
+            self.ok[i] = error is None
+            self.errors[i] = error or ""
+            self._pending -= 1
+            if self._pending == 0:
+                self._done.set()
+
+    def callback(self, i: int) -> Callable[[KafkaError | None, KafkaMessage], None]:
+        def cb(err: KafkaError | None, msg: KafkaMessage) -> None:
+            if err is None:
+                self.settle(i, None)
+            else:
+                self.settle(i, err.str(), err.fatal() or err.code() in PRODUCER_BROKEN)
+
+        return cb
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
+
+
+@dataclass
+class CrashHook:
+    """Test hook: kill -9 this process after the N-th acknowledged batch, before its delete."""
+
+    after_batches: int = 0
+    _seen: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def acked(self) -> None:
+        if self.after_batches <= 0:
+            return
+        with self._lock:
+            self._seen += 1
+            if self._seen >= self.after_batches:
+                log.warning("relay.crash_hook.kill9", extra={"batches": self._seen})
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Drainer:
+    """Drains id ranges of one outbox table; safe to run in several threads at once."""
+
+    def __init__(
+        self,
+        table: OutboxTable,
+        pool: ConnectionPool,
+        publishers: PublisherSlot,
+        *,
+        batch_size: int,
+        publish_timeout: float,
+        slot: str,
+        crash: CrashHook | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.table = table
+        self.pool = pool
+        self.publishers = publishers
+        self.batch_size = batch_size
+        self.publish_timeout = publish_timeout
+        self.slot = slot
+        self.crash = crash or CrashHook()
+        self.stop = stop or threading.Event()
+        prefix = publishers.get().settings.topic_prefix
+        self._dlq_topic = catalogue.spec("dead-letters").full_name(prefix)
+        self._labels = table.name
+
+    def drain_range(self, lo: int, hi: int) -> DrainStats:
+        """Drain every due shard with rows in [lo, hi] until none is left this pass."""
+        total = DrainStats()
+        excluded: set[ShardKey] = set()  # locked elsewhere, not due, or failed this pass
+        cursor = lo
+        while not self.stop.is_set():
+            with self.pool.connection() as conn:
+                found, cursor, stats = self._batch(conn, cursor, hi, excluded)
+            if stats is not None:
+                total.add(stats)
+                self._count(stats)
+            if not found:
+                break
+        return total
+
+    def _batch(
+        self, conn: psycopg.Connection[Any], cursor: int, hi: int, excluded: set[ShardKey]
+    ) -> tuple[bool, int, DrainStats | None]:
+        """One claim-publish-delete transaction; returns (rows seen, next cursor, stats)."""
+        with conn.transaction():
+            sc = claim.scan(conn, self.table, cursor, hi, self.batch_size)
+            if sc.last_id is None:
+                return False, cursor, None
+            fresh = [s for s in sc.shards if s not in excluded]
+            if not fresh:
+                return True, sc.last_id + 1, None
+            cursor = min(sc.shards[s] for s in fresh)
+            claimed = claim.lock_heads(conn, self.table, fresh)
+            excluded.update(s for s in fresh if s not in claimed)
+            if not claimed:
+                return True, cursor, None
+            started = time.perf_counter()
+            rows, steps = claim.fetch_rows(conn, self.table, claimed, self.batch_size)
+            stats, failed, deletable = self._publish(rows)
+            claim.delete(conn, self.table, deletable)
+            claim.reschedule(conn, self.table, {s: steps[s] for s in failed})
+            excluded.update(failed)
+        m.BATCH_SECONDS.labels(self._labels).observe(time.perf_counter() - started)
+        if stats.regular_rows or stats.backfill_rows:
+            with conn.transaction():
+                claim.count_drained(
+                    conn, self.table, self.slot, stats.regular_rows, stats.backfill_rows
+                )
+        return True, cursor, stats
+
+    def _publish(self, rows: Sequence[Row]) -> tuple[DrainStats, set[ShardKey], list[int]]:
+        """Publish the batch and settle it; the caller deletes and reschedules."""
+        publisher = self.publishers.get()
+        groups = coalesce(rows)
+        acks = _Acks(len(groups))
+        dead: dict[int, str] = {}
+        for i, group in enumerate(groups):
+            reason = self._send(publisher, i, group, acks)
+            if reason is not None:
+                dead[i] = reason
+        if not acks.wait(self.publish_timeout + 5.0):
+            log.warning("relay.batch.ack_timeout", extra={"table": self.table.name})
+        if acks.fatal:
+            self.publishers.renew(publisher)
+        return self._settle(rows, groups, acks, dead)
+
+    def _send(self, publisher: Publisher, i: int, group: Group, acks: _Acks) -> str | None:
+        """Produce one message; the reason when the row went to dead letters instead."""
+        row = group.row
+        error: BaseException
+        try:
+            out = outbound(row, self.table)
+            publisher.send(
+                out.topic,
+                out.value,
+                key=out.key,
+                headers=out.headers,
+                on_delivery=acks.callback(i),
+            )
+            return None
+        except KafkaException as exc:
+            reason, error = "produce", exc
+        except Exception as exc:  # routing or schema: this row can never be published
+            reason, error = "encode", exc
+        self._dead_letter(publisher, i, row, reason=reason, exc=error, acks=acks)
+        return reason
+
+    def _dead_letter(
+        self,
+        publisher: Publisher,
+        i: int,
+        row: Row,
+        *,
+        reason: str,
+        exc: BaseException,
+        acks: _Acks,
+    ) -> None:
+        log.warning(
+            "relay.row.dead_letter",
+            extra={
+                "table": self.table.name,
+                "outbox_id": row.id,
+                "reason": reason,
+                "error": repr(exc),
+            },
+        )
+        value = row.as_json()
+        headers = headers_for(row)
+        if len(value) > MAX_DEAD_LETTER_BYTES:
+            value = value[:MAX_DEAD_LETTER_BYTES]
+            headers.append(("dlq.truncated", b"1"))
+        headers += [
+            (dl.H_REASON, reason.encode()),
+            (dl.H_ERROR_TYPE, type(exc).__name__.encode()),
+            (dl.H_ERROR_MESSAGE, str(exc)[: dl.MAX_MESSAGE].encode("utf-8", "replace")),
+            (dl.H_SOURCE_TOPIC, self.table.name.encode()),
+            (dl.H_SOURCE_PARTITION, b"-1"),
+            (dl.H_SOURCE_OFFSET, str(row.id).encode()),
+            (dl.H_AGENT, b"relay"),
+            (dl.H_FAILED_AT, str(int(time.time() * 1000)).encode()),
+        ]
+        try:
+            publisher.send_raw(
+                self._dlq_topic,
+                value,
+                key=f"{row.shard_scope}:{row.shard_identifier}".encode(),
+                headers=headers,
+                on_delivery=acks.callback(i),
+            )
+        except KafkaException as dlq_exc:
+            acks.settle(i, f"dead-letter refused: {dlq_exc}")
+
+    def _settle(
+        self, rows: Sequence[Row], groups: list[Group], acks: _Acks, dead: dict[int, str]
+    ) -> tuple[DrainStats, set[ShardKey], list[int]]:
+        """Delete what was acknowledged, shard by shard up to its first failure."""
+        backfill = {r.id: r.backfill for r in rows}
+        stats = DrainStats(batches=1)
+        failed: set[ShardKey] = set()
+        deletable: list[int] = []
+        for i, group in enumerate(groups):
+            shard = group.row.shard
+            if shard in failed:
+                continue  # keep order: nothing after a shard's failure is deleted
+            if not acks.ok[i]:
+                failed.add(shard)
+                log.warning(
+                    "relay.publish.failed",
+                    extra={
+                        "table": self.table.name,
+                        "outbox_id": group.row.id,
+                        "error": acks.errors[i] or "no acknowledgement",
+                    },
+                )
+                continue
+            deletable.extend(group.covers)
+            stats.coalesced += group.coalesced
+            if i in dead:
+                stats.dead_lettered += 1
+                metrics.DEAD_LETTERS.labels(self.table.name, dead[i]).inc()
+            else:
+                stats.published += 1
+        stats.rescheduled = len(failed)
+        stats.backfill_rows = sum(1 for i in deletable if backfill[i])
+        stats.regular_rows = len(deletable) - stats.backfill_rows
+        if deletable:
+            self.crash.acked()
+        return stats, failed, deletable
+
+    def _count(self, stats: DrainStats) -> None:
+        t = self._labels
+        m.ROWS_PUBLISHED.labels(t).inc(stats.published)
+        m.ROWS_COALESCED.labels(t).inc(stats.coalesced)
+        m.ROWS_DEAD_LETTERED.labels(t).inc(stats.dead_lettered)
+        m.SHARDS_RESCHEDULED.labels(t).inc(stats.rescheduled)

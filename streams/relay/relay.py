@@ -1,0 +1,231 @@
+"""The relay process: passes over the outbox tables, woken by NOTIFY, falling back to polling.
+
+Each pass reads the id range of each outbox table of this silo and splits it into
+``concurrency`` ranges drained in parallel (threads; each with its own connection and
+transaction, sharing one idempotent producer). A pass that found work is followed by
+another at once; an idle relay waits for a NOTIFY or the poll interval. Rows committed
+late with a lower id than rows already drained fall into the next pass's range, so they
+are never skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+from prometheus_client import start_http_server
+from psycopg_pool import ConnectionPool
+
+from streams import metrics
+from streams.outbox.categories import CONTROL_OUTBOX, REGION_OUTBOX, OutboxTable
+from streams.outbox.write import NOTIFY_CHANNEL
+from streams.publisher import Publisher
+from streams.relay import claim
+from streams.relay import metrics as m
+from streams.relay.drain import CrashHook, Drainer, DrainStats
+from streams.relay.producer import PublisherSlot
+from streams.settings import Settings
+from streams.silo import SiloMode
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL = 5.0
+LOCK_TIMEOUT_MS = 5000
+
+
+def tables_for(silo: SiloMode) -> list[OutboxTable]:
+    """The outbox tables a relay of this silo drains."""
+    if silo is SiloMode.REGION:
+        return [REGION_OUTBOX]
+    if silo is SiloMode.CONTROL:
+        return [CONTROL_OUTBOX]
+    return [REGION_OUTBOX, CONTROL_OUTBOX]
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    # A claim that overlaps another (late-committed row) waits at most this long.
+    conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+    conn.commit()
+
+
+class Relay:
+    """Publishes committed outbox rows; ``run`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        concurrency: int | None = None,
+        crash_after_ack: int = 0,
+        publisher: Publisher | None = None,
+    ) -> None:
+        self.settings = settings
+        self.concurrency = concurrency or settings.relay_concurrency
+        self.tables = tables_for(settings.silo_mode)
+        self.stop = threading.Event()
+        # librdkafka gives up on a message after the publish timeout, so a broker outage
+        # fails the batch (and backs its shards off) instead of holding it forever.
+        overrides: dict[str, Any] = {
+            "message.timeout.ms": int(settings.relay_publish_timeout * 1000)
+        }
+        self.publishers = PublisherSlot(lambda: Publisher(settings, **overrides), publisher)
+        self.pool = ConnectionPool(
+            settings.database_url.get(),
+            min_size=1,
+            max_size=self.concurrency + 2,
+            configure=_configure,
+            open=False,
+            name="streams-relay",
+        )
+        crash = CrashHook(crash_after_ack)
+        slot = f"{settings.producer_name}:{os.getpid()}"
+        self.drainers = {
+            t.name: Drainer(
+                t,
+                self.pool,
+                self.publishers,
+                batch_size=settings.relay_batch_size,
+                publish_timeout=settings.relay_publish_timeout,
+                slot=slot,
+                crash=crash,
+                stop=self.stop,
+            )
+            for t in self.tables
+        }
+        self.totals = DrainStats()
+
+    def run(self) -> None:
+        """Drain until ``stop`` is set (SIGTERM in ``streams relay``)."""
+        self.pool.open(wait=True, timeout=30)
+        log.info(
+            "relay.started",
+            extra={"tables": [t.name for t in self.tables], "concurrency": self.concurrency},
+        )
+        listener: psycopg.Connection[Any] | None = None
+        stats = threading.Thread(target=self._stats_loop, name="relay-stats", daemon=True)
+        stats.start()
+        try:
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="relay") as pool:
+                while not self.stop.is_set():
+                    listener = self._listener(listener)
+                    try:
+                        found = self.run_pass(pool)
+                    except psycopg.Error as exc:
+                        log.warning("relay.pass.failed", extra={"error": repr(exc)})
+                        found = 0
+                        self.stop.wait(self.settings.relay_poll_interval)
+                    if not found:
+                        self._wait(listener)
+        finally:
+            self.stop.set()
+            if listener is not None:
+                listener.close()
+            stats.join(timeout=STATS_INTERVAL + 5)
+            self.close()
+
+    def close(self) -> None:
+        self.pool.close()
+        self.publishers.close()
+
+    def run_pass(self, executor: ThreadPoolExecutor | None = None) -> int:
+        """One pass over every table; returns the rows handled (0 = nothing to do)."""
+        jobs: list[tuple[Drainer, int, int]] = []
+        with self.pool.connection() as conn:
+            for table in self.tables:
+                found = claim.bounds(conn, table)
+                if found is not None:
+                    drainer = self.drainers[table.name]
+                    jobs += [(drainer, lo, hi) for lo, hi in claim.split(*found, self.concurrency)]
+        if executor is None or len(jobs) <= 1:
+            results = [d.drain_range(lo, hi) for d, lo, hi in jobs]
+        else:
+            futures = [executor.submit(d.drain_range, lo, hi) for d, lo, hi in jobs]
+            results = [f.result() for f in futures]
+        done = DrainStats()
+        for r in results:
+            done.add(r)
+        self.totals.add(done)
+        return done.work
+
+    def _listener(self, current: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
+        if current is not None and not current.closed:
+            return current
+        try:
+            conn = psycopg.connect(self.settings.database_url.get(), autocommit=True)
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            return conn
+        except psycopg.Error as exc:
+            log.warning("relay.listen.failed", extra={"error": repr(exc)})
+            return None
+
+    def _wait(self, listener: psycopg.Connection[Any] | None) -> None:
+        """Sleep until a NOTIFY, the poll interval, or stop (checked twice a second)."""
+        deadline = time.monotonic() + self.settings.relay_poll_interval
+        while not self.stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if listener is None:
+                self.stop.wait(min(0.5, remaining))
+                continue
+            try:
+                if list(listener.notifies(timeout=min(0.5, remaining), stop_after=1)):
+                    # Everything queued meanwhile is covered by the next pass.
+                    list(listener.notifies(timeout=0))
+                    return
+            except psycopg.Error as exc:
+                log.warning("relay.listen.lost", extra={"error": repr(exc)})
+                listener.close()
+                listener = None
+
+    def _stats_loop(self) -> None:
+        # A thread of its own: while a broker outage stalls a pass, the backlog still shows.
+        while not self.stop.is_set():
+            try:
+                self.record_backlog()
+            except psycopg.Error as exc:
+                log.warning("relay.stats.failed", extra={"error": repr(exc)})
+            self.stop.wait(STATS_INTERVAL)
+
+    def record_backlog(self) -> None:
+        """Set the backlog gauges (queued rows, oldest row age, deepest shard)."""
+        with self.pool.connection() as conn:
+            for table in self.tables:
+                b = claim.backlog(conn, table)
+                m.QUEUED_ROWS.labels(table.name).set(b.queued)
+                m.OLDEST_PENDING.labels(table.name).set(b.oldest_seconds)
+                m.MAX_SHARD_DEPTH.labels(table.name).set(b.max_shard_depth)
+            claim.forget_old_minutes(conn)
+
+
+def serve_metrics(settings: Settings) -> None:
+    """Serve ``/metrics`` for the relay on ``STREAMS_METRICS_PORT`` (0 = do not serve)."""
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.web_host, registry=metrics.REGISTRY)
+        log.info(
+            "relay.metrics.serving",
+            extra={"port": settings.metrics_port, "host": settings.web_host},
+        )
+
+
+def run_relay(settings: Settings, *, concurrency: int | None = None) -> int:
+    """``streams relay``: serve metrics, drain until SIGTERM/SIGINT, then flush and exit."""
+    import signal
+
+    from streams import topics
+
+    # Test hook (kill -9 between ack and delete): read once at start-up, never per row.
+    crash_after = int(os.environ.get("STREAMS_RELAY_CRASH_AFTER_ACK", "0") or 0)
+    topics.create_all(settings)
+    relay = Relay(settings, concurrency=concurrency, crash_after_ack=crash_after)
+    signal.signal(signal.SIGTERM, lambda *_: relay.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: relay.stop.set())
+    serve_metrics(settings)
+    relay.run()
+    log.info("relay.stopped", extra={"published": relay.totals.published})
+    return 0
