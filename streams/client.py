@@ -10,10 +10,17 @@ offending type and the reason.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping
 from typing import Any
 
+from streams.projectconfigs.scopes import (
+    DatabaseScopeResolver,
+    ScopeResolver,
+    request_value,
+    validate_scope,
+)
 from streams.publisher import Delivered, HeaderInput, Publisher
 from streams.settings import get_settings
 
@@ -83,3 +90,50 @@ def send_alert_event(
         return None
     key = f"{value['target_kind']}:{value['target_id']}"
     return publisher.publish("webhook-deliveries", value, key=key)
+
+
+_resolver: ScopeResolver | None = None
+
+
+def set_scope_resolver(resolver: ScopeResolver | None) -> None:
+    """Install (or forget) how scopes find their organization; for tests and services."""
+    global _resolver
+    _resolver = resolver
+
+
+def _scope_resolver() -> ScopeResolver:
+    global _resolver
+    if _resolver is None:
+        with _lock:
+            if _resolver is None:
+                _resolver = DatabaseScopeResolver(get_publisher().settings.database_url.get())
+    return _resolver
+
+
+def schedule_invalidate_project_config(
+    *,
+    trigger: str,
+    organization_id: int | None = None,
+    project_id: int | None = None,
+    public_key: str | None = None,
+    countdown: float = 5,
+) -> Delivered:
+    """Ask for the project configs of one scope to be recomputed ``countdown`` s from now.
+
+    Exactly one of ``organization_id``, ``project_id``, ``public_key`` must be given,
+    else ``TypeError`` (and nothing is published). The scope's organization is looked
+    up (one query) so that all scopes of an organization share a partition; a request
+    whose scope, or a scope covering it, is already pending is skipped by the agent.
+    Organization scope deletes the configs of all its keys; project and key scope
+    recompute them. Returns once the broker acknowledged the request.
+    """
+    kind, value = validate_scope(organization_id, project_id, public_key)
+    if not isinstance(trigger, str) or not trigger:
+        raise TypeError(f"trigger must be a non-empty str, got {type(trigger).__name__}")
+    if isinstance(countdown, bool) or not isinstance(countdown, int | float):
+        raise TypeError(f"countdown must be a number of seconds, got {type(countdown).__name__}")
+    if not math.isfinite(countdown) or countdown < 0:
+        raise ValueError(f"countdown must be a finite number >= 0, got {countdown!r}")
+    scope = _scope_resolver().resolve(kind, value)
+    record = request_value(scope, trigger=trigger, countdown=countdown)
+    return publish("project-config-invalidations", record, key=scope.message_key)

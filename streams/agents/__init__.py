@@ -2,6 +2,8 @@
 
 # Modules whose ``install(app, runtime)`` the worker calls, in order.
 BUILTIN_AGENT_MODULES: list[str] = [
+    "streams.agents.invalidation",
+    "streams.agents.project_configs",
     "streams.agents.resource_changes",
     "streams.agents.webhook_delivery",
 ]

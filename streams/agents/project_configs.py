@@ -1,0 +1,188 @@
+"""Computed project configs: published to ``project-configs``, served by public key.
+
+``ConfigsOut`` publishes what a recompute produced. ``project-configs`` is keyed by
+public key and written with the Java/aiokafka partitioner (murmur2), so the
+partition of a key is the one Faust's router computes: ``GET
+/api/project-configs/{public_key}`` is then answered by the worker that owns that
+key's partition (other workers forward the request), from the
+``project-configs-served`` table that an agent feeds from the topic. Unknown keys
+get 404; deleted keys (tombstones) are removed from the table, so 404 too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streams import catalogue, metrics
+from streams.agents.dead_letters import Failure
+from streams.errors import DecodeError
+from streams.projectconfigs.debounce import DueWork
+from streams.projectconfigs.documents import served_document
+from streams.projectconfigs.recompute import Publication
+from streams.projectconfigs.scopes import request_value
+from streams.publisher import Publisher
+from streams.runtime import Runtime
+from streams.silo import REGION_ONLY
+
+log = logging.getLogger(__name__)
+
+TOPIC = "project-configs"
+REQUESTS = "project-config-invalidations"
+SERVED_TABLE = "project-configs-served"
+# librdkafka's name for the Java client's (and aiokafka's) default partitioner.
+PARTITIONER = "murmur2_random"
+
+PUBLISHED = metrics.counter(
+    "streams_project_configs_published_total",
+    "project-configs messages acknowledged, by kind (config, disabled, tombstone).",
+    ("kind",),
+)
+SERVED = metrics.counter(
+    "streams_project_configs_served_total",
+    "GET /api/project-configs/{public_key} answers, by HTTP status.",
+    ("status",),
+)
+
+
+def headers_for(work: DueWork) -> dict[str, str]:
+    """Where a published config came from (for tracing and latency measurements)."""
+    return {
+        "invalidation.scope": work.scope.key,
+        "invalidation.trigger": work.trigger,
+        "invalidation.requested_at": str(round(work.requested_at * 1000)),
+        "invalidation.due": str(round(work.due * 1000)),
+    }
+
+
+@dataclass
+class ConfigsOut:
+    """Publishes recompute results; dead-letters a recompute that keeps failing."""
+
+    runtime: Runtime
+    publisher: Publisher
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime) -> ConfigsOut:
+        publisher = Publisher(runtime.settings, codec=runtime.codec, partitioner=PARTITIONER)
+        return cls(runtime, publisher)
+
+    async def publish(self, pubs: Sequence[Publication]) -> None:
+        """Send all, then wait for every acknowledgement (raises if one fails)."""
+        futures = [
+            self.publisher.send_future(
+                TOPIC, p.value, key=p.public_key, headers=headers_for(p.work)
+            )
+            for p in pubs
+        ]
+        await asyncio.gather(*futures)
+        for p in pubs:
+            PUBLISHED.labels(p.kind).inc()
+
+    async def dead_letter(self, work: DueWork, reason: str) -> None:
+        """The request, re-encoded, so ``streams dlq replay`` can schedule it again."""
+        value = request_value(
+            work.scope,
+            trigger=work.trigger,
+            countdown=max(0.0, work.due - work.requested_at),
+            requested_at=dt.datetime.fromtimestamp(work.requested_at, dt.UTC),
+        )
+        raw = self.runtime.codec.encode(REQUESTS, value)
+        await self.runtime.dead_letters.send(
+            value=raw,
+            key=work.scope.message_key.encode(),
+            headers=[],
+            failure=Failure("recompute", "RecomputeFailed", reason),
+            source_topic=self.runtime.topic(REQUESTS),
+            partition=work.partition,
+            offset=-1,
+            agent="invalidation",
+        )
+        log.error("invalidation.dead_lettered", extra={"scope": work.scope.key, "reason": reason})
+
+
+def decode_config(runtime: Runtime, raw: bytes) -> bytes:
+    """The served JSON document for one ``project-configs`` value."""
+    record = runtime.codec.decode(TOPIC, raw)
+    return json.dumps(served_document(record), sort_keys=True).encode()
+
+
+def install(app: Any, runtime: Runtime) -> None:
+    if not runtime.settings.silo_mode.allows(REGION_ONLY):
+        return
+    spec = catalogue.spec(TOPIC)
+    served = app.Table(
+        SERVED_TABLE,
+        default=None,
+        partitions=spec.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        help="The latest served document per public key (JSON bytes).",
+    )
+    topic = app.topic(
+        runtime.topic(TOPIC),
+        partitions=spec.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    async def feed(stream: Any) -> None:
+        # One event at a time: the table takes each write's changelog partition from
+        # the current event, which is this key's partition.
+        async for event in stream.events():
+            await _apply(runtime, served, event)
+
+    app.agent(topic, name="project-configs-served")(feed)
+
+    async def get_config(view: Any, request: Any, public_key: str) -> Any:
+        # Keys stay bytes (the raw serializer), as they come back from the changelog.
+        doc = served.get(public_key.encode())
+        if doc is None:
+            SERVED.labels("404").inc()
+            return view.json({"detail": f"no config for {public_key!r}"}, status=404)
+        SERVED.labels("200").inc()
+        return view.bytes(doc, content_type="application/json")
+
+    routed = app.table_route(table=served, match_info="public_key")(get_config)
+    app.page("/api/project-configs/{public_key}")(routed)
+
+    runtime.agents.append("project-configs-served")
+
+
+async def _apply(runtime: Runtime, served: Any, event: Any) -> None:
+    message = event.message
+    key: bytes | None = message.key
+    if not key:
+        await _dead_letter(runtime, message, DecodeError("project-configs message without a key"))
+        return
+    if message.value is None:
+        served.pop(key, None)  # a tombstone: the key is deleted
+        return
+    try:
+        doc = decode_config(runtime, message.value)
+    except (DecodeError, KeyError, ValueError) as exc:
+        await _dead_letter(runtime, message, exc)
+        return
+    served[key] = doc
+
+
+async def _dead_letter(runtime: Runtime, message: Any, exc: Exception) -> None:
+    log.warning(
+        "project_configs.bad_message",
+        extra={"partition": message.partition, "offset": message.offset, "error": repr(exc)},
+    )
+    await runtime.dead_letters.send(
+        value=message.value,
+        key=message.key,
+        headers=list(message.headers or []),
+        failure=Failure("decode", type(exc).__name__, str(exc)),
+        source_topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        agent="project-configs-served",
+    )

@@ -1,0 +1,145 @@
+"""Config documents: what a public key's config holds, its revision, how it is served.
+
+Pure functions over plain rows, so the shape of a config is tested without a
+database. The ``project-configs`` record carries the document as a JSON string;
+the HTTP endpoint serves the record with that document expanded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Options that shape what a key may send; anything else (UI preferences, ...) is not
+# part of a config, so changing it does not change the revision.
+OPTION_PREFIXES = ("sentry:", "filters:", "relay:", "quotas:")
+ACTIVE = 0
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """One public key joined with its project and organization."""
+
+    public_key: str
+    key_status: int
+    rate_limit_count: int | None
+    rate_limit_window: int | None
+    project_id: int
+    project_slug: str
+    platform: str | None
+    project_status: int
+    organization_id: int
+    organization_slug: str
+    organization_status: int
+
+
+def relevant_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sorted(options.items()) if k.startswith(OPTION_PREFIXES)}
+
+
+def canonical(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def revision_of(doc: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(doc).encode()).hexdigest()[:32]
+
+
+def inactive_reason(row: KeyRow) -> str | None:
+    """Why the key is disabled, or None: an inactive key, project or organization."""
+    if row.key_status != ACTIVE:
+        return "key_inactive"
+    if row.project_status != ACTIVE:
+        return "project_inactive"
+    if row.organization_status != ACTIVE:
+        return "organization_inactive"
+    return None
+
+
+def config_document(
+    row: KeyRow, project_options: Mapping[str, Any], organization_options: Mapping[str, Any]
+) -> dict[str, Any]:
+    rate_limit = (
+        {"count": row.rate_limit_count, "window": row.rate_limit_window}
+        if row.rate_limit_count is not None and row.rate_limit_window is not None
+        else None
+    )
+    return {
+        "disabled": False,
+        "public_key": row.public_key,
+        "project_id": row.project_id,
+        "project_slug": row.project_slug,
+        "platform": row.platform,
+        "organization_id": row.organization_id,
+        "organization_slug": row.organization_slug,
+        "key": {"status": "active", "rate_limit": rate_limit},
+        "options": {
+            "project": relevant_options(project_options),
+            "organization": relevant_options(organization_options),
+        },
+    }
+
+
+def config_record(
+    row: KeyRow,
+    project_options: Mapping[str, Any],
+    organization_options: Mapping[str, Any],
+    computed_at: dt.datetime,
+) -> dict[str, Any]:
+    """The ``project-configs`` record of a key that exists (disabled if inactive)."""
+    if inactive_reason(row) is not None:
+        return disabled_record(row.public_key, computed_at, row.project_id, row.organization_id)
+    doc = config_document(row, project_options, organization_options)
+    return {
+        "public_key": row.public_key,
+        "disabled": False,
+        "project_id": row.project_id,
+        "organization_id": row.organization_id,
+        "config": canonical(doc),
+        "revision": revision_of(doc),
+        "computed_at": computed_at,
+    }
+
+
+DISABLED_DOC = {"disabled": True}
+
+
+def disabled_record(
+    public_key: str,
+    computed_at: dt.datetime,
+    project_id: int | None = None,
+    organization_id: int | None = None,
+) -> dict[str, Any]:
+    """The record of a key that is inactive or no longer exists: ``{"disabled": true}``."""
+    return {
+        "public_key": public_key,
+        "disabled": True,
+        "project_id": project_id,
+        "organization_id": organization_id,
+        "config": None,
+        "revision": revision_of(DISABLED_DOC),
+        "computed_at": computed_at,
+    }
+
+
+def served_document(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``GET /api/project-configs/{public_key}`` answers for a decoded record."""
+    computed = record["computed_at"]
+    if isinstance(computed, dt.datetime):
+        computed_at = computed.astimezone(dt.UTC).isoformat()
+    else:
+        computed_at = dt.datetime.fromtimestamp(int(computed) / 1000, dt.UTC).isoformat()
+    config = json.loads(record["config"]) if record.get("config") else None
+    return {
+        "public_key": record["public_key"],
+        "disabled": record["disabled"],
+        "project_id": record.get("project_id"),
+        "organization_id": record.get("organization_id"),
+        "revision": record["revision"],
+        "computed_at": computed_at,
+        "config": config if config is not None else dict(DISABLED_DOC),
+    }

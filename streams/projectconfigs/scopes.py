@@ -1,0 +1,183 @@
+"""Invalidation scopes: an organization, a project or one public key.
+
+A request names exactly one scope. Before it is published the client resolves the
+scope's organization (and, for a key, its project) so that every scope of one
+organization lands on the same partition of ``project-config-invalidations``: the
+agent can then decide locally whether a covering scope is already pending.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+
+
+class ScopeKind(enum.StrEnum):
+    ORGANIZATION = "organization"
+    PROJECT = "project"
+    PUBLIC_KEY = "public_key"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One scope, with whatever covers it that is known (organization, project)."""
+
+    kind: ScopeKind
+    organization_id: int | None = None
+    project_id: int | None = None
+    public_key: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The debounce key of this scope ('o:1', 'p:2', 'k:abc')."""
+        if self.kind is ScopeKind.ORGANIZATION:
+            return f"o:{self.organization_id}"
+        if self.kind is ScopeKind.PROJECT:
+            return f"p:{self.project_id}"
+        return f"k:{self.public_key}"
+
+    def covering(self) -> tuple[tuple[ScopeKind, str], ...]:
+        """Debounce keys of the scopes that cover this one, widest first, itself last."""
+        out: list[tuple[ScopeKind, str]] = []
+        if self.organization_id is not None:
+            out.append((ScopeKind.ORGANIZATION, f"o:{self.organization_id}"))
+        if self.kind is not ScopeKind.ORGANIZATION and self.project_id is not None:
+            out.append((ScopeKind.PROJECT, f"p:{self.project_id}"))
+        if self.kind is ScopeKind.PUBLIC_KEY:
+            out.append((ScopeKind.PUBLIC_KEY, self.key))
+        return tuple(out)
+
+    @property
+    def message_key(self) -> str:
+        """The Kafka key: the organization, so all of its scopes share a partition.
+
+        A scope whose organization cannot be resolved (a deleted key or project)
+        is keyed by itself; nothing can cover it anyway.
+        """
+        if self.organization_id is not None:
+            return str(self.organization_id)
+        return self.key
+
+
+def validate_scope(
+    organization_id: object, project_id: object, public_key: object
+) -> tuple[ScopeKind, int | str]:
+    """The one scope given; ``TypeError`` unless exactly one is, with the right type."""
+    given = [
+        (kind, value)
+        for kind, value in (
+            (ScopeKind.ORGANIZATION, organization_id),
+            (ScopeKind.PROJECT, project_id),
+            (ScopeKind.PUBLIC_KEY, public_key),
+        )
+        if value is not None
+    ]
+    if len(given) != 1:
+        names = ", ".join(f"{k.value}_id" if k != ScopeKind.PUBLIC_KEY else k for k, _ in given)
+        raise TypeError(
+            "exactly one of organization_id, project_id, public_key is required"
+            + (f" (got {names})" if given else " (got none)")
+        )
+    kind, value = given[0]
+    if kind is ScopeKind.PUBLIC_KEY:
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"public_key must be a non-empty str, got {type(value).__name__}")
+        return kind, value
+    if type(value) is not int:
+        raise TypeError(f"{kind.value}_id must be an int, got {type(value).__name__}")
+    return kind, value
+
+
+class ScopeResolver(Protocol):
+    """Finds the organization (and project) of a scope; None when the row is gone."""
+
+    def resolve(self, kind: ScopeKind, value: int | str) -> Scope: ...
+
+
+_PROJECT_SQL = "SELECT organization_id FROM project WHERE id = %s"
+_KEY_SQL = (
+    "SELECT p.organization_id, p.id FROM project_key k JOIN project p ON p.id = k.project_id "
+    "WHERE k.public_key = %s"
+)
+
+
+class DatabaseScopeResolver:
+    """Resolves scopes with one short query on a lazily opened, reused connection."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._lock = threading.Lock()
+
+    def resolve(self, kind: ScopeKind, value: int | str) -> Scope:
+        if kind is ScopeKind.ORGANIZATION:
+            assert isinstance(value, int)
+            return Scope(kind, organization_id=value)
+        sql = _PROJECT_SQL if kind is ScopeKind.PROJECT else _KEY_SQL
+        row = self._fetch(sql, value)
+        if kind is ScopeKind.PROJECT:
+            assert isinstance(value, int)
+            return Scope(kind, organization_id=row[0] if row else None, project_id=value)
+        assert isinstance(value, str)
+        return Scope(
+            kind,
+            organization_id=row[0] if row else None,
+            project_id=row[1] if row else None,
+            public_key=value,
+        )
+
+    def _fetch(self, sql: str, value: int | str) -> tuple[Any, ...] | None:
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = psycopg.connect(self._dsn, autocommit=True)
+                    return self._conn.execute(sql, (value,)).fetchone()
+                except psycopg.OperationalError:
+                    # A connection dropped since last use: reconnect once, then give up.
+                    self._conn = None
+                    if attempt == 2:
+                        raise
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def request_value(
+    scope: Scope, *, trigger: str, countdown: float, requested_at: dt.datetime | None = None
+) -> dict[str, Any]:
+    """The ``project-config-invalidations`` record for ``scope``."""
+    return {
+        "scope": scope.kind.value,
+        "organization_id": scope.organization_id,
+        "project_id": scope.project_id,
+        "public_key": scope.public_key,
+        "trigger": trigger,
+        "countdown": float(countdown),
+        "requested_at": requested_at or dt.datetime.now(dt.UTC),
+    }
+
+
+def scope_of(value: dict[str, Any]) -> Scope:
+    """The scope a decoded request names; ``ValueError`` if its fields contradict it."""
+    kind = ScopeKind(value["scope"])
+    scope = Scope(
+        kind, value.get("organization_id"), value.get("project_id"), value.get("public_key")
+    )
+    missing = {
+        ScopeKind.ORGANIZATION: scope.organization_id is None,
+        ScopeKind.PROJECT: scope.project_id is None,
+        ScopeKind.PUBLIC_KEY: not scope.public_key,
+    }[kind]
+    if missing:
+        raise ValueError(f"{kind.value} scope without its {kind.value} identifier")
+    return scope

@@ -1,0 +1,151 @@
+"""Invalidation against a real worker, broker and PostgreSQL: debounce, recompute, recovery."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from streams.projectconfigs.scopes import Scope, ScopeKind
+from streams.publisher import Publisher
+from streams.settings import Settings
+from tests.projectconfigs.support import committed, configs, metric, seed, send_requests
+from tests.support import harness
+
+COUNTDOWN = 2.0
+ENV = {"STREAMS_INVALIDATION_COUNTDOWN": str(int(COUNTDOWN))}
+
+
+def project_scope(org: int, project: int) -> Scope:
+    return Scope(ScopeKind.PROJECT, organization_id=org, project_id=project)
+
+
+def test_a_thousand_requests_within_the_countdown_recompute_once(
+    settings: Settings,
+    database: str,
+    publisher: Publisher,
+    worker: Callable[..., harness.Proc],
+) -> None:
+    proc = worker(**ENV)
+    s = seed(database, projects=2)
+    busy, quiet = s.project_ids
+    send_requests(publisher, project_scope(s.organization_id, busy), 1000, countdown=COUNTDOWN)
+    send_requests(publisher, project_scope(s.organization_id, quiet), 1, countdown=COUNTDOWN)
+    harness.wait_for(
+        lambda: metric(proc, "streams_invalidation_recomputes_total") >= 2, 20, what="recomputes"
+    )
+    time.sleep(COUNTDOWN + 0.5)  # a second recompute would have come by now
+    published = Counter(p.key for p in configs(settings))
+    assert published == {s.keys[busy][0]: 1, s.keys[quiet][0]: 1}
+    assert metric(proc, "streams_invalidation_scheduled_total", reason="project") == 2
+    assert metric(proc, "streams_invalidation_skipped_total", reason="pending_project") == 999
+
+
+def test_a_pending_organization_swallows_its_projects_and_keys(
+    settings: Settings,
+    database: str,
+    publisher: Publisher,
+    worker: Callable[..., harness.Proc],
+) -> None:
+    proc = worker(**ENV)
+    s = seed(database, projects=2, keys_per_project=2)
+    other = seed(database, projects=1)
+    org = s.organization_id
+    first, second = s.project_ids
+    send_requests(
+        publisher, Scope(ScopeKind.ORGANIZATION, organization_id=org), countdown=COUNTDOWN
+    )
+    send_requests(publisher, project_scope(org, first), 5, countdown=COUNTDOWN)
+    key_scope = Scope(ScopeKind.PUBLIC_KEY, org, second, s.keys[second][1])
+    send_requests(publisher, key_scope, 5, countdown=COUNTDOWN)
+    # Not covered: another organization's project.
+    send_requests(
+        publisher, project_scope(other.organization_id, other.project_ids[0]), countdown=COUNTDOWN
+    )
+    harness.wait_for(
+        lambda: metric(proc, "streams_invalidation_recomputes_total") >= 2, 20, what="recomputes"
+    )
+    time.sleep(0.5)
+    published = configs(settings)
+    org_keys = {k for keys in s.keys.values() for k in keys}
+    tombstones = Counter(p.key for p in published if p.value is None)
+    assert tombstones == dict.fromkeys(org_keys, 1)
+    assert [p.key for p in published if p.value is not None] == [
+        other.keys[other.project_ids[0]][0]
+    ]
+    assert metric(proc, "streams_invalidation_skipped_total", reason="pending_organization") == 10
+    assert metric(proc, "streams_invalidation_scheduled_total", reason="organization") == 1
+    assert metric(proc, "streams_invalidation_scheduled_total", reason="project") == 1
+
+
+def test_a_request_made_during_a_recompute_schedules_another(
+    settings: Settings,
+    database: str,
+    publisher: Publisher,
+    worker: Callable[..., harness.Proc],
+) -> None:
+    import psycopg
+
+    proc = worker(**ENV)
+    s = seed(database)
+    project = s.project_ids[0]
+    key = s.keys[project][0]
+    with psycopg.connect(database) as blocker:
+        # Hold the recompute inside its query: it waits for this lock.
+        blocker.execute("LOCK TABLE project_key IN ACCESS EXCLUSIVE MODE")
+        send_requests(publisher, project_scope(s.organization_id, project), 3, countdown=COUNTDOWN)
+
+        def recompute_waiting() -> bool:
+            with psycopg.connect(database, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE %s",
+                    ("%project_key%",),
+                ).fetchone()
+            return bool(row and row[0])
+
+        harness.wait_for(recompute_waiting, COUNTDOWN + 10, 0.1, "recompute blocked on the lock")
+        send_requests(publisher, project_scope(s.organization_id, project), 3, countdown=COUNTDOWN)
+        harness.wait_for(
+            lambda: metric(proc, "streams_invalidation_scheduled_total") >= 2, 10, what="second"
+        )
+        blocker.rollback()
+    harness.wait_for(
+        lambda: metric(proc, "streams_invalidation_recomputes_total") >= 2, 15, what="recomputes"
+    )
+    assert [p.key for p in configs(settings)] == [key, key]
+    assert metric(proc, "streams_invalidation_skipped_total", reason="pending_project") == 4
+
+
+def test_pending_recomputes_survive_kill_9_and_run_exactly_once(
+    settings: Settings,
+    database: str,
+    publisher: Publisher,
+    worker: Callable[..., harness.Proc],
+) -> None:
+    first = worker(**ENV)
+    # Four organizations, so the pending work spreads over the partitions.
+    orgs = [seed(database, projects=25) for _ in range(4)]
+    countdown = 8.0
+    for s in orgs:
+        for project in s.project_ids:
+            send_requests(publisher, project_scope(s.organization_id, project), countdown=countdown)
+    harness.wait_for(
+        lambda: metric(first, "streams_invalidation_scheduled_total") == 100, 10, what="scheduled"
+    )
+    # Once the requests are committed the restart cannot replay them: the pending work
+    # must come back from the table's changelog.
+    harness.wait_for(
+        lambda: committed(settings, "project-config-invalidations") == 100, 10, what="commit"
+    )
+    first.kill9()
+    assert configs(settings) == []  # all 100 were still pending
+    second = worker(**ENV)
+    expected = {key for s in orgs for keys in s.keys.values() for key in keys}
+    harness.wait_for(
+        lambda: len(configs(settings)) >= 100, countdown + 30, 0.5, what="100 recomputes"
+    )
+    time.sleep(1.0)  # duplicates, if any, would show up now
+    published = Counter(p.key for p in configs(settings))
+    assert published == dict.fromkeys(expected, 1)
+    assert metric(second, "streams_invalidation_recomputes_total") == 100

@@ -1,0 +1,101 @@
+"""Computed configs end to end: client -> debounce -> recompute -> topic -> HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from streams import client
+from streams.projectconfigs.scopes import DatabaseScopeResolver
+from streams.publisher import Publisher
+from streams.settings import Settings
+from tests.projectconfigs.support import configs, execute, seed
+from tests.support import harness
+
+ENV = {"STREAMS_INVALIDATION_COUNTDOWN": "1"}
+
+
+@pytest.fixture
+def invalidate(database: str, publisher: Publisher) -> Iterator[Callable[..., None]]:
+    """``streams.client.schedule_invalidate_project_config`` wired to this test's stack."""
+    resolver = DatabaseScopeResolver(database)
+    client.set_publisher(publisher)
+    client.set_scope_resolver(resolver)
+
+    def call(**scope: Any) -> None:
+        client.schedule_invalidate_project_config(trigger="test", countdown=1, **scope)
+
+    try:
+        yield call
+    finally:
+        client.set_scope_resolver(None)
+        client.set_publisher(None)
+        resolver.close()
+
+
+def get(proc: harness.Proc, key: str) -> tuple[int, dict[str, Any]]:
+    status, body = proc.get(f"/api/project-configs/{key}")
+    return status, json.loads(body)
+
+
+def latest(settings: Settings) -> dict[str, dict[str, Any] | None]:
+    return {p.key: p.value for p in configs(settings)}
+
+
+def test_configs_are_computed_published_and_served(
+    settings: Settings,
+    database: str,
+    worker: Callable[..., harness.Proc],
+    invalidate: Callable[..., None],
+) -> None:
+    proc = worker(**ENV)
+    s = seed(database, keys_per_project=3)
+    project = s.project_ids[0]
+    active, inactive, deleted = s.keys[project]
+    execute(database, "UPDATE project_key SET status = 1 WHERE public_key = %s", inactive)
+    execute(database, "DELETE FROM project_key WHERE public_key = %s", deleted)
+
+    invalidate(project_id=project)
+    invalidate(public_key=deleted)
+    harness.wait_for(lambda: len(latest(settings)) == 3, 15, 0.2, "three configs")
+    published = latest(settings)
+    assert published[inactive] is not None and published[inactive]["disabled"] is True
+    assert published[deleted] is not None and published[deleted]["disabled"] is True
+    config = published[active]
+    assert config is not None and config["disabled"] is False
+    assert config["project_id"] == project and config["organization_id"] == s.organization_id
+
+    harness.wait_for(lambda: get(proc, active)[0] == 200, 10, 0.2, "served")
+    status, doc = get(proc, active)
+    assert doc["config"]["project_slug"] == "p0"
+    assert doc["config"]["key"]["rate_limit"] == {"count": 100, "window": 60}
+    assert doc["revision"] == config["revision"]
+    for key in (inactive, deleted):
+        status, doc = get(proc, key)
+        assert (status, doc["disabled"], doc["config"]) == (200, True, {"disabled": True})
+    assert get(proc, "no-such-key")[0] == 404
+
+    # An option change reaches the endpoint after an invalidation.
+    execute(
+        database,
+        "INSERT INTO project_option (project_id, key, value) VALUES (%s, 'sentry:scrub_data',"
+        " 'true'), (%s, 'ui:theme', '\"dark\"')",
+        project,
+        project,
+    )
+    invalidate(project_id=project)
+    harness.wait_for(
+        lambda: get(proc, active)[1]["revision"] != config["revision"], 15, 0.2, "new revision"
+    )
+    assert get(proc, active)[1]["config"]["options"]["project"] == {"sentry:scrub_data": True}
+
+    # Organization scope: every key of the organization is deleted (tombstones), then 404.
+    invalidate(organization_id=s.organization_id)
+    harness.wait_for(lambda: get(proc, active)[0] == 404, 15, 0.2, "deleted")
+    assert get(proc, inactive)[0] == 404
+    final = latest(settings)
+    assert final[active] is None and final[inactive] is None
+    assert final[deleted] is not None  # no longer a key of the organization: untouched
