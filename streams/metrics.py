@@ -52,6 +52,14 @@ MetricName = Literal[
     "streams_lag_broker_up",
     "streams_lag_last_success_timestamp_seconds",
     "streams_lag_probe_misses_total",
+    "streams_buffer_increments_total",
+    "streams_buffer_replayed_total",
+    "streams_buffer_rows_flushed_total",
+    "streams_buffer_statements_total",
+    "streams_buffer_flushes_total",
+    "streams_buffer_flush_seconds",
+    "streams_buffer_pending_rows",
+    "streams_buffer_held_messages",
 ]
 
 _LATENCY_BUCKETS = (

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.buffers import demo as buffers_demo
 from streams.lag import status as lag_status
 from streams.relay import demo as relay_demo
 from streams.settings import Settings
@@ -32,10 +33,17 @@ COMPONENTS: list[tuple[str, list[str]]] = [
 ]
 
 # Demo workloads: called once in a thread with (settings, stop event).
-DEMOS: list[Callable[[Settings, threading.Event], None]] = [relay_demo.write_outbox_rows]
+DEMOS: list[Callable[[Settings, threading.Event], None]] = [
+    relay_demo.write_outbox_rows,
+    buffers_demo.run_demo,
+]
 
 # Status providers: each returns a short "name=value" fragment for the status line.
-STATUS: list[Callable[[Settings], str]] = [relay_demo.status, lag_status.status]
+STATUS: list[Callable[[Settings], str]] = [
+    relay_demo.status,
+    lag_status.status,
+    buffers_demo.status,
+]
 
 
 @dataclass

@@ -6,4 +6,5 @@ BUILTIN_AGENT_MODULES: list[str] = [
     "streams.agents.project_configs",
     "streams.agents.resource_changes",
     "streams.agents.webhook_delivery",
+    "streams.agents.buffers",
 ]

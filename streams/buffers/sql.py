@@ -1,0 +1,90 @@
+"""SQL for buffered increments, built only from allow-list entries.
+
+Identifiers come from ``ModelSpec`` (code), quoted by ``psycopg.sql.Identifier``;
+a row's summed values, ``extra`` values and filter values are always parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from psycopg import sql
+
+from streams.buffers.models import ModelSpec, sql_value
+from streams.buffers.window import RowSums
+
+# (counter columns, extra columns) present in a row, in allow-list order.
+Shape = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def shape_of(row: RowSums) -> Shape:
+    # Iterate the spec, not the row: only allow-listed names can ever reach SQL.
+    spec = row.model
+    counters = tuple(c for c in sorted(spec.counters) if c in row.columns)
+    extras = tuple(e for e in spec.extra if e in row.extra)
+    return counters, extras
+
+
+@functools.lru_cache(maxsize=256)
+def update_statement(spec: ModelSpec, shape: Shape) -> sql.Composed:
+    """``UPDATE <table> SET c = c + %s, ... WHERE <filters> RETURNING 1`` for one shape."""
+    counters, extras = shape
+    sets: list[sql.Composable] = [
+        sql.SQL("{c} = {c} + %s").format(c=sql.Identifier(c)) for c in counters
+    ]
+    for name in extras:
+        col = sql.Identifier(name)
+        if spec.extra[name].monotonic:
+            sets.append(sql.SQL("{c} = GREATEST({c}, %s)").format(c=col))
+        else:
+            sets.append(sql.SQL("{c} = %s").format(c=col))
+    where = sql.SQL(" AND ").join(
+        sql.SQL("{f} = %s").format(f=sql.Identifier(f)) for f in spec.filters
+    )
+    return sql.SQL("UPDATE {table} SET {sets} WHERE {where} RETURNING 1").format(
+        table=sql.Identifier(spec.table), sets=sql.SQL(", ").join(sets), where=where
+    )
+
+
+def update_params(row: RowSums, shape: Shape) -> tuple[Any, ...]:
+    counters, extras = shape
+    values: list[Any] = [row.columns[c] for c in counters]
+    values += [sql_value(row.model, e, row.extra[e][1]) for e in extras]
+    values += [v for _, v in row.filters]
+    return tuple(values)
+
+
+MARKS_LOAD = sql.SQL(
+    "SELECT partition, next_offset FROM buffer_flush_marks "
+    "WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)"
+)
+
+# Compare-and-set of every partition's mark in one statement: a partition is returned
+# only if its stored mark is still the one its window started from (or it has none
+# and the window starts at 0). The row lock it takes is held until commit, so two
+# workers can never both apply the same offsets.
+MARKS_ADVANCE = sql.SQL(
+    """INSERT INTO buffer_flush_marks AS m
+           (consumer_group, topic, partition, prev_offset, next_offset, flushes, increments)
+       SELECT %s, %s, t.p, t.prev, t.next, 1, t.n
+         FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::bigint[]) AS t(p, prev, next, n)
+        WHERE t.prev = 0 OR EXISTS (
+              SELECT 1 FROM buffer_flush_marks x
+               WHERE x.consumer_group = %s AND x.topic = %s AND x.partition = t.p)
+       ON CONFLICT (consumer_group, topic, partition) DO UPDATE
+          SET prev_offset = EXCLUDED.prev_offset,
+              next_offset = EXCLUDED.next_offset,
+              flushes = m.flushes + 1,
+              increments = m.increments + EXCLUDED.increments,
+              updated_at = now()
+        WHERE m.next_offset = EXCLUDED.prev_offset
+       RETURNING partition"""
+)
+
+PARK = sql.SQL(
+    """INSERT INTO buffer_parked
+           (model, filters, columns, extra, increments, reason, source_topic,
+            source_partition, first_offset, last_offset)
+       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+)

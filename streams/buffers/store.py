@@ -1,0 +1,186 @@
+"""Applying flush windows to PostgreSQL: counters and flush marks in one transaction.
+
+The flush mark of a (consumer group, topic, partition) is the next source offset to
+apply. A flush advances it with a compare-and-set *in the same transaction* as the row
+updates, so after a crash the offsets below the mark are known to be applied (and are
+skipped when read again) and those above it are known not to be. That is the whole
+exactly-once argument; the broker's own transactions do not hold on the embedded
+broker (BROKER.md #3) and are not used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from streams.buffers import sql as q
+from streams.buffers.window import PartitionWindow, RowSums
+
+log = logging.getLogger(__name__)
+
+# Completion events of ``signal_only`` rows; awaited before the transaction commits,
+# so a crash can repeat them (at least once) but never lose them.
+Emit = Callable[[Sequence[tuple[PartitionWindow, RowSums]]], Awaitable[None]]
+
+
+@dataclass
+class FlushOutcome:
+    applied: set[int] = field(default_factory=set)  # partitions committed
+    conflicts: dict[int, int] = field(default_factory=dict)  # partition -> stored mark
+    statements: int = 0  # row UPDATEs executed
+    written: int = 0
+    signalled: int = 0
+    parked: int = 0
+
+
+class FlushStore(Protocol):
+    async def load_marks(self, partitions: Sequence[int]) -> dict[int, int]: ...
+
+    async def apply(self, windows: Sequence[PartitionWindow], emit: Emit) -> FlushOutcome: ...
+
+
+class PostgresFlushStore:
+    """The real store: one transaction per flush, marks compare-and-set first."""
+
+    def __init__(
+        self, pool: Callable[[], Awaitable[AsyncConnectionPool]], *, group: str, topic: str
+    ) -> None:
+        self._pool = pool
+        self.group = group
+        self.topic = topic
+
+    async def load_marks(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The stored mark of each partition (0 where none was ever written)."""
+        pool = await self._pool()
+        async with pool.connection() as conn:
+            cur = await conn.execute(q.MARKS_LOAD, (self.group, self.topic, list(partitions)))
+            stored = {int(p): int(o) for p, o in await cur.fetchall()}
+        return {p: stored.get(p, 0) for p in partitions}
+
+    async def apply(self, windows: Sequence[PartitionWindow], emit: Emit) -> FlushOutcome:
+        out = FlushOutcome()
+        pool = await self._pool()
+        async with pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(q.MARKS_ADVANCE, self._advance_params(windows))
+            out.applied = {int(r[0]) for r in await cur.fetchall()}
+            lost = [w.partition for w in windows if w.partition not in out.applied]
+            if lost:
+                # Another worker applied these offsets: apply nothing of those windows.
+                cur = await conn.execute(q.MARKS_LOAD, (self.group, self.topic, lost))
+                out.conflicts = {int(p): int(o) for p, o in await cur.fetchall()}
+            mine = [w for w in windows if w.partition in out.applied]
+            writes = [(w, r) for w in mine for r in _ordered(w) if not r.signal_only]
+            await self._write(conn, writes, out)
+            signals = [(w, r) for w in mine for r in _ordered(w) if r.signal_only]
+            if signals:
+                await emit(signals)
+                out.signalled = len(signals)
+        return out
+
+    def _advance_params(self, windows: Sequence[PartitionWindow]) -> tuple[Any, ...]:
+        return (
+            self.group,
+            self.topic,
+            [w.partition for w in windows],
+            [w.start for w in windows],
+            [w.next for w in windows],
+            [sum(r.increments for r in w.rows.values() if not r.signal_only) for w in windows],
+            self.group,
+            self.topic,
+        )
+
+    async def _write(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        writes: list[tuple[PartitionWindow, RowSums]],
+        out: FlushOutcome,
+    ) -> None:
+        if not writes:
+            return
+        try:
+            async with conn.transaction():  # a savepoint: a bad row must not sink the flush
+                missing = await _update_batched(conn, writes)
+            out.statements += len(writes)
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            log.warning("buffers.flush.row_error", extra={"error": repr(exc)})
+            missing = await _update_isolated(conn, writes)
+            out.statements += 2 * len(writes)  # the failed batch, then one by one
+        out.written = len(writes) - len(missing)
+        for (w, row), reason in missing:
+            await conn.execute(q.PARK, self._park_params(w, row, reason))
+        out.parked = len(missing)
+
+    def _park_params(self, w: PartitionWindow, row: RowSums, reason: str) -> tuple[Any, ...]:
+        return (
+            row.model.name,
+            Jsonb(_printable(dict(row.filters))),
+            Jsonb(row.columns),
+            Jsonb(_printable(row.extra_values()) or None),
+            row.increments,
+            reason,
+            self.topic,
+            w.partition,
+            row.first_offset,
+            row.last_offset,
+        )
+
+
+def _printable(values: dict[str, Any]) -> dict[str, Any]:
+    # jsonb refuses NUL, and parking must not fail: show it escaped (parked rows are
+    # read by people; the source offsets lead to the exact original).
+    return {k: v.replace("\x00", "\\x00") if isinstance(v, str) else v for k, v in values.items()}
+
+
+Missing = list[tuple[tuple[PartitionWindow, RowSums], str]]
+
+
+def _ordered(w: PartitionWindow) -> list[RowSums]:
+    # One lock order for every worker: concurrent flushes cannot deadlock on rows.
+    return sorted(w.rows.values(), key=lambda r: (r.model.name, [str(v) for _, v in r.filters]))
+
+
+async def _update_batched(
+    conn: psycopg.AsyncConnection[Any], writes: list[tuple[PartitionWindow, RowSums]]
+) -> Missing:
+    """One UPDATE per row, sent as one pipelined ``executemany`` per statement shape."""
+    groups: dict[Any, list[tuple[PartitionWindow, RowSums]]] = {}
+    for item in writes:
+        row = item[1]
+        groups.setdefault((row.model.name, q.shape_of(row)), []).append(item)
+    missing: Missing = []
+    async with conn.cursor() as cur:
+        for (_, shape), items in groups.items():
+            spec = items[0][1].model
+            params = [q.update_params(r, shape) for _, r in items]
+            await cur.executemany(q.update_statement(spec, shape), params, returning=True)
+            for item in items:
+                if cur.rowcount < 1:
+                    missing.append((item, "row_missing"))
+                cur.nextset()
+    return missing
+
+
+async def _update_isolated(
+    conn: psycopg.AsyncConnection[Any], writes: list[tuple[PartitionWindow, RowSums]]
+) -> Missing:
+    """Each row in its own savepoint, so one bad value parks one row, not the window."""
+    missing: Missing = []
+    for item in writes:
+        row = item[1]
+        shape = q.shape_of(row)
+        try:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    q.update_statement(row.model, shape), q.update_params(row, shape)
+                )
+                if cur.rowcount < 1:
+                    missing.append((item, "row_missing"))
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            missing.append((item, f"{type(exc).__name__}: {exc}"[:500]))
+    return missing

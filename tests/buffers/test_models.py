@@ -1,0 +1,81 @@
+"""The allow-list: what incr() accepts, what it refuses (TypeError), the wire form."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from streams.avro.codec import build_codec
+from streams.avro.store import default_store
+from streams.buffers.models import NotAllowed, check_increment, from_wire
+
+NOW = dt.datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
+
+
+class Group:  # a model object, as an old caller would pass it
+    objects = None
+    id = 3
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("auth_user", {"times_seen": 1}, {"id": 1}), "not allow-listed"),
+        ((Group, {"times_seen": 1}, {"id": 1}), "allow-listed name"),
+        (("issue_group", {"title": 1}, {"id": 1}), "'title' is not an allow-listed counter"),
+        (("issue_group", {}, {"id": 1}), "nothing to increment"),
+        (("issue_group", {"times_seen": True}, {"id": 1}), "expected int, got bool"),
+        (("issue_group", {"times_seen": 1.5}, {"id": 1}), "expected int, got float"),
+        (("issue_group", {"times_seen": 2**63}, {"id": 1}), "does not fit"),
+        (("issue_group", {"times_seen": 1}, {"project_id": 1}), "filters must be exactly"),
+        (("issue_group", {"times_seen": 1}, {"id": 1, "status": 0}), "filters must be exactly"),
+        (("issue_group", {"times_seen": 1}, {"id": "1"}), "expected int, got str"),
+        (("issue_group", {"times_seen": 1}, {"id": Group()}), "expected int, got Group"),
+        (("issue_group", {"times_seen": 1}, [("id", 1)]), "filters must be a dict"),
+        (("issue_group", {"times_seen": 1}, {"id": 1}, {"title": "x"}), "'title' is not allow"),
+        (("issue_group", {"times_seen": 1}, {"id": 1}, {"last_seen": 5}), "aware datetime"),
+        (
+            ("issue_group", {"times_seen": 1}, {"id": 1}, {"last_seen": dt.datetime(2025, 1, 1)}),
+            "naive datetime",
+        ),
+        (("issue_group", {"times_seen": 1}, {"id": 1}, {"status": 1 << 20}), "smallint"),
+        (("issue_group", {"times_seen": 1}, {"id": 1}, {"level": None}), "expected str"),
+        (("issue_group", {"times_seen": 1}, {"id": 1}, None, "yes"), "signal_only"),
+    ],
+)
+def test_outside_the_allow_list_is_a_type_error(args: tuple[Any, ...], needle: str) -> None:
+    with pytest.raises(TypeError, match=needle) as info:
+        check_increment(*args)
+    assert isinstance(info.value, NotAllowed)
+
+
+def test_a_valid_increment_fits_the_topic_schema_and_reads_back_the_same() -> None:
+    inc = check_increment(
+        "issue_group",
+        {"times_seen": 2, "num_comments": -1},
+        {"id": 42},
+        {"last_seen": NOW, "level": "warning"},
+        event_time_ms=1_000,
+    )
+    assert inc.key == 'issue_group:{"id":42}'
+    assert inc.extra == {"last_seen": 1735787045678, "level": "warning"}
+    codec = build_codec(default_store(), None)
+    back = from_wire(
+        codec.decode("buffer-increments", codec.encode("buffer-increments", inc.to_wire()))
+    )
+    assert back == inc
+
+
+def test_the_agent_refuses_a_wire_value_outside_the_allow_list() -> None:
+    value = {
+        "model": "issue_group",
+        "filters": {"id": 1},
+        "columns": {"times_seen); DROP TABLE issue_group; --": 1},
+        "extra": None,
+        "signal_only": False,
+        "event_time": 0,
+    }
+    with pytest.raises(NotAllowed, match="not an allow-listed counter"):
+        from_wire(value)
