@@ -33,6 +33,27 @@ class Delivered:
     offset: int
 
 
+class _Route:
+    """Per-topic state resolved once: silo checked, full name, metric children."""
+
+    __slots__ = ("broker_errors", "full", "published", "schema_errors", "seconds", "spec", "topic")
+
+    def __init__(self, topic: str, spec: catalogue.TopicSpec, full: str) -> None:
+        self.topic = topic
+        self.spec = spec
+        self.full = full
+        self.seconds = metrics.PUBLISH_SECONDS.labels(topic)
+        self.published = metrics.PUBLISHED.labels(topic)
+        self.broker_errors = metrics.PUBLISH_ERRORS.labels(topic, "broker")
+        self.schema_errors = metrics.PUBLISH_ERRORS.labels(topic, "schema")
+
+    def delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.published.inc()
+        else:
+            self.broker_errors.inc()
+
+
 class ProducerLike(Protocol):
     def produce(self, topic: str, value: Any = ..., key: Any = ..., **kwargs: Any) -> None: ...
 
@@ -76,6 +97,8 @@ class Publisher:
             producer or Producer(kafka_config.producer(settings, **producer_overrides)),
         )
         self._prefix = settings.topic_prefix
+        self._producer_name = settings.producer_name
+        self._routes: dict[str, _Route] = {}
         self._silo = settings.silo_mode
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="streams-poll", daemon=True)
@@ -95,27 +118,40 @@ class Publisher:
         if remaining:
             raise PublishError(f"{remaining} messages not acknowledged within {timeout}s")
 
+    def _route(self, topic: str) -> _Route:
+        route = self._routes.get(topic)
+        if route is None:
+            spec = catalogue.spec(topic)
+            if not self._silo.allows(spec.publishers):
+                raise WrongSilo(
+                    f"silo {self._silo.value!r} may not publish to {topic!r} "
+                    f"(owned by {sorted(s.value for s in spec.publishers)})"
+                )
+            route = _Route(topic, spec, spec.full_name(self._prefix))
+            self._routes[topic] = route
+        return route
+
     def encode(self, topic: str, value: Any) -> tuple[str, bytes | None]:
         """Check silo and schema, then encode. Raises TypeError/WrongSilo before any I/O."""
-        spec = catalogue.spec(topic)
-        if not self._silo.allows(spec.publishers):
-            raise WrongSilo(
-                f"silo {self._silo.value!r} may not publish to {topic!r} "
-                f"(owned by {sorted(s.value for s in spec.publishers)})"
-            )
-        full = spec.full_name(self._prefix)
+        route = self._route(topic)
+        return route.full, self._encode(route, value)
+
+    def _encode(self, route: _Route, value: Any) -> bytes | None:
+        spec = route.spec
         if value is None:
             if not spec.compacted:
-                raise SchemaMismatch(topic, "", value, "tombstones only go to compacted topics")
-            return full, None
+                raise SchemaMismatch(
+                    route.topic, "", value, "tombstones only go to compacted topics"
+                )
+            return None
         if not spec.avro:
             if not isinstance(value, bytes):
-                raise SchemaMismatch(topic, "", value, "this topic carries raw bytes")
-            return full, value
+                raise SchemaMismatch(route.topic, "", value, "this topic carries raw bytes")
+            return value
         try:
-            return full, self.codec.encode(topic, value)
+            return self.codec.encode(route.topic, value)
         except SchemaMismatch:
-            metrics.PUBLISH_ERRORS.labels(topic, "schema").inc()
+            route.schema_errors.inc()
             raise
 
     def send(
@@ -130,19 +166,19 @@ class Publisher:
     ) -> None:
         """Check, encode and enqueue; the broker's answer arrives at ``on_delivery``."""
         started = time.perf_counter()
-        full, data = self.encode(topic, value)
-        hdrs = _headers(headers, tracing.metadata_headers(self.settings.producer_name, attempt))
+        route = self._route(topic)
+        data = self._encode(route, value)
+        hdrs = _headers(headers, tracing.metadata_headers(self._producer_name, attempt))
+        if on_delivery is None:
+            cb = route.delivered
+        else:
 
-        def delivered(err: KafkaError | None, msg: Message) -> None:
-            if err is None:
-                metrics.PUBLISHED.labels(topic).inc()
-            else:
-                metrics.PUBLISH_ERRORS.labels(topic, "broker").inc()
-            if on_delivery is not None:
+            def cb(err: KafkaError | None, msg: Message) -> None:
+                route.delivered(err, msg)
                 on_delivery(err, msg)
 
-        self._produce(full, data, _key_bytes(key), hdrs, delivered)
-        metrics.PUBLISH_SECONDS.labels(topic).observe(time.perf_counter() - started)
+        self._produce(route.full, data, _key_bytes(key), hdrs, cb)
+        route.seconds.observe(time.perf_counter() - started)
 
     def send_raw(
         self,

@@ -72,12 +72,16 @@ def new_trace() -> TraceContext:
 
 def metadata_headers(producer: str, attempt: int = 1) -> list[tuple[str, bytes]]:
     """The headers every publish adds: message id, sent-at (ms), producer, attempt, traceparent."""
+    rnd = os.urandom(40).hex()  # one syscall: message id, span id, and maybe trace id
     ctx = _current.get()
-    ctx = ctx.child() if ctx is not None else new_trace()
+    if ctx is not None:
+        traceparent = f"00-{ctx.trace_id}-{rnd[32:48]}-{'01' if ctx.sampled else '00'}"
+    else:
+        traceparent = f"00-{rnd[48:80]}-{rnd[32:48]}-01"
     return [
-        (H_MESSAGE_ID, os.urandom(16).hex().encode()),
+        (H_MESSAGE_ID, rnd[:32].encode()),
         (H_SENT_AT, str(int(time.time() * 1000)).encode()),
         (H_PRODUCER, producer.encode()),
         (H_ATTEMPT, str(attempt).encode()),
-        (H_TRACEPARENT, ctx.header().encode()),
+        (H_TRACEPARENT, traceparent.encode()),
     ]

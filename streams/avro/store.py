@@ -42,7 +42,8 @@ class SchemaVersion:
 
 
 def load_version(subject: str, version: int, raw: dict[str, Any]) -> SchemaVersion:
-    parsed = fastavro.schema.parse_schema(raw, _write_hint=False)
+    # The write hint marks the schema as parsed, so fastavro does not parse it per call.
+    parsed = fastavro.schema.parse_schema(raw)
     canonical = fastavro.schema.to_parsing_canonical_form(parsed)
     fingerprint = bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
     return SchemaVersion(subject, version, raw, parsed, canonical, fingerprint)
