@@ -21,6 +21,7 @@ from pathlib import Path
 
 from streams.buffers import demo as buffers_demo
 from streams.lag import status as lag_status
+from streams.projectconfigs import demo as configs_demo
 from streams.relay import demo as relay_demo
 from streams.settings import Settings
 
@@ -36,6 +37,7 @@ COMPONENTS: list[tuple[str, list[str]]] = [
 DEMOS: list[Callable[[Settings, threading.Event], None]] = [
     relay_demo.write_outbox_rows,
     buffers_demo.run_demo,
+    configs_demo.run_demo,
 ]
 
 # Status providers: each returns a short "name=value" fragment for the status line.
@@ -43,6 +45,7 @@ STATUS: list[Callable[[Settings], str]] = [
     relay_demo.status,
     lag_status.status,
     buffers_demo.status,
+    configs_demo.status,
 ]
 
 

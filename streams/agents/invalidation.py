@@ -152,6 +152,7 @@ class Invalidation:
         self.ready = False
         self._attempts: dict[str, int] = {}
         self._single: set[str] = set()
+        self._gauged = 0.0
 
     # -- requests -------------------------------------------------------------------
 
@@ -200,8 +201,13 @@ class Invalidation:
             return
         now = time.time()
         works = self.take_due(now)
-        owned = self.owned()
-        PENDING.set(sum(1 for v in list(self.state.due.data.values()) if v["partition"] in owned))
+        if now - self._gauged >= 1.0:
+            # A full scan of the due table: once a second, not every tick.
+            self._gauged = now
+            owned = self.owned()
+            PENDING.set(
+                sum(1 for v in list(self.state.due.data.values()) if v["partition"] in owned)
+            )
         if works:
             await self.run(works)
 

@@ -6,12 +6,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from streams import dlq
 from streams.projectconfigs.scopes import Scope, ScopeKind
 from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.projectconfigs.support import committed, configs, metric, seed, send_requests
 from tests.support import harness
 
+TOPIC = "project-config-invalidations"
 COUNTDOWN = 2.0
 ENV = {"STREAMS_INVALIDATION_COUNTDOWN": str(int(COUNTDOWN))}
 
@@ -29,7 +31,11 @@ def test_a_thousand_requests_within_the_countdown_recompute_once(
     proc = worker(**ENV)
     s = seed(database, projects=2)
     busy, quiet = s.project_ids
-    send_requests(publisher, project_scope(s.organization_id, busy), 1000, countdown=COUNTDOWN)
+    send_requests(publisher, project_scope(s.organization_id, busy), 500, countdown=COUNTDOWN)
+    # A request that fits the schema but names no project: dead-lettered, nothing stops.
+    bad = Scope(ScopeKind.PROJECT, organization_id=s.organization_id)
+    send_requests(publisher, bad, countdown=COUNTDOWN)
+    send_requests(publisher, project_scope(s.organization_id, busy), 500, countdown=COUNTDOWN)
     send_requests(publisher, project_scope(s.organization_id, quiet), 1, countdown=COUNTDOWN)
     harness.wait_for(
         lambda: metric(proc, "streams_invalidation_recomputes_total") >= 2, 20, what="recomputes"
@@ -39,6 +45,11 @@ def test_a_thousand_requests_within_the_countdown_recompute_once(
     assert published == {s.keys[busy][0]: 1, s.keys[quiet][0]: 1}
     assert metric(proc, "streams_invalidation_scheduled_total", reason="project") == 2
     assert metric(proc, "streams_invalidation_skipped_total", reason="pending_project") == 999
+    letters = list(dlq.read(settings, source_topic=settings.topic_prefix + TOPIC))
+    assert [d.reason for d in letters] == ["permanent"]
+    assert letters[0].value is not None
+    dead = publisher.codec.decode(TOPIC, letters[0].value)
+    assert (dead["scope"], dead["project_id"]) == ("project", None)
 
 
 def test_a_pending_organization_swallows_its_projects_and_keys(

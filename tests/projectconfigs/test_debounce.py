@@ -1,0 +1,132 @@
+"""The debounce rule on a dict-backed state: what is skipped, what is scheduled, and when."""
+
+from __future__ import annotations
+
+import random
+
+from streams.projectconfigs.debounce import (
+    MAX_MARKED_WINDOWS,
+    Decision,
+    DueWork,
+    MemoryState,
+    Request,
+    marked_windows,
+    offer,
+    tumbling,
+)
+from streams.projectconfigs.scopes import Scope, ScopeKind
+
+GRID = 5.0
+WINDOW_OF = tumbling(GRID)
+T0 = 1_700_000_001.0  # 1 s into a grid window
+
+ORG = Scope(ScopeKind.ORGANIZATION, organization_id=1)
+PROJECT = Scope(ScopeKind.PROJECT, organization_id=1, project_id=10)
+OTHER_PROJECT = Scope(ScopeKind.PROJECT, organization_id=1, project_id=11)
+KEY = Scope(ScopeKind.PUBLIC_KEY, organization_id=1, project_id=10, public_key="abc")
+
+
+def ask(state: MemoryState, scope: Scope, at: float, countdown: float = 5.0) -> Decision:
+    return offer(state, WINDOW_OF, GRID, Request(scope, "test", countdown, at), partition=0)
+
+
+def test_requests_within_the_countdown_schedule_one_recompute() -> None:
+    state = MemoryState()
+    decisions = [ask(state, PROJECT, T0 + i * 0.004) for i in range(1000)]
+    assert sum(d.scheduled for d in decisions) == 1
+    assert {d.reason for d in decisions[1:]} == {"pending_project"}
+    (work,) = state.due.values()
+    assert (work.requested_at, work.due) == (T0, T0 + 5.0)
+
+
+def test_the_countdown_window_is_anchored_at_the_first_request_not_the_grid() -> None:
+    state = MemoryState()
+    # 4.5 s apart and across a grid boundary: still one countdown window.
+    assert ask(state, PROJECT, T0 + 3.0).scheduled
+    assert not ask(state, PROJECT, T0 + 7.5).scheduled
+
+
+def test_a_request_at_or_after_the_due_time_opens_a_new_window() -> None:
+    """The recompute starts at its due time: a request made then is not covered by it."""
+    state = MemoryState()
+    assert ask(state, PROJECT, T0).scheduled
+    assert not ask(state, PROJECT, T0 + 4.99).scheduled
+    second = ask(state, PROJECT, T0 + 5.0)
+    assert second.scheduled and second.work is not None
+    assert second.work.due == T0 + 10.0
+    assert len(state.due) == 2
+
+
+def test_a_pending_organization_covers_its_projects_and_keys_not_the_reverse() -> None:
+    state = MemoryState()
+    assert ask(state, ORG, T0).scheduled
+    assert ask(state, PROJECT, T0 + 1).reason == "pending_organization"
+    assert ask(state, KEY, T0 + 1).reason == "pending_organization"
+
+    state = MemoryState()
+    assert ask(state, PROJECT, T0).scheduled
+    assert ask(state, KEY, T0 + 1).reason == "pending_project"
+    assert ask(state, OTHER_PROJECT, T0 + 1).scheduled
+    assert ask(state, ORG, T0 + 1).scheduled  # a project does not cover its organization
+
+
+def test_a_replayed_request_is_skipped_and_rewrites_nothing() -> None:
+    state = MemoryState()
+    first = ask(state, PROJECT, T0)
+    before = dict(state.markers)
+    assert not ask(state, PROJECT, T0).scheduled
+    assert state.markers == before
+    assert first.work is not None and list(state.due) == [first.work.key]
+
+
+def test_a_zero_countdown_covers_nothing() -> None:
+    state = MemoryState()
+    assert ask(state, PROJECT, T0, countdown=0).scheduled
+    assert ask(state, PROJECT, T0 + 0.001, countdown=0).scheduled
+
+
+def test_long_countdowns_mark_a_bounded_number_of_grid_windows() -> None:
+    windows = marked_windows(WINDOW_OF, T0, T0 + 3600, GRID)
+    assert len(windows) == MAX_MARKED_WINDOWS
+    assert windows[0] == WINDOW_OF(T0) and windows[1] == WINDOW_OF(T0 + GRID)
+    state = MemoryState()
+    assert ask(state, PROJECT, T0, countdown=3600).scheduled
+    assert not ask(state, PROJECT, T0 + 3 * GRID, countdown=3600).scheduled
+    # Beyond the marked windows a request opens its own window: an extra recompute,
+    # never a lost one.
+    assert ask(state, PROJECT, T0 + 10 * GRID, countdown=3600).scheduled
+
+
+def test_out_of_order_requests_are_skipped_only_when_the_recompute_starts_after_them() -> None:
+    state = MemoryState()
+    assert ask(state, PROJECT, T0 + 2).scheduled  # due at T0 + 7
+    assert not ask(state, PROJECT, T0 + 1).scheduled  # made earlier: still covered
+
+
+def reference_count(times: list[float], countdown: float) -> int:
+    """Distinct countdown windows, each opened by the first request not inside one."""
+    count, end = 0, float("-inf")
+    for t in sorted(times):
+        if t >= end:
+            count, end = count + 1, t + countdown
+    return count
+
+
+def test_recomputes_equal_distinct_scope_and_countdown_window_pairs() -> None:
+    rng = random.Random(7)
+    state = MemoryState()
+    times: dict[int, list[float]] = {p: [] for p in range(50)}
+    requests = sorted((T0 + rng.uniform(0, 60), rng.randrange(50)) for _ in range(5000))
+    scheduled = 0
+    for at, project in requests:
+        times[project].append(at)
+        scope = Scope(ScopeKind.PROJECT, organization_id=1, project_id=project)
+        scheduled += ask(state, scope, at).scheduled
+    assert scheduled == sum(reference_count(ts, 5.0) for ts in times.values())
+
+
+def test_due_work_round_trips_and_keys_by_scope_and_window_start() -> None:
+    work = DueWork("public_key", 1, 10, "abc", "test", T0 + 0.0004, T0 + 5, 3)
+    assert DueWork.from_json(work.to_json()) == work
+    assert work.key == f"k:abc@{round((T0 + 0.0004) * 1000)}"
+    assert work.scope == KEY

@@ -1,0 +1,58 @@
+"""What a config holds, when it is disabled, and how it is served (pure functions)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import replace
+
+from streams.avro.codec import build_codec
+from streams.avro.store import default_store
+from streams.projectconfigs.documents import (
+    KeyRow,
+    config_record,
+    disabled_record,
+    served_document,
+)
+
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+ROW = KeyRow("abc", 0, 100, 60, 10, "web", "python", 0, 1, "acme", 0)
+
+
+def test_an_active_key_gets_its_project_organization_rate_limit_and_options() -> None:
+    record = config_record(ROW, {"sentry:scrub": True, "ui:theme": "dark"}, {"relay:x": 1}, NOW)
+    assert record["disabled"] is False
+    doc = json.loads(record["config"])
+    assert doc["project_slug"] == "web" and doc["organization_slug"] == "acme"
+    assert doc["key"] == {"status": "active", "rate_limit": {"count": 100, "window": 60}}
+    # Only options that shape a config are in it.
+    assert doc["options"] == {"project": {"sentry:scrub": True}, "organization": {"relay:x": 1}}
+
+
+def test_the_revision_follows_the_document_not_the_clock_or_irrelevant_options() -> None:
+    base = config_record(ROW, {"sentry:scrub": True}, {}, NOW)
+    later = config_record(ROW, {"sentry:scrub": True, "ui:theme": "x"}, {}, NOW + dt.timedelta(1))
+    changed = config_record(ROW, {"sentry:scrub": False}, {}, NOW)
+    assert base["revision"] == later["revision"] != changed["revision"]
+
+
+def test_an_inactive_key_project_or_organization_is_disabled() -> None:
+    for row in (
+        replace(ROW, key_status=1),
+        replace(ROW, project_status=2),
+        replace(ROW, organization_status=1),
+    ):
+        record = config_record(row, {"sentry:scrub": True}, {}, NOW)
+        assert record["disabled"] is True and record["config"] is None
+        assert record["project_id"] == 10
+
+
+def test_records_fit_the_topic_schema_and_serve_as_json() -> None:
+    codec = build_codec(default_store(), None)
+    for record in (config_record(ROW, {}, {}, NOW), disabled_record("gone", NOW)):
+        decoded = codec.decode("project-configs", codec.encode("project-configs", record))
+        served = served_document(decoded)
+        assert json.loads(json.dumps(served)) == served
+        assert served["computed_at"] == "2026-01-02T03:04:05+00:00"
+    assert served["config"] == {"disabled": True}
+    assert served["public_key"] == "gone" and served["project_id"] is None
