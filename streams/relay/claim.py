@@ -38,10 +38,14 @@ def bounds(conn: Conn, table: OutboxTable) -> tuple[int, int] | None:
     return int(row[0]), int(row[1])
 
 
-def split(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
-    """Split [lo, hi] into at most ``parts`` contiguous, non-empty ranges."""
+def split(lo: int, hi: int, parts: int, min_size: int = 1) -> list[tuple[int, int]]:
+    """Split [lo, hi] into at most ``parts`` contiguous ranges of at least ``min_size`` ids.
+
+    Ranges smaller than a batch would only cut shards (and coalescing groups) into
+    pieces without adding any parallel work.
+    """
     total = hi - lo + 1
-    parts = max(1, min(parts, total))
+    parts = max(1, min(parts, total // max(1, min_size)))
     size = -(-total // parts)
     return [(start, min(hi, start + size - 1)) for start in range(lo, hi + 1, size)]
 
@@ -72,46 +76,50 @@ def _arrays(shards: Sequence[ShardKey]) -> tuple[list[str], list[int]]:
     return [s for s, _ in shards], [i for _, i in shards]
 
 
-def lock_heads(conn: Conn, table: OutboxTable, shards: Sequence[ShardKey]) -> set[ShardKey]:
-    """Lock the head row of each due shard nobody else holds; returns the shards claimed."""
-    if not shards:
-        return set()
-    scopes, idents = _arrays(shards)
+def lock_heads(conn: Conn, table: OutboxTable, first_ids: Sequence[int]) -> dict[ShardKey, int]:
+    """Lock the head row of each due shard nobody else holds; returns shard -> head id.
+
+    Shards are named by one of their rows (the first one the scan saw), so only bigint
+    arrays cross the wire.
+    """
+    if not first_ids:
+        return {}
     rows = conn.execute(
         _q(
-            "SELECT t.shard_scope, t.shard_identifier FROM {t} t WHERE t.id IN ("
-            "  SELECT h.id FROM unnest(%s::text[], %s::bigint[]) AS c(scope, ident)"
-            "  CROSS JOIN LATERAL (SELECT id FROM {t} x WHERE x.shard_scope = c.scope"
-            "    AND x.shard_identifier = c.ident ORDER BY x.id LIMIT 1) h"
+            "SELECT t.id, t.shard_scope, t.shard_identifier FROM {t} t WHERE t.id IN ("
+            "  SELECT h.id FROM unnest(%s::bigint[]) AS f(id) JOIN {t} s ON s.id = f.id"
+            "  CROSS JOIN LATERAL (SELECT x.id FROM {t} x WHERE x.shard_scope = s.shard_scope"
+            "    AND x.shard_identifier = s.shard_identifier ORDER BY x.id LIMIT 1) h"
             ") AND t.scheduled_for <= now() FOR UPDATE OF t SKIP LOCKED",
             table,
         ),
-        (scopes, idents),
+        (list(first_ids),),
     ).fetchall()
-    return {(str(s), int(i)) for s, i in rows}
+    return {(str(s), int(i)): int(head) for head, s, i in rows}
 
 
 def fetch_rows(
-    conn: Conn, table: OutboxTable, shards: Iterable[ShardKey], limit: int
+    conn: Conn, table: OutboxTable, heads: Iterable[int], upto: int, limit: int
 ) -> tuple[list[Row], dict[ShardKey, dt.timedelta]]:
-    """The claimed shards' rows in id order (a prefix of each shard), locked.
+    """The claimed shards' rows up to id ``upto``, in id order (a prefix of each), locked.
 
-    Also returns each shard's current backoff step (its head's scheduled_for -
-    scheduled_from), from which a failure doubles.
+    Rows above ``upto`` (the scan window) wait for the next batch, which keeps this a
+    short index range per shard. Also returns each shard's current backoff step (its
+    head's scheduled_for - scheduled_from), from which a failure doubles.
     """
-    scopes, idents = _arrays(list(shards))
     region = "t.region_name" if table.has_region else "NULL::text"
     rows = conn.execute(
         _q(
             "SELECT t.id, t.shard_scope, t.shard_identifier, t.category, t.object_identifier,"
             f" t.payload::text, {region}, t.backfill, t.scheduled_for, t.date_added,"
             " t.scheduled_for - t.scheduled_from"
-            " FROM {t} t JOIN unnest(%s::text[], %s::bigint[]) AS c(scope, ident)"
-            " ON t.shard_scope = c.scope AND t.shard_identifier = c.ident"
+            " FROM unnest(%s::bigint[]) AS h(id) JOIN {t} s ON s.id = h.id"
+            " JOIN {t} t ON t.shard_scope = s.shard_scope"
+            " AND t.shard_identifier = s.shard_identifier AND t.id <= %s"
             " ORDER BY t.id LIMIT %s FOR UPDATE OF t",
             table,
         ),
-        (scopes, idents, limit),
+        (list(heads), upto, limit),
     ).fetchall()
     out: list[Row] = []
     steps: dict[ShardKey, dt.timedelta] = {}

@@ -28,7 +28,8 @@ from streams.outbox.categories import OutboxTable
 from streams.publisher import Publisher
 from streams.relay import claim
 from streams.relay import metrics as m
-from streams.relay.messages import Group, Row, ShardKey, coalesce, headers_for, outbound
+from streams.relay.encode import BatchEncoder
+from streams.relay.messages import Group, Row, ShardKey, coalesce, headers_for
 from streams.relay.producer import PublisherSlot
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,8 @@ class Drainer:
         self.slot = slot
         self.crash = crash or CrashHook()
         self.stop = stop or threading.Event()
-        prefix = publishers.get().settings.topic_prefix
-        self._dlq_topic = catalogue.spec("dead-letters").full_name(prefix)
+        self._prefix = publishers.get().settings.topic_prefix
+        self._dlq_topic = catalogue.spec("dead-letters").full_name(self._prefix)
         self._labels = table.name
 
     def drain_range(self, lo: int, hi: int) -> DrainStats:
@@ -178,12 +179,14 @@ class Drainer:
             if not fresh:
                 return True, sc.last_id + 1, None
             cursor = min(sc.shards[s] for s in fresh)
-            claimed = claim.lock_heads(conn, self.table, fresh)
+            claimed = claim.lock_heads(conn, self.table, [sc.shards[s] for s in fresh])
             excluded.update(s for s in fresh if s not in claimed)
             if not claimed:
                 return True, cursor, None
             started = time.perf_counter()
-            rows, steps = claim.fetch_rows(conn, self.table, claimed, self.batch_size)
+            rows, steps = claim.fetch_rows(
+                conn, self.table, claimed.values(), sc.last_id, self.batch_size
+            )
             stats, failed, deletable = self._publish(rows)
             claim.delete(conn, self.table, deletable)
             claim.reschedule(conn, self.table, {s: steps[s] for s in failed})
@@ -199,39 +202,47 @@ class Drainer:
     def _publish(self, rows: Sequence[Row]) -> tuple[DrainStats, set[ShardKey], list[int]]:
         """Publish the batch and settle it; the caller deletes and reschedules."""
         publisher = self.publishers.get()
+        encoder = BatchEncoder(
+            self.table, publisher.codec, self._prefix, publisher.settings.producer_name
+        )
         groups = coalesce(rows)
         acks = _Acks(len(groups))
-        dead: dict[int, str] = {}
+        sent: dict[int, str] = {}  # group -> topic, for the groups produced
+        dead: dict[int, str] = {}  # group -> reason, for the groups dead-lettered
         for i, group in enumerate(groups):
-            reason = self._send(publisher, i, group, acks)
-            if reason is not None:
-                dead[i] = reason
+            topic = self._send(publisher, encoder, i, group, acks)
+            if topic.startswith("dlq:"):
+                dead[i] = topic.removeprefix("dlq:")
+            else:
+                sent[i] = topic
         if not acks.wait(self.publish_timeout + 5.0):
             log.warning("relay.batch.ack_timeout", extra={"table": self.table.name})
         if acks.fatal:
             self.publishers.renew(publisher)
-        return self._settle(rows, groups, acks, dead)
+        return self._settle(rows, groups, acks, sent, dead)
 
-    def _send(self, publisher: Publisher, i: int, group: Group, acks: _Acks) -> str | None:
-        """Produce one message; the reason when the row went to dead letters instead."""
+    def _send(
+        self, publisher: Publisher, encoder: BatchEncoder, i: int, group: Group, acks: _Acks
+    ) -> str:
+        """Produce one message; returns its topic, or ``dlq:<reason>`` if dead-lettered."""
         row = group.row
         error: BaseException
         try:
-            out = outbound(row, self.table)
-            publisher.send(
-                out.topic,
-                out.value,
-                key=out.key,
-                headers=out.headers,
+            enc = encoder.encode(row, i)
+            publisher.send_raw(
+                enc.full_topic,
+                enc.value,
+                key=enc.key,
+                headers=enc.headers,
                 on_delivery=acks.callback(i),
             )
-            return None
+            return enc.topic
         except KafkaException as exc:
             reason, error = "produce", exc
         except Exception as exc:  # routing or schema: this row can never be published
             reason, error = "encode", exc
         self._dead_letter(publisher, i, row, reason=reason, exc=error, acks=acks)
-        return reason
+        return f"dlq:{reason}"
 
     def _dead_letter(
         self,
@@ -279,13 +290,19 @@ class Drainer:
             acks.settle(i, f"dead-letter refused: {dlq_exc}")
 
     def _settle(
-        self, rows: Sequence[Row], groups: list[Group], acks: _Acks, dead: dict[int, str]
+        self,
+        rows: Sequence[Row],
+        groups: list[Group],
+        acks: _Acks,
+        sent: dict[int, str],
+        dead: dict[int, str],
     ) -> tuple[DrainStats, set[ShardKey], list[int]]:
         """Delete what was acknowledged, shard by shard up to its first failure."""
         backfill = {r.id: r.backfill for r in rows}
         stats = DrainStats(batches=1)
         failed: set[ShardKey] = set()
         deletable: list[int] = []
+        per_topic: dict[str, int] = {}
         for i, group in enumerate(groups):
             shard = group.row.shard
             if shard in failed:
@@ -308,6 +325,9 @@ class Drainer:
                 metrics.DEAD_LETTERS.labels(self.table.name, dead[i]).inc()
             else:
                 stats.published += 1
+                per_topic[sent[i]] = per_topic.get(sent[i], 0) + 1
+        for topic, n in per_topic.items():
+            metrics.PUBLISHED.labels(topic).inc(n)
         stats.rescheduled = len(failed)
         stats.backfill_rows = sum(1 for i in deletable if backfill[i])
         stats.regular_rows = len(deletable) - stats.backfill_rows

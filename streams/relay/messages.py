@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.outbox.categories import CATEGORIES, OutboxCategory, OutboxError, OutboxTable
+from streams.outbox.categories import CATEGORIES, OutboxError, OutboxTable
 
 H_OUTBOX_ID = "streams-outbox-id"
 H_CATEGORY = "streams-outbox-category"
@@ -23,7 +23,7 @@ OUTBOX_HEADERS = (H_OUTBOX_ID, H_CATEGORY, H_OBJECT_ID, H_DATE_ADDED, H_SHARD)
 ShardKey = tuple[str, int]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Row:
     """One claimed outbox row (``payload`` is the jsonb as text)."""
 
@@ -70,11 +70,8 @@ class Group:
         return len(self.covers) - 1
 
 
-def _coalesces(category: str) -> bool:
-    try:
-        return CATEGORIES[OutboxCategory(category)].coalesce
-    except ValueError:
-        return False  # unknown categories are dead-lettered one by one
+# category name -> coalesces? Unknown names do not: they are dead-lettered one by one.
+_COALESCES = {c.value: info.coalesce for c, info in CATEGORIES.items()}
 
 
 def coalesce(rows: Sequence[Row]) -> list[Group]:
@@ -84,21 +81,28 @@ def coalesce(rows: Sequence[Row]) -> list[Group]:
     newest row, published at the newest row's place, so the messages of a shard stay
     in id order. Only the claimed rows are covered: a row inserted meanwhile survives.
     """
-    newest: dict[tuple[str, int, str, int], int] = {}
+    newest: dict[tuple[str, int, str, int], int] = {}  # key -> index of its newest row
     members: dict[tuple[str, int, str, int], list[int]] = {}
-    for r in rows:
-        if _coalesces(r.category):
-            key = (r.shard_scope, r.shard_identifier, r.category, r.object_identifier)
-            newest[key] = r.id
-            members.setdefault(key, []).append(r.id)
-    groups = []
-    for r in rows:
-        if not _coalesces(r.category):
-            groups.append(Group(r, [r.id]))
+    keys: list[tuple[str, int, str, int] | None] = []
+    for idx, r in enumerate(rows):
+        if not _COALESCES.get(r.category, False):
+            keys.append(None)
             continue
         key = (r.shard_scope, r.shard_identifier, r.category, r.object_identifier)
-        if newest[key] == r.id:
-            groups.append(Group(r, members[key]))
+        keys.append(key)
+        newest[key] = idx
+        ids = members.get(key)
+        if ids is None:
+            members[key] = [r.id]
+        else:
+            ids.append(r.id)
+    groups = []
+    for idx, r in enumerate(rows):
+        found = keys[idx]
+        if found is None:
+            groups.append(Group(r, [r.id]))
+        elif newest[found] == idx:
+            groups.append(Group(r, members[found]))
     return groups
 
 
@@ -110,8 +114,8 @@ class Outbound:
     headers: list[tuple[str, bytes]]
 
 
-def _ms(t: dt.datetime) -> bytes:
-    return str(int(t.timestamp() * 1000)).encode()
+def _ms(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1000)
 
 
 def headers_for(row: Row) -> list[tuple[str, bytes]]:
@@ -119,20 +123,25 @@ def headers_for(row: Row) -> list[tuple[str, bytes]]:
         (H_OUTBOX_ID, str(row.id).encode()),
         (H_CATEGORY, row.category.encode()),
         (H_OBJECT_ID, str(row.object_identifier).encode()),
-        (H_DATE_ADDED, _ms(row.date_added)),
+        (H_DATE_ADDED, str(_ms(row.date_added)).encode()),
         (H_SHARD, f"{row.shard_scope}:{row.shard_identifier}".encode()),
     ]
 
 
+# category name -> (category, declaration), without an enum lookup per row
+_BY_NAME = {c.value: (c, info) for c, info in CATEGORIES.items()}
+
+
 def outbound(row: Row, table: OutboxTable) -> Outbound:
     """Route and shape one row. Raises (OutboxError, ValueError, ...) if it cannot be."""
-    try:
-        cat = OutboxCategory(row.category)
-    except ValueError:
-        raise OutboxError(f"unknown outbox category {row.category!r}") from None
-    info = CATEGORIES[cat]
+    found = _BY_NAME.get(row.category)
+    if found is None:
+        raise OutboxError(f"unknown outbox category {row.category!r}")
+    cat, info = found
     if info.scope.value != row.shard_scope:
         raise OutboxError(f"category {cat.value!r} does not belong to scope {row.shard_scope!r}")
+    if table.kind not in info.outboxes:
+        raise OutboxError(f"category {cat.value!r} does not belong in {table.name}")
     if info.sender is not None:
         return Outbound(
             "resource-changes",
@@ -148,8 +157,9 @@ def outbound(row: Row, table: OutboxTable) -> Outbound:
         "object_identifier": row.object_identifier,
         "payload": row.payload,
         "region_name": row.region_name,
-        "scheduled_for": row.scheduled_for,
-        "date_added": row.date_added,
+        # Epoch milliseconds: what timestamp-millis holds, and cheaper to encode.
+        "scheduled_for": _ms(row.scheduled_for),
+        "date_added": _ms(row.date_added),
     }
     return Outbound(
         table.topic, f"{row.shard_scope}:{row.shard_identifier}", value, headers_for(row)

@@ -140,7 +140,8 @@ class Relay:
                 found = claim.bounds(conn, table)
                 if found is not None:
                     drainer = self.drainers[table.name]
-                    jobs += [(drainer, lo, hi) for lo, hi in claim.split(*found, self.concurrency)]
+                    ranges = claim.split(*found, self.concurrency, drainer.batch_size)
+                    jobs += [(drainer, lo, hi) for lo, hi in ranges]
         if executor is None or len(jobs) <= 1:
             results = [d.drain_range(lo, hi) for d, lo, hi in jobs]
         else:

@@ -56,6 +56,8 @@ def test_id_ranges_cover_every_id_once() -> None:
     assert split(1, 10, 4) == [(1, 3), (4, 6), (7, 9), (10, 10)]
     assert split(5, 5, 4) == [(5, 5)]
     assert split(1, 2, 4) == [(1, 1), (2, 2)]
+    assert split(1, 2_500, 4, min_size=1_000) == [(1, 1_250), (1_251, 2_500)]
+    assert split(1, 10, 4, min_size=1_000) == [(1, 10)]
     ranges = split(17, 1_003, 4)
     covered = [i for lo, hi in ranges for i in range(lo, hi + 1)]
     assert covered == list(range(17, 1_004))

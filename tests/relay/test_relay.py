@@ -98,10 +98,10 @@ def test_a_row_inserted_during_the_drain_survives_and_goes_out_next_pass(
     inserted: list[int] = []
 
     class InsertingPublisher(Publisher):
-        def send(self, *args: Any, **kwargs: Any) -> None:
+        def send_raw(self, *args: Any, **kwargs: Any) -> None:
             if not inserted:  # a writer commits while the relay holds its batch
                 inserted.extend(write(dsn, [(3, 30)]))
-            super().send(*args, **kwargs)
+            super().send_raw(*args, **kwargs)
 
     pub = InsertingPublisher(settings)
     r = Relay(settings, concurrency=1, publisher=pub)

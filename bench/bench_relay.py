@@ -1,0 +1,298 @@
+"""Relay throughput and commit-to-ack latency, next to the two limits measured in the same run.
+
+    .venv/bin/python bench/bench_relay.py [--rows 100000]
+
+Starts its own broker + PostgreSQL (unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL are
+set). Figures:
+  * bare PostgreSQL claim-and-delete loop over the same rows (no Kafka)   -> limit 1
+  * bare confluent-kafka producer of the same encoded bytes (no database) -> limit 2
+  * the relay, concurrency 1 and 4, without and with coalescing (10 rows per object):
+    rows/s from committed rows to acknowledged (and deleted) messages.
+    Goal: >= 0.8x the PostgreSQL loop and >= 20,000 rows/s.
+  * commit-to-ack latency p50/p99 with writers committing 1,000 rows/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import statistics
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import Producer
+
+from streams import kafka_config, topics
+from streams.db.migrate import migrate
+from streams.dev import stack
+from streams.outbox.categories import REGION_OUTBOX
+from streams.publisher import Publisher
+from streams.relay.messages import H_OUTBOX_ID, Row, outbound
+from streams.relay.relay import Relay
+from streams.settings import Secret, Settings
+
+SHARDS = 1_000
+
+
+def scratch_database(admin_dsn: str) -> str:
+    """A database of its own, so the benchmark never touches real outbox rows."""
+    name = f"bench_relay_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}".encode())
+    info = psycopg.conninfo.conninfo_to_dict(admin_dsn)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def drop_database(admin_dsn: str, dsn: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
+
+
+def fill(dsn: str, rows: int, per_object: int) -> None:
+    """Commit ``rows`` rows over SHARDS shards; ``per_object`` rows share one object."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("TRUNCATE region_outbox")
+        conn.execute(
+            "INSERT INTO region_outbox (shard_scope, shard_identifier, category,"
+            " object_identifier, payload)"
+            " SELECT 'organization_scope', (i / %s) %% %s, 'organization_update', i / %s,"
+            " jsonb_build_object('name', 'organization ' || i, 'seq', i)"
+            " FROM generate_series(1, %s) AS i",
+            (per_object, SHARDS, per_object, rows),
+        )
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE region_outbox")
+
+
+def bare_postgres(dsn: str, rows: int, batch: int) -> float:
+    """Claim (FOR UPDATE SKIP LOCKED) and delete in batches, one connection, no Kafka."""
+    fill(dsn, rows, 1)
+    started = time.perf_counter()
+    with psycopg.connect(dsn) as conn:
+        while True:
+            got = conn.execute(
+                "DELETE FROM region_outbox WHERE id IN (SELECT id FROM region_outbox"
+                " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " RETURNING id, shard_scope, shard_identifier, category, object_identifier,"
+                " payload::text, date_added",
+                (batch,),
+            ).fetchall()
+            conn.commit()
+            if not got:
+                break
+    return rows / (time.perf_counter() - started)
+
+
+def bare_kafka(settings: Settings, rows: int) -> float:
+    """The same encoded messages through a bare idempotent producer, no database."""
+    pub = Publisher(settings)
+    now = time.time()
+    import datetime as dt
+
+    t = dt.datetime.fromtimestamp(now, dt.UTC)
+    msgs: list[tuple[str, bytes, bytes]] = []
+    for i in range(rows):
+        row = Row(
+            i,
+            "organization_scope",
+            i % SHARDS,
+            "organization_update",
+            i,
+            f'{{"name": "organization {i}", "seq": {i}}}',
+            None,
+            False,
+            t,
+            t,
+        )
+        out = outbound(row, REGION_OUTBOX)
+        full, data = pub.encode(out.topic, out.value)
+        assert data is not None
+        msgs.append((full, out.key.encode(), data))
+    pub.close()
+    producer = Producer(kafka_config.producer(settings))
+    done = [0]
+
+    def cb(err: Any, msg: Any) -> None:
+        done[0] += 1
+
+    started = time.perf_counter()
+    for full, key, data in msgs:
+        while True:
+            try:
+                producer.produce(full, value=data, key=key, on_delivery=cb)
+                break
+            except BufferError:
+                producer.poll(0.001)
+        producer.poll(0)
+    producer.flush(60)
+    assert done[0] == rows
+    return rows / (time.perf_counter() - started)
+
+
+def relay_run(settings: Settings, rows: int, concurrency: int, per_object: int) -> float:
+    dsn = settings.database_url.get()
+    fill(dsn, rows, per_object)
+    relay = Relay(settings, concurrency=concurrency)
+    relay.pool.open(wait=True)
+    try:
+        relay.run_pass()  # warm up: connections and producer (the table is drained here)
+    finally:
+        relay.close()
+    # Measure on a fresh fill with a warm relay.
+    fill(dsn, rows, per_object)
+    relay = Relay(settings, concurrency=concurrency)
+    relay.pool.open(wait=True)
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        with ThreadPoolExecutor(concurrency) as ex:
+            started = time.perf_counter()
+            while relay.run_pass(ex):
+                pass
+            elapsed = time.perf_counter() - started
+    finally:
+        relay.close()
+    with psycopg.connect(dsn) as conn:
+        left = conn.execute("SELECT count(*) FROM region_outbox").fetchone()
+    assert left is not None and left[0] == 0, left
+    return rows / elapsed
+
+
+class TimingPublisher(Publisher):
+    """Records when the broker acknowledged each outbox id."""
+
+    acked: dict[int, float]
+
+    def send_raw(self, full_topic: str, value: bytes | None, **kw: Any) -> None:
+        cb = kw.get("on_delivery")
+        outbox_id = int(dict(kw["headers"])[H_OUTBOX_ID])
+
+        def timed(err: Any, msg: Any) -> None:
+            if err is None:
+                self.acked[outbox_id] = time.time()
+            if cb is not None:
+                cb(err, msg)
+
+        kw["on_delivery"] = timed
+        super().send_raw(full_topic, value, **kw)
+
+
+def latency(settings: Settings, rate: int, seconds: float) -> tuple[float, float, int]:
+    """Writers commit ``rate`` rows/s (10 per transaction); commit-to-ack p50/p99 in ms."""
+    dsn = settings.database_url.get()
+    with psycopg.connect(dsn) as conn:
+        conn.execute("TRUNCATE region_outbox")
+        conn.commit()
+    pub = TimingPublisher(settings)
+    pub.acked = {}
+    relay = Relay(settings, concurrency=4, publisher=pub)
+    thread = threading.Thread(target=relay.run, daemon=True)
+    thread.start()
+    committed: dict[int, float] = {}
+    from streams.outbox import enqueue_outbox
+
+    with psycopg.connect(dsn) as conn:
+        # Warm up (producer id, metadata, connections) before measuring.
+        for n in range(20):
+            enqueue_outbox(
+                conn,
+                scope="organization_scope",
+                shard_identifier=n,
+                category="organization_update",
+                object_identifier=n,
+            )
+        conn.commit()
+        while len(pub.acked) < 20:
+            time.sleep(0.05)
+        per_tx = 10
+        interval = per_tx / rate
+        next_at = time.monotonic()
+        end = next_at + seconds
+        n = 1_000_000
+        while time.monotonic() < end:
+            ids = []
+            for _ in range(per_tx):
+                n += 1
+                ids.append(
+                    enqueue_outbox(
+                        conn,
+                        scope="organization_scope",
+                        shard_identifier=n % SHARDS,
+                        category="organization_update",
+                        object_identifier=n,
+                        payload={"seq": n},
+                    )
+                )
+            conn.commit()
+            now = time.time()
+            for i in ids:
+                committed[i] = now
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+    deadline = time.monotonic() + 30
+    while len(pub.acked) < len(committed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    relay.stop.set()
+    thread.join(30)
+    lat = sorted((pub.acked[i] - t) * 1000 for i, t in committed.items() if i in pub.acked)
+    p50 = statistics.median(lat)
+    p99 = lat[int(len(lat) * 0.99) - 1]
+    return p50, p99, len(committed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    state = Path(".streams").absolute() / f"bench-relay-{os.getpid()}"
+    info = stack.start(state, detach=False, env=dict(os.environ))
+    assert info.kafka_bootstrap_servers and info.database_url
+    dsn = scratch_database(info.database_url)
+    try:
+        settings = Settings(
+            kafka_bootstrap_servers=info.kafka_bootstrap_servers,
+            database_url=Secret(dsn),
+            topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
+            relay_poll_interval=0.05,
+        )
+        migrate(dsn)
+        topics.create_all(settings)
+        n = args.rows
+        print(f"relay benchmark: {n:,} rows over {SHARDS:,} shards, {os.cpu_count()} cores")
+        pg = bare_postgres(dsn, n, settings.relay_batch_size)
+        print(f"  limit 1, bare PostgreSQL claim+delete loop: {pg:10,.0f} rows/s")
+        kafka = bare_kafka(settings, n)
+        print(f"  limit 2, bare confluent-kafka producer:     {kafka:10,.0f} rows/s")
+        for per_object, label in ((1, "no coalescing"), (10, "coalescing 10:1")):
+            for conc in (1, 4):
+                rate = relay_run(settings, n, conc, per_object)
+                verdict = "ok" if rate >= max(0.8 * pg, 20_000) else "BELOW GOAL"
+                print(
+                    f"  relay, {label:15}, concurrency {conc}: {rate:10,.0f} rows/s"
+                    f"  = {rate / pg:4.2f}x PostgreSQL loop (goal >= 0.8x and >= 20,000) {verdict}"
+                )
+        p50, p99, count = latency(settings, 1_000, args.latency_seconds)
+        print(
+            f"  commit-to-ack latency at 1,000 rows/s ({count:,} rows): "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        )
+    finally:
+        drop_database(info.database_url, dsn)
+        if not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("DATABASE_URL")):
+            stack.stop(state)
+            shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
