@@ -25,6 +25,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
 from streams.buffers import metrics as m
 from streams.buffers.models import Increment
 from streams.buffers.store import Emit, FlushOutcome, FlushStore
@@ -77,6 +79,7 @@ class Buffer:
         self._generation: dict[int, int] = {}
         self.lock = asyncio.Lock()  # admit/add/hold vs. the window swap of a flush
         self._flushing = asyncio.Lock()
+        self._received: dict[str, Counter] = {}  # labelled children: labels() per message is slow
 
     # -- the consumer side (call with ``lock`` held) -------------------------------
 
@@ -104,7 +107,10 @@ class Buffer:
 
     def add(self, partition: int, offset: int, inc: Increment) -> None:
         self.windows[partition].add(inc, offset)
-        m.INCREMENTS.labels(inc.model.name).inc()
+        counter = self._received.get(inc.model.name)
+        if counter is None:
+            counter = self._received[inc.model.name] = m.INCREMENTS.labels(inc.model.name)
+        counter.inc()
 
     def hold(self, items: Sequence[Item]) -> None:
         closes_at = (math.floor(self._clock() / self.interval) + 1) * self.interval

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from streams.client import incr
+from streams.dev import stack
 from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.buffers import support as s
@@ -264,3 +265,34 @@ def test_a_model_or_column_outside_the_allow_list_raises_and_publishes_nothing(
                 incr(*args, wait=True)
     publisher.flush()
     assert s.read_topic(settings, "buffer-increments") == []
+
+
+def test_a_worker_joining_and_one_stopping_hand_over_partitions_exactly(
+    settings: Settings, database: str, publisher: Publisher, worker: Worker
+) -> None:
+    ids = s.seed_groups(database, 50)
+    with s.client_publisher(publisher), Flow(publisher, ids, per_tick=40) as flow:
+        first = start(worker, KILL_INTERVAL)
+        time.sleep(2)
+        second_settings = settings.with_(web_port=stack.free_port())
+        second = worker(
+            second_settings, **ONLY_BUFFERS, STREAMS_BUFFER_FLUSH_INTERVAL=str(KILL_INTERVAL)
+        )
+        harness.wait_for(
+            lambda: len(first.health().get("assignment", [])) < 4, 30, 0.2, "a rebalance"
+        )
+        time.sleep(2)
+        stopping = time.monotonic()
+        first.stop(timeout=30)
+        stop_seconds = time.monotonic() - stopping
+        time.sleep(2)
+
+    def exact() -> bool:
+        return s.times_seen(database) == {i: flow.expected[i] for i in ids}
+
+    harness.wait_for(exact, 60, 0.5, "counters exact after the hand-overs")
+    print(f"rebalances: {flow.sent} increments exact; first worker stopped in {stop_seconds:.1f}s")
+    assert first.popen.returncode == 0
+    assert stop_seconds < 10  # its open windows were flushed at once, not at window end
+    assert second.alive()
+    assert sum(m[3] for m in s.marks(database)) == flow.sent
