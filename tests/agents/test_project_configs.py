@@ -7,12 +7,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from streams import client
+from streams.dev import stack
 from streams.projectconfigs.scopes import DatabaseScopeResolver
 from streams.publisher import Publisher
 from streams.settings import Settings
-from tests.projectconfigs.support import configs, execute, seed
+from tests.projectconfigs.support import configs, execute, metric, seed
 from tests.support import harness
 
 ENV = {"STREAMS_INVALIDATION_COUNTDOWN": "1"}
@@ -99,3 +101,56 @@ def test_configs_are_computed_published_and_served(
     final = latest(settings)
     assert final[active] is None and final[inactive] is None
     assert final[deleted] is not None  # no longer a key of the organization: untouched
+
+
+def test_either_of_two_workers_answers_for_every_key(
+    settings: Settings,
+    database: str,
+    worker: Callable[..., harness.Proc],
+    invalidate: Callable[..., None],
+) -> None:
+    owner = DefaultPartitioner()  # murmur2, as the configs are published
+
+    def partition(key: str) -> int:
+        return int(owner(key.encode(), [0, 1, 2, 3], [0, 1, 2, 3]))
+
+    first = worker(**ENV)
+    s = seed(database, keys_per_project=0)
+    project = s.project_ids[0]
+    # Two keys on each partition, so each worker owns some.
+    candidates = [f"routed-{n}" for n in range(200)]
+    keys = [k for p in range(4) for k in [c for c in candidates if partition(c) == p][:2]]
+    for k in keys:
+        execute(
+            database, "INSERT INTO project_key (project_id, public_key) VALUES (%s, %s)", project, k
+        )
+    second = worker(settings.with_(web_port=stack.free_port()), **ENV)
+    harness.wait_for(
+        lambda: first.health().get("status") == "ready", 30, 0.25, "first ready after rebalance"
+    )
+    # Both own some partitions: a key's config lives with its partition's owner.
+    assert first.health()["assignment"] and second.health()["assignment"]
+
+    invalidate(project_id=project)
+    for proc in (first, second):
+        harness.wait_for(
+            lambda proc=proc: all(get(proc, k)[0] == 200 for k in keys), 20, 0.2, "all served"
+        )
+    for k in keys:
+        assert get(first, k)[1] == get(second, k)[1]
+
+    # Routed, not just replicated: asked through the first worker, the keys of the
+    # second's partitions are answered by the second.
+    topic = settings.topic_prefix + "project-configs"
+    theirs = {
+        int(tp.rsplit(":", 1)[1])
+        for tp in second.health()["assignment"]
+        if tp.rsplit(":", 1)[0] == topic
+    }
+    expected = sum(partition(k) in theirs for k in keys)
+    assert 0 < expected < len(keys)
+    before = metric(second, "streams_project_configs_served_total")
+    for k in keys:
+        assert get(first, k)[0] == 200
+    assert metric(second, "streams_project_configs_served_total") - before == expected
+    assert {get(proc, "unknown")[0] for proc in (first, second)} == {404}
