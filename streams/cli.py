@@ -144,6 +144,20 @@ def cmd_lag_exporter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_invalidate(args: argparse.Namespace) -> int:
+    from streams.client import schedule_invalidate_project_config
+
+    delivered = schedule_invalidate_project_config(
+        trigger=args.trigger,
+        organization_id=args.organization_id,
+        project_id=args.project_id,
+        public_key=args.public_key,
+        countdown=args.countdown,
+    )
+    print(f"requested: {delivered.topic} partition {delivered.partition} offset {delivered.offset}")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from streams.up import run
 
@@ -198,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     lag.add_argument("--timeout", type=float, help="per-request timeout talking to the broker")
     lag.add_argument("--once", action="store_true", help="poll once, print the metrics, exit")
     lag.set_defaults(func=cmd_lag_exporter)
+
+    inv = sub.add_parser("invalidate", help="recompute the project configs of one scope")
+    scope = inv.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--organization-id", type=int, help="every key of an organization")
+    scope.add_argument("--project-id", type=int, help="every key of a project")
+    scope.add_argument("--public-key", help="one key")
+    inv.add_argument("--trigger", default="cli", help="label for the metrics (default cli)")
+    inv.add_argument("--countdown", type=float, default=5.0, help="seconds to wait (default 5)")
+    inv.set_defaults(func=cmd_invalidate)
 
     for add in EXTRA_COMMANDS:
         add(sub)

@@ -12,6 +12,7 @@ from streams.projectconfigs.scopes import DatabaseScopeResolver
 from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.projectconfigs.support import execute, read_topic, seed
+from tests.support import harness
 
 TOPIC = "project-config-invalidations"
 
@@ -76,3 +77,23 @@ def test_every_scope_of_an_organization_is_keyed_by_the_organization(
     gone = sent["d"].value
     assert gone is not None and sent["d"].key == f"k:{key}"
     assert (gone["scope"], gone["organization_id"], gone["public_key"]) == ("public_key", None, key)
+
+
+def test_the_cli_schedules_an_invalidation(settings: Settings, database: str) -> None:
+    import subprocess
+    import sys
+
+    s = seed(database)
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", "invalidate", "--project-id", str(s.project_ids[0])],
+        env=harness.env_for(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (sent,) = read_topic(settings, TOPIC)
+    assert sent.key == str(s.organization_id)
+    assert sent.value is not None
+    assert (sent.value["trigger"], sent.value["project_id"]) == ("cli", s.project_ids[0])
