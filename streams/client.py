@@ -10,6 +10,7 @@ offending type and the reason.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Mapping
@@ -104,9 +105,11 @@ def set_scope_resolver(resolver: ScopeResolver | None) -> None:
 def _scope_resolver() -> ScopeResolver:
     global _resolver
     if _resolver is None:
+        # Outside the lock: get_publisher() takes it too.
+        dsn = get_publisher().settings.database_url.get()
         with _lock:
             if _resolver is None:
-                _resolver = DatabaseScopeResolver(get_publisher().settings.database_url.get())
+                _resolver = DatabaseScopeResolver(dsn)
     return _resolver
 
 
@@ -137,3 +140,40 @@ def schedule_invalidate_project_config(
     scope = _scope_resolver().resolve(kind, value)
     record = request_value(scope, trigger=trigger, countdown=countdown)
     return publish("project-config-invalidations", record, key=scope.message_key)
+
+
+def incr(
+    model: str,
+    columns: Mapping[str, int],
+    filters: Mapping[str, int | str],
+    extra: Mapping[str, Any] | None = None,
+    signal_only: bool = False,
+    *,
+    wait: bool = False,
+) -> None:
+    """Add ``columns`` to the counters of the ``model`` row matching ``filters``, buffered.
+
+    >>> incr("issue_group", {"times_seen": 1}, {"id": 42}, extra={"last_seen": now})
+
+    Increments of one row are summed and written by one statement per flush window;
+    ``extra`` columns are set, the latest event wins. ``signal_only`` writes nothing
+    and emits a ``buffer-completions`` event instead. Model and column names must be
+    in the allow-list (``streams.buffers.models.MODELS``), else ``TypeError`` and
+    nothing is published. Does not wait for the broker unless ``wait=True``; an
+    increment the broker refuses later is logged (``client.incr.undelivered``).
+    """
+    from streams.buffers.models import check_increment
+
+    inc = check_increment(model, columns, filters, extra, signal_only)
+    publisher = get_publisher()
+    if wait:
+        publisher.publish("buffer-increments", inc.to_wire(), key=inc.key)
+    else:
+        publisher.send("buffer-increments", inc.to_wire(), key=inc.key, on_delivery=_undelivered)
+
+
+def _undelivered(err: Any, msg: Any) -> None:
+    if err is not None:
+        logging.getLogger(__name__).error(
+            "client.incr.undelivered", extra={"error": str(err), "key": msg.key()}
+        )
