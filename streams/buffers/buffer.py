@@ -14,6 +14,13 @@ Protocol with the consumer (``streams.agents.buffers``), under ``Buffer.lock``:
 timer, not ``on_window_close`` (it fires for one table partition per window and
 is not rebuilt after a crash: BROKER.md), and flushes at once when ``urgent()``
 says the consumer is rebalancing or stopping, so those never wait on a window.
+
+Why the windows are not a changelogged Faust table: a table's changelog is written
+independently of both the consumer's offsets and PostgreSQL. On the embedded broker
+its recovery stops short and exactly-once does not hold (BROKER.md #2, #3), so after
+a kill -9 a table would hold increments that are also read again (counted twice) or
+miss increments whose offsets were already committed (lost). Rebuilding the windows
+from the source topic, from the flush mark on, needs no changelog and is exact.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ class Item:
 
 
 class Buffer:
+    """Flush windows of the partitions this consumer owns, and their flushes."""
+
     def __init__(
         self,
         store: FlushStore,
