@@ -45,6 +45,10 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         autodiscover=False,
     )
+    if settings.consumer_fetch_max_wait is not None:
+        from streams.faust_fetch import set_fetch_max_wait
+
+        set_fetch_max_wait(settings.consumer_fetch_max_wait)
     runtime = Runtime.build(settings)
     app.streams_runtime = runtime  # type: ignore[attr-defined]
     _install_views(app, runtime)

@@ -128,6 +128,7 @@ class Settings:
     webhook_retry_delay: float = 300.0
     webhook_breaker_threshold: int = 10
     webhook_breaker_pause: float = 60.0
+    consumer_fetch_max_wait: float | None = None
     invalidation_countdown: float = 5.0
     buffer_flush_interval: float = 5.0
     backfill_max_rate: int = 10_000
@@ -196,6 +197,11 @@ class Settings:
             webhook_retry_delay=_float(env, "STREAMS_WEBHOOK_RETRY_DELAY", 300.0, 0.0),
             webhook_breaker_threshold=_int(env, "STREAMS_WEBHOOK_BREAKER_THRESHOLD", 10, 1),
             webhook_breaker_pause=_float(env, "STREAMS_WEBHOOK_BREAKER_PAUSE", 60.0, 0.0),
+            consumer_fetch_max_wait=(
+                _float(env, "STREAMS_CONSUMER_FETCH_MAX_WAIT", 1.5, 0.001)
+                if env.get("STREAMS_CONSUMER_FETCH_MAX_WAIT")
+                else None
+            ),
             invalidation_countdown=_float(env, "STREAMS_INVALIDATION_COUNTDOWN", 5.0, 0.0),
             buffer_flush_interval=_float(env, "STREAMS_BUFFER_FLUSH_INTERVAL", 5.0, 0.05),
             backfill_max_rate=_int(env, "STREAMS_BACKFILL_MAX_RATE", 10_000, 0),

@@ -24,6 +24,16 @@ from streams.lag import status as lag_status
 from streams.projectconfigs import demo as configs_demo
 from streams.relay import demo as relay_demo
 from streams.settings import Settings
+from streams.webhooks import demo as webhooks_demo
+
+# Defaults for the embedded stack (BROKER.md); the environment wins.
+LOCAL_ENV: dict[str, str] = {
+    "STREAMS_KAFKA_SESSION_TIMEOUT": "6",
+    "STREAMS_KAFKA_HEARTBEAT_INTERVAL": "1",
+    "STREAMS_CONSUMER_FETCH_MAX_WAIT": "0.1",  # streams/faust_fetch.py
+}
+# Defaults the demo workloads need: the webhook demo's receiver is on 127.0.0.1.
+DEMO_ENV: dict[str, str] = {"STREAMS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
 
 # Long-running components: (name, argv after `python -m streams`). Each capability
 # that adds a process appends itself here.
@@ -38,6 +48,7 @@ DEMOS: list[Callable[[Settings, threading.Event], None]] = [
     relay_demo.write_outbox_rows,
     buffers_demo.run_demo,
     configs_demo.run_demo,
+    webhooks_demo.run_demo,
 ]
 
 # Status providers: each returns a short "name=value" fragment for the status line.
@@ -46,6 +57,7 @@ STATUS: list[Callable[[Settings], str]] = [
     lag_status.status,
     buffers_demo.status,
     configs_demo.status,
+    webhooks_demo.status,
 ]
 
 
@@ -89,9 +101,7 @@ def run(*, demo: bool = True, duration: float | None = None) -> int:
     from streams.settings import reset_settings
 
     state = Path(os.environ.get("STREAMS_STATE_DIR", ".streams")).absolute()
-    env = dict(os.environ)
-    env.setdefault("STREAMS_KAFKA_SESSION_TIMEOUT", "6")
-    env.setdefault("STREAMS_KAFKA_HEARTBEAT_INTERVAL", "1")
+    env = {**LOCAL_ENV, **(DEMO_ENV if demo else {}), **os.environ}
     owned = not (env.get("KAFKA_BOOTSTRAP_SERVERS") and env.get("DATABASE_URL"))
     info = stack.start(state, detach=False, env=env)
     env["KAFKA_BOOTSTRAP_SERVERS"] = info.kafka_bootstrap_servers or ""

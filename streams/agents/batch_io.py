@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from confluent_kafka import KafkaError
+from confluent_kafka import Message as KafkaMessage
 
 from streams.agents.base import Message
 from streams.agents.dead_letters import Failure
@@ -31,23 +35,51 @@ class Outgoing:
     key: str
 
 
+class _Acks:
+    """Counts a batch's delivery reports in the producer's poll thread and wakes the
+    event loop once, when the last one is in (not once per message)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, items: Sequence[Outgoing]) -> None:
+        self.loop = loop
+        self.left = len(items)
+        self.failed: list[tuple[Outgoing, str]] = []
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._lock = threading.Lock()
+
+    def callback(self, item: Outgoing) -> Callable[[KafkaError | None, KafkaMessage], None]:
+        def on_delivery(err: KafkaError | None, _msg: KafkaMessage) -> None:
+            with self._lock:
+                if err is not None:
+                    self.failed.append((item, err.str()))
+                self.left -= 1
+                last = self.left == 0
+            if last:
+                self.loop.call_soon_threadsafe(self._settle)
+
+        return on_delivery
+
+    def _settle(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 async def publish_all(runtime: Runtime, items: Sequence[Outgoing], *, agent: str) -> None:
     """Publish every item and wait for all acks; failed ones are re-sent with backoff."""
     pending = list(items)
     backoff = 0.5
     while pending:
-        futures = [runtime.publisher.send_future(o.topic, o.value, key=o.key) for o in pending]
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        errors = [(o, r) for o, r in zip(pending, results, strict=True) if isinstance(r, Exception)]
-        failed = [o for o, _ in errors]
-        if errors:
+        acks = _Acks(asyncio.get_running_loop(), pending)
+        for o in pending:
+            runtime.publisher.send(o.topic, o.value, key=o.key, on_delivery=acks.callback(o))
+        await acks.done
+        if acks.failed:
             log.error(
                 "agent.publish.failed",
-                extra={"agent": agent, "failed": len(errors), "error": repr(errors[0][1])},
+                extra={"agent": agent, "failed": len(acks.failed), "error": acks.failed[0][1]},
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
-        pending = failed
+        pending = [o for o, _ in acks.failed]
 
 
 async def dead_letter(runtime: Runtime, agent: str, msg: Message, failure: Failure) -> None:

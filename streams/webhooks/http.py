@@ -48,6 +48,7 @@ class AiohttpSender:
         self._guard = guard
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._timeout: aiohttp.ClientTimeout | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -56,7 +57,10 @@ class AiohttpSender:
             ttl_dns_cache=10,
         )
         self._session = aiohttp.ClientSession(
-            connector=connector, headers={"User-Agent": USER_AGENT}
+            connector=connector,
+            headers={"User-Agent": USER_AGENT},
+            # Never carry one target's cookies to another (nor spend time on them).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         return self._session
 
@@ -64,14 +68,12 @@ class AiohttpSender:
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
     ) -> HttpResult:
         session = self._session or self._open()
+        if self._timeout is None or self._timeout.total != timeout:
+            self._timeout = aiohttp.ClientTimeout(total=timeout)
         started = time.perf_counter()
         try:
             async with session.post(
-                url,
-                data=body,
-                headers=dict(headers),
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                allow_redirects=False,
+                url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
                 await resp.content.read(MAX_RESPONSE_BYTES)
                 return HttpResult(resp.status, time.perf_counter() - started)

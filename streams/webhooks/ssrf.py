@@ -26,6 +26,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Resolutions are cached briefly: per-request getaddrinfo would cost a thread hop.
 CACHE_SECONDS = 10.0
+MAX_CACHED = 10_000
 
 
 class SsrfRefused(StreamsError, OSError):
@@ -63,6 +64,7 @@ class SsrfGuard:
                 self._hosts.add(entry.strip().lower().rstrip("."))
         self._resolver = resolver
         self._cache: dict[str, tuple[float, list[str]]] = {}
+        self._verdicts: dict[str, tuple[float, SsrfRefused | None]] = {}
 
     def host_allowed(self, host: str) -> bool:
         return host.lower().rstrip(".") in self._hosts
@@ -82,8 +84,25 @@ class SsrfGuard:
     async def check_url(self, url: str) -> None:
         """Raise ``SsrfRefused`` unless ``url`` is http(s) to a host that may be contacted.
 
-        A literal address is decided without any I/O; a name is resolved (cached).
+        A literal address is decided without any I/O; a name is resolved. Verdicts
+        are cached for ``CACHE_SECONDS`` (the connect-time check still runs).
         """
+        now = time.monotonic()
+        hit = self._verdicts.get(url)
+        if hit is not None and hit[0] > now:
+            if hit[1] is not None:
+                raise hit[1]
+            return
+        if len(self._verdicts) >= MAX_CACHED:
+            self._verdicts.clear()
+        try:
+            await self._check_url(url)
+        except SsrfRefused as exc:
+            self._verdicts[url] = (now + CACHE_SECONDS, exc)
+            raise
+        self._verdicts[url] = (now + CACHE_SECONDS, None)
+
+    async def _check_url(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise SsrfRefused(f"scheme {parts.scheme!r} is not allowed (http or https only)")

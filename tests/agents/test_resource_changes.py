@@ -18,6 +18,7 @@ from tests.support.webhooks import Receiver, Rows
 WORKER_ENV = {
     # Only this agents: the test does not depend on the others.
     "STREAMS_AGENTS": "resource_changes,webhook_delivery",
+    "STREAMS_CONSUMER_FETCH_MAX_WAIT": "0.1",
     "STREAMS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
     "STREAMS_WEBHOOK_RETRY_DELAY": "0.5",
     "STREAMS_WEBHOOK_MAX_ATTEMPTS": "3",
