@@ -92,6 +92,30 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return run_relay(_settings(), concurrency=args.concurrency)
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.backfill import models
+    from streams.backfill.run import run
+
+    settings = _settings()
+    chosen = [models.model(args.model)] if args.model else models.for_silo(settings.silo_mode)
+    rate = settings.backfill_max_rate if args.rate is None else args.rate
+    asyncio.run(run(settings, chosen, rate=rate, synchronous=args.synchronous))
+    print(f"backfill complete: {', '.join(m.name for m in chosen)}")
+    return 0
+
+
+def _add_backfill_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backfill = sub.add_parser("backfill", help="re-emit outbox rows of outbox-producing tables")
+    backfill.add_argument("--model", help="only this model (default: every model of the silo)")
+    backfill.add_argument("--rate", type=int, help="rows per minute, 0 = no limit")
+    backfill.add_argument(
+        "--synchronous", action="store_true", help="process batches here, not in a worker"
+    )
+    backfill.set_defaults(func=cmd_backfill)
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     from streams import dlq
 
@@ -194,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     relay = sub.add_parser("relay", help="publish committed outbox rows to Kafka")
     relay.add_argument("--concurrency", type=int, help="parallel id ranges (default 4)")
     relay.set_defaults(func=cmd_relay)
+    _add_backfill_parser(sub)
 
     dlq = sub.add_parser("dlq", help="the dead-letter topic")
     dlq.add_argument("action", choices=["list", "replay"])

@@ -133,6 +133,8 @@ class Settings:
     buffer_flush_interval: float = 5.0
     backfill_max_rate: int = 10_000
     backfill_batch_size: int = 1_000
+    backfill_interval: float = 60.0
+    region_names: tuple[str, ...] = ("default",)
     lag_exporter_port: int = 9308
     lag_exporter_interval: float = 5.0
     lag_exporter_groups: str = ".*"
@@ -206,6 +208,8 @@ class Settings:
             buffer_flush_interval=_float(env, "STREAMS_BUFFER_FLUSH_INTERVAL", 5.0, 0.05),
             backfill_max_rate=_int(env, "STREAMS_BACKFILL_MAX_RATE", 10_000, 0),
             backfill_batch_size=_int(env, "STREAMS_BACKFILL_BATCH_SIZE", 1_000, 1),
+            backfill_interval=_float(env, "STREAMS_BACKFILL_INTERVAL", 60.0, 0.05),
+            region_names=_list(env, "STREAMS_REGION_NAMES") or ("default",),
             lag_exporter_port=_int(env, "STREAMS_LAG_EXPORTER_PORT", 9308, 0),
             lag_exporter_interval=_float(env, "STREAMS_LAG_EXPORTER_INTERVAL", 5.0, 0.1),
             lag_exporter_groups=_regex(env, "STREAMS_LAG_EXPORTER_GROUPS", ".*"),

@@ -2,6 +2,7 @@
 
 # Modules whose ``install(app, runtime)`` the worker calls, in order.
 BUILTIN_AGENT_MODULES: list[str] = [
+    "streams.agents.backfill",
     "streams.agents.invalidation",
     "streams.agents.project_configs",
     "streams.agents.resource_changes",
