@@ -137,6 +137,14 @@ def spec(name: str) -> TopicSpec:
         raise UnknownTopic(f"topic {name!r} is not in the catalogue") from None
 
 
+BUILTIN: frozenset[str] = frozenset(TOPICS)
+
+
+def builtin_topics() -> list[TopicSpec]:
+    """The topics streams itself declares (not those of extension agents), by name."""
+    return sorted((TOPICS[n] for n in BUILTIN), key=lambda t: t.name)
+
+
 def register(extra: TopicSpec) -> None:
     """Add a topic for an extension agent (``STREAMS_AGENT_MODULES``); names stay unique."""
     existing = TOPICS.get(extra.name)

@@ -26,7 +26,7 @@ def resource_name(topic: str) -> str:
 def kafka_topics(prefix: str = "", replicas: int = 3) -> list[dict[str, Any]]:
     """One Strimzi ``KafkaTopic`` per catalogue topic."""
     docs = []
-    for spec in sorted(catalogue.TOPICS.values(), key=lambda t: t.name):
+    for spec in catalogue.builtin_topics():
         config = dict(spec.config())
         if replicas > 1:
             # acks=all then survives one broker down without losing an acknowledged write.
@@ -55,4 +55,4 @@ def kafka_topics(prefix: str = "", replicas: int = 3) -> list[dict[str, Any]]:
 
 
 def max_workers() -> int:
-    return max(t.partitions for t in catalogue.TOPICS.values())
+    return max(t.partitions for t in catalogue.builtin_topics())

@@ -107,8 +107,8 @@ def test_kafka_topics_equal_the_catalogue() -> None:
     topics = {
         d["spec"]["topicName"]: d["spec"] for d in base_documents() if d["kind"] == "KafkaTopic"
     }
-    assert set(topics) == {t.full_name() for t in catalogue.TOPICS.values()}
-    for t in catalogue.TOPICS.values():
+    assert set(topics) == {t.full_name() for t in catalogue.builtin_topics()}
+    for t in catalogue.builtin_topics():
         spec = topics[t.full_name()]
         assert spec["partitions"] == t.partitions
         assert t.config().items() <= spec["config"].items()
@@ -157,4 +157,6 @@ def test_workers_scale_on_their_own_group_capped_at_the_partition_count() -> Non
         assert trigger["metadata"]["consumerGroup"] == env["STREAMS_APP_ID"], name
         assert trigger["metadata"]["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
         assert trigger["metadata"]["allowIdleConsumers"] == "false"
-        assert so["spec"]["maxReplicaCount"] == max(t.partitions for t in catalogue.TOPICS.values())
+        assert so["spec"]["maxReplicaCount"] == max(
+            t.partitions for t in catalogue.builtin_topics()
+        )
