@@ -254,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "up" and "STREAMS_LOG_LEVEL" not in os.environ and args.log_level == "INFO":
+        args.log_level = "WARNING"  # `up` prints its own progress; keep the console readable
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

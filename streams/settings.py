@@ -116,7 +116,6 @@ class Settings:
     table_store: str = "memory://"
     agent_modules: tuple[str, ...] = ()
     agents: tuple[str, ...] | None = None
-    agent_concurrency: int = 1
     relay_concurrency: int = 4
     relay_poll_interval: float = 1.0
     relay_batch_size: int = 1_000
@@ -139,7 +138,6 @@ class Settings:
     lag_exporter_interval: float = 5.0
     lag_exporter_groups: str = ".*"
     lag_exporter_cluster: str = "local"
-    demo: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -187,7 +185,6 @@ class Settings:
             table_store=env.get("STREAMS_TABLE_STORE", "memory://"),
             agent_modules=_list(env, "STREAMS_AGENT_MODULES"),
             agents=_list(env, "STREAMS_AGENTS") if env.get("STREAMS_AGENTS") else None,
-            agent_concurrency=_int(env, "STREAMS_AGENT_CONCURRENCY", 1, 1),
             relay_concurrency=_int(env, "STREAMS_RELAY_CONCURRENCY", 4, 1),
             relay_poll_interval=_float(env, "STREAMS_RELAY_POLL_INTERVAL", 1.0, 0.01),
             relay_batch_size=_int(env, "STREAMS_RELAY_BATCH_SIZE", 1_000, 1),
@@ -214,7 +211,6 @@ class Settings:
             lag_exporter_interval=_float(env, "STREAMS_LAG_EXPORTER_INTERVAL", 5.0, 0.1),
             lag_exporter_groups=_regex(env, "STREAMS_LAG_EXPORTER_GROUPS", ".*"),
             lag_exporter_cluster=env.get("STREAMS_LAG_EXPORTER_CLUSTER", "local"),
-            demo=env.get("STREAMS_DEMO", "") not in ("", "0", "false", "no"),
         )
 
     def with_(self, **changes: Any) -> Settings:
