@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import urllib.request
 
 import psycopg
 
@@ -50,10 +52,26 @@ def _one_change(conn: psycopg.Connection[tuple[object, ...]], n: int) -> None:
         )
 
 
+def metrics_url(settings: Settings) -> str:
+    return f"http://{settings.web_host}:{settings.metrics_port}/metrics"
+
+
+def _published(settings: Settings) -> str:
+    """Rows the relay has published, from its own /metrics ("?" if it does not answer)."""
+    try:
+        with urllib.request.urlopen(metrics_url(settings), timeout=1) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return "?"
+    found = re.findall(r"^streams_relay_rows_published_total\{[^}]*\} (\S+)$", text, re.M)
+    return str(int(sum(float(v) for v in found)))
+
+
 def status(settings: Settings) -> str:
-    """``outbox=<rows waiting in region_outbox + control_outbox>``."""
+    """``outbox=<rows waiting> queued/<rows published> published``."""
     with psycopg.connect(settings.database_url.get(), connect_timeout=2) as conn:
         row = conn.execute(
             "SELECT (SELECT count(*) FROM region_outbox) + (SELECT count(*) FROM control_outbox)"
         ).fetchone()
-    return f"outbox={row[0] if row else '?'}"
+    queued = row[0] if row else "?"
+    return f"outbox={queued} queued/{_published(settings)} published"
