@@ -115,8 +115,8 @@ class Relay:
                     listener = self._listener(listener)
                     try:
                         found = self.run_pass(pool)
-                    except psycopg.Error as exc:
-                        log.warning("relay.pass.failed", extra={"error": repr(exc)})
+                    except Exception as exc:  # database down, lock timeout, ...: next pass
+                        log.warning("relay.pass.failed", extra={"error": repr(exc)}, exc_info=True)
                         found = 0
                         self.stop.wait(self.settings.relay_poll_interval)
                     if not found:
