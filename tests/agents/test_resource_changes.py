@@ -193,3 +193,22 @@ def test_change_published_before_commit_is_delivered_after_commit(
     (req,) = harness.wait_for(receiver.received, 15, what="delivery after commit")
     assert req.at >= committed
     assert req.json()["data"]["issue"]["title"] == "race"
+
+
+def test_change_whose_row_never_appears_is_dead_lettered_not_dropped(
+    mod_worker: harness.Proc, mod_settings: Settings, pub: Publisher, rows: Rows
+) -> None:
+    missing = 10**12
+    pub.publish("resource-changes", rows.change("Group", missing), key=rows.organization_id)
+
+    def letter() -> list[dlq.DeadLetter]:
+        return [
+            x
+            for x in dlq.read(mod_settings, source_topic="resource-changes")
+            if x.reason == "instance_missing"
+        ]
+
+    (found,) = harness.wait_for(letter, 30, 0.5, what="instance_missing dead letter")
+    assert f"issue_group {missing} not visible" in found.header("dlq.error_message")
+    assert found.value is not None
+    assert pub.codec.decode("resource-changes", found.value)["instance_id"] == missing

@@ -1,0 +1,102 @@
+"""The retry agent's waiting, with fakes (no broker): due order, bounded hold, re-queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from streams.agents.base import Message
+from streams.agents.webhook_delivery import RETRY_TOPIC, WebhookDeliveries
+from streams.webhooks.breaker import CircuitBreaker
+from streams.webhooks.deliver import Deliverer, Target, TargetKey
+from streams.webhooks.http import HttpResult
+from streams.webhooks.ssrf import SsrfGuard
+
+
+class Sender:
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, bytes]] = []
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
+    ) -> HttpResult:
+        self.sent.append((time.time(), body))
+        return HttpResult(200, 0.001)
+
+    async def close(self) -> None:
+        return None
+
+
+class Store:
+    async def targets(self, keys: Sequence[TargetKey]) -> Mapping[TargetKey, Target]:
+        return {k: Target(k[0], k[1], "http://93.184.216.34/hook", "s") for k in keys}
+
+    async def record(self, entries: Any, fired: Any) -> None:
+        return None
+
+
+class Publisher:
+    """Acknowledges every send at once, and remembers it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any], str]] = []
+
+    def send(self, topic: str, value: dict[str, Any], *, key: str, on_delivery: Any) -> None:
+        self.sent.append((topic, value, key))
+        on_delivery(None, None)
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.publisher = Publisher()
+
+
+def msg(n: int, due_in: float) -> Message:
+    value = {
+        "delivery_id": f"d-{n}",
+        "target_kind": "sentry_app",
+        "target_id": n,
+        "event_type": "issue.created",
+        "resource": "issue",
+        "payload": f'{{"n":{n}}}',
+        "attempt": 2,
+        "not_before": int((time.time() + due_in) * 1000),
+        "created_at": 0,
+    }
+    return Message(RETRY_TOPIC, 0, n, None, value, b"", {}, 0.0)
+
+
+def agent(hold: float) -> tuple[WebhookDeliveries, Sender, Runtime]:
+    sender, runtime = Sender(), Runtime()
+    deliverer = Deliverer(
+        sender,
+        SsrfGuard(),
+        CircuitBreaker(10, 60.0),
+        timeout=1.0,
+        max_attempts=5,
+        retry_delay=1.0,
+    )
+    return WebhookDeliveries(runtime, deliverer, Store(), hold=hold), sender, runtime  # type: ignore[arg-type]
+
+
+def test_retries_wait_for_their_time_in_due_order() -> None:
+    handler, sender, runtime = agent(hold=5.0)
+    started = time.time()
+    asyncio.run(handler.retries([msg(2, 0.3), msg(1, 0.0), msg(3, 0.15)]))
+    assert [body for _, body in sender.sent] == [b'{"n":1}', b'{"n":3}', b'{"n":2}']
+    assert sender.sent[0][0] - started < 0.1
+    assert sender.sent[1][0] - started >= 0.14
+    assert sender.sent[2][0] - started >= 0.29
+    assert runtime.publisher.sent == []
+
+
+def test_what_is_not_due_within_the_hold_goes_back_unchanged() -> None:
+    handler, sender, runtime = agent(hold=0.3)
+    late = msg(3, 30.0)
+    started = time.monotonic()
+    asyncio.run(handler.retries([msg(1, 0.0), late, msg(2, 0.1)]))
+    assert time.monotonic() - started < 1.0  # held about 0.3 s, not 30
+    assert [body for _, body in sender.sent] == [b'{"n":1}', b'{"n":2}']
+    assert runtime.publisher.sent == [(RETRY_TOPIC, late.value, "sentry_app:3")]
