@@ -172,32 +172,36 @@ class ResourceChanges:
         out = []
         event = f"{c.resource.name}.{c.action}"
         actor = payloads.actor(c.actor_id, actors)
+        encoded: tuple[str, str] | None = None  # data and actor JSON, once per change
         for i in installs.get(inst.project.organization_id, []):
-            if resources.subscribed(i.events, c.resource.name, c.action):
-                body = payloads.sentry_app(
-                    action=c.action,
-                    installation_uuid=i.uuid,
+            if not resources.subscribed(i.events, c.resource.name, c.action):
+                continue
+            if encoded is None:
+                encoded = payloads.dumps(inst.data), payloads.dumps(actor)
+            payload = payloads.sentry_app_json(
+                action=c.action,
+                installation_uuid=i.uuid,
+                resource=c.resource.name,
+                data_json=encoded[0],
+                actor_json=encoded[1],
+            )
+            out.append(
+                _delivery(
+                    c.msg,
+                    kind="sentry_app",
+                    target_id=i.id,
+                    event=event,
                     resource=c.resource.name,
-                    data=inst.data,
-                    actor=actor,
+                    payload=payload,
                 )
-                out.append(
-                    _delivery(
-                        c.msg,
-                        kind="sentry_app",
-                        target_id=i.id,
-                        event=event,
-                        resource=c.resource.name,
-                        body=body,
-                    )
-                )
+            )
         if c.resource.hook_event is None:
             return out
         for h in hooks.get(inst.project.id, []):
             if not resources.subscribed(h.events, c.resource.hook_event, c.action):
                 continue
             try:
-                body = payloads.service_hook(h.version, inst, hook_id=h.id)
+                payload = payloads.dumps(payloads.service_hook(h.version, inst, hook_id=h.id))
             except payloads.UnsupportedHookVersion as exc:
                 REFUSED_HOOKS.inc()
                 log.error(
@@ -212,7 +216,7 @@ class ResourceChanges:
                     target_id=h.id,
                     event=hook_event,
                     resource=c.resource.name,
-                    body=body,
+                    payload=payload,
                 )
             )
         return out
@@ -234,7 +238,7 @@ def _snapshot(c: Change) -> Instance:
 
 
 def _delivery(
-    msg: Message, *, kind: str, target_id: int, event: str, resource: str, body: dict[str, Any]
+    msg: Message, *, kind: str, target_id: int, event: str, resource: str, payload: str
 ) -> Outgoing:
     name = f"{msg.topic}:{msg.partition}:{msg.offset}:{kind}:{target_id}"
     now = int(time.time() * 1000)
@@ -244,7 +248,7 @@ def _delivery(
         "target_id": target_id,
         "event_type": event,
         "resource": resource,
-        "payload": payloads.dumps(body),
+        "payload": payload,
         "attempt": 1,
         "not_before": now,
         "created_at": now,

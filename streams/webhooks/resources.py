@@ -10,7 +10,7 @@ query per resource, serialized to plain JSON-ready dicts.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,10 +86,9 @@ class ServiceHook:
     version: int
 
 
-def subscribed(events: Iterable[str], resource: str, action: str) -> bool:
+def subscribed(events: Collection[str], resource: str, action: str) -> bool:
     """Whether a subscription list covers ``<resource>.<action>`` (a bare resource covers all)."""
-    wanted = f"{resource}.{action}"
-    return any(e in (wanted, resource) for e in events)
+    return f"{resource}.{action}" in events or resource in events
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -93,3 +93,15 @@ def test_sender_allow_list_and_subscriptions() -> None:
     assert not resources.subscribed(["issue.created"], "issue", "resolved")
     assert resources.subscribed(["issue"], "issue", "resolved")
     assert not resources.subscribed(["error"], "issue", "created")
+
+
+def test_sentry_app_json_from_parts_equals_the_full_encoding() -> None:
+    data = {"id": "5", "title": 'KeyError: "é"\n', "n": [1, None]}
+    actor = payloads.actor(3, {3: "jo"})
+    args = {"action": "resolved", "installation_uuid": "u-2", "resource": "issue"}
+    full = payloads.dumps(payloads.sentry_app(**args, data=data, actor=actor))
+    parts = payloads.sentry_app_json(
+        **args, data_json=payloads.dumps(data), actor_json=payloads.dumps(actor)
+    )
+    assert parts == full
+    assert json.loads(parts)["data"]["issue"] == data
