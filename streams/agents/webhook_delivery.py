@@ -12,9 +12,10 @@ concurrently; each outcome is settled without blocking the partition:
   with the consumed message's original bytes and the reason;
 - target uninstalled/deleted/inactive: skipped.
 
-The retries agent waits for each message's not-before time before attempting it:
-retries share one delay, so the topic is (nearly) in due order and that wait holds
-back only other retries, never first attempts. Every request is appended to the
+The retries agent waits for each message's not-before time before attempting it;
+that wait holds back only other retries, never first attempts, and lasts at most
+``MAX_HOLD`` per batch (the rest goes back onto the topic), so a retry runs at most
+about that much after its time. Every request is appended to the
 target's request log; service-hook first attempts count as firings (per minute).
 """
 
