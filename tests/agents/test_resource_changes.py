@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -212,3 +213,41 @@ def test_change_whose_row_never_appears_is_dead_lettered_not_dropped(
     assert f"issue_group {missing} not visible" in found.header("dlq.error_message")
     assert found.value is not None
     assert pub.codec.decode("resource-changes", found.value)["instance_id"] == missing
+
+
+def test_outbox_row_committed_with_the_issue_reaches_the_webhook(
+    mod_worker: harness.Proc,
+    mod_settings: Settings,
+    rows: Rows,
+    processes: list[harness.Proc],
+    tmp_path: Path,
+) -> None:
+    from streams.outbox.categories import OutboxCategory, OutboxScope
+    from streams.outbox.write import enqueue_outbox
+
+    with Receiver() as receiver:
+        rows.install(rows.app(receiver.url("/via-outbox"), ["issue.created"]))
+        with psycopg.connect(rows.dsn) as conn:
+            row = conn.execute(
+                "INSERT INTO issue_group (project_id, title) VALUES (%s, 'via outbox') "
+                "RETURNING id",
+                (rows.project_id,),
+            ).fetchone()
+            assert row is not None
+            # The change is written in the issue's own transaction (transactional outbox).
+            enqueue_outbox(
+                conn,
+                scope=OutboxScope.ORGANIZATION,
+                shard_identifier=rows.organization_id,
+                category=OutboxCategory.ISSUE_CHANGE,
+                object_identifier=int(row[0]),
+                payload={"action": "created", "project_id": rows.project_id},
+            )
+            conn.commit()
+        env = harness.env_for(mod_settings, STREAMS_RELAY_POLL_INTERVAL="0.1")
+        processes.append(harness.spawn(["relay"], env, tmp_path / "relay.log"))
+
+        (req,) = harness.wait_for(receiver.received, 30, what="POST via outbox and relay")
+    assert req.path == "/via-outbox"
+    assert req.json()["data"]["issue"]["id"] == str(row[0])
+    assert req.json()["data"]["issue"]["title"] == "via outbox"
