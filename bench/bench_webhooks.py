@@ -14,6 +14,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -284,6 +285,8 @@ def main() -> None:
                     worker.kill()
             receiver.terminate()
             receiver.join(5)
+    # ~150 MB of PostgreSQL data per run: removed on success, kept (with worker.log) on failure.
+    shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
 def _up(stats: str) -> bool:
