@@ -138,7 +138,10 @@ def bare_kafka(settings: Settings, rows: int) -> float:
     return rows / (time.perf_counter() - started)
 
 
-def relay_run(settings: Settings, rows: int, concurrency: int, per_object: int) -> float:
+def relay_run(
+    settings: Settings, rows: int, concurrency: int, per_object: int
+) -> tuple[float, float]:
+    """(rows/s, this process's CPU microseconds per row: all threads, librdkafka's too)."""
     dsn = settings.database_url.get()
     fill(dsn, rows, per_object)
     relay = Relay(settings, concurrency=concurrency)
@@ -156,15 +159,17 @@ def relay_run(settings: Settings, rows: int, concurrency: int, per_object: int) 
     try:
         with ThreadPoolExecutor(concurrency) as ex:
             started = time.perf_counter()
+            cpu = time.process_time()
             while relay.run_pass(ex):
                 pass
             elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu
     finally:
         relay.close()
     with psycopg.connect(dsn) as conn:
         left = conn.execute("SELECT count(*) FROM region_outbox").fetchone()
     assert left is not None and left[0] == 0, left
-    return rows / elapsed
+    return rows / elapsed, cpu / rows * 1e6
 
 
 class TimingPublisher(Publisher):
@@ -276,11 +281,12 @@ def main() -> None:
         print(f"  limit 2, bare confluent-kafka producer:     {kafka:10,.0f} rows/s")
         for per_object, label in ((1, "no coalescing"), (10, "coalescing 10:1")):
             for conc in (1, 4):
-                rate = relay_run(settings, n, conc, per_object)
+                rate, cpu_us = relay_run(settings, n, conc, per_object)
                 verdict = "ok" if rate >= max(0.8 * pg, 20_000) else "BELOW GOAL"
                 print(
                     f"  relay, {label:15}, concurrency {conc}: {rate:10,.0f} rows/s"
                     f"  = {rate / pg:4.2f}x PostgreSQL loop (goal >= 0.8x and >= 20,000) {verdict}"
+                    f"  [{cpu_us:.1f} us CPU/row, load {os.getloadavg()[0]:.2f}]"
                 )
         p50, p99, count = latency(settings, 1_000, args.latency_seconds)
         print(

@@ -132,8 +132,12 @@ def headers_for(row: Row) -> list[tuple[str, bytes]]:
 _BY_NAME = {c.value: (c, info) for c, info in CATEGORIES.items()}
 
 
-def outbound(row: Row, table: OutboxTable) -> Outbound:
-    """Route and shape one row. Raises (OutboxError, ValueError, ...) if it cannot be."""
+def route(row: Row, table: OutboxTable) -> str | None:
+    """Check that ``row`` may be published from ``table``; returns its resource-change sender.
+
+    None means the row goes to the table's outbox topic as an OutboxMessage. Raises
+    OutboxError for an unknown category, or one of another scope or outbox table.
+    """
     found = _BY_NAME.get(row.category)
     if found is None:
         raise OutboxError(f"unknown outbox category {row.category!r}")
@@ -142,11 +146,17 @@ def outbound(row: Row, table: OutboxTable) -> Outbound:
         raise OutboxError(f"category {cat.value!r} does not belong to scope {row.shard_scope!r}")
     if table.kind not in info.outboxes:
         raise OutboxError(f"category {cat.value!r} does not belong in {table.name}")
-    if info.sender is not None:
+    return info.sender
+
+
+def outbound(row: Row, table: OutboxTable) -> Outbound:
+    """Route and shape one row. Raises (OutboxError, ValueError, ...) if it cannot be."""
+    sender = route(row, table)
+    if sender is not None:
         return Outbound(
             "resource-changes",
             str(row.shard_identifier),
-            _resource_change(row, info.sender),
+            _resource_change(row, sender),
             headers_for(row),
         )
     value = {
