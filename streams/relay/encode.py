@@ -13,7 +13,6 @@ codec (fastavro).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from streams import catalogue, tracing
@@ -21,7 +20,7 @@ from streams.avro.codec import MAGIC, SingleObjectCodec
 from streams.outbox.categories import OutboxTable
 from streams.relay import messages as msg
 from streams.relay.messages import Row, ShardKey, outbound, route
-from streams.relay.outbox_avro import compile_outbox, millis
+from streams.relay.outbox_avro import OutboxEncoder, compile_outbox
 
 # Values built from payload JSON rather than typed columns: always schema-checked.
 CHECKED_TOPICS = frozenset({"resource-changes"})
@@ -64,7 +63,7 @@ class BatchEncoder:
             (msg.H_OUTBOX_ID, str(row.id).encode()),
             (msg.H_CATEGORY, row.category.encode()),
             (msg.H_OBJECT_ID, str(row.object_identifier).encode()),
-            (msg.H_DATE_ADDED, str(millis(row.date_added)).encode()),
+            (msg.H_DATE_ADDED, body.time_parts(row.date_added)[1]),
             (msg.H_SHARD, shard),
         )
         topic = self.table.topic
@@ -86,9 +85,7 @@ class BatchEncoder:
         return Encoded(out.topic, self._full[out.topic], out.key.encode(), value, headers)
 
 
-def _fast_writer(
-    codec: SingleObjectCodec, subject: str
-) -> tuple[bytes, Callable[[Row], bytes]] | None:
+def _fast_writer(codec: SingleObjectCodec, subject: str) -> tuple[bytes, OutboxEncoder] | None:
     """(single-object header, body encoder) for ``subject``, if it can be precompiled."""
     if type(codec) is not SingleObjectCodec:
         return None  # e.g. Confluent framing: its own header, written by its codec
