@@ -23,19 +23,14 @@ from tests.support import probe_agent as probe
 
 @pytest.fixture(scope="module")
 def probe_settings(real_stack: harness.Stack, template_db: str) -> Iterator[Settings]:
-    from streams import topics
-
-    name = harness.create_database(real_stack.admin_dsn, template_db)
-    s = harness.make_settings(
-        real_stack.bootstrap,
-        harness.dsn_for(real_stack.admin_dsn, name),
+    with harness.isolated_settings(
+        real_stack,
+        template_db,
         agent_modules=("tests.support.probe_agent",),
         silo_mode=SiloMode.REGION,
         agents=("none",),
-    )
-    topics.create_all(s)
-    yield s
-    harness.drop_database(real_stack.admin_dsn, name)
+    ) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

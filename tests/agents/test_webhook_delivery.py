@@ -35,13 +35,8 @@ WORKER_ENV = {
 
 @pytest.fixture(scope="module")
 def mod_settings(real_stack: harness.Stack, template_db: str) -> Iterator[Settings]:
-    from streams import topics
-
-    name = harness.create_database(real_stack.admin_dsn, template_db)
-    s = harness.make_settings(real_stack.bootstrap, harness.dsn_for(real_stack.admin_dsn, name))
-    topics.create_all(s)
-    yield s
-    harness.drop_database(real_stack.admin_dsn, name)
+    with harness.isolated_settings(real_stack, template_db) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

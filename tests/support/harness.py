@@ -89,6 +89,21 @@ def drop_database(admin_dsn: str, name: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@contextlib.contextmanager
+def isolated_settings(s: Stack, template: str, **changes: Any) -> Iterator[Settings]:
+    """Settings with their own database, topic prefix and consumer group, topics created;
+    for module-scoped fixtures (the function-scoped ``settings`` fixture does the same)."""
+    from streams import topics
+
+    name = create_database(s.admin_dsn, template)
+    try:
+        settings = make_settings(s.bootstrap, dsn_for(s.admin_dsn, name), **changes)
+        topics.create_all(settings)
+        yield settings
+    finally:
+        drop_database(s.admin_dsn, name)
+
+
 def make_settings(bootstrap: str, dsn: str, **changes: Any) -> Settings:
     tag = uuid.uuid4().hex[:8]
     base = Settings(
