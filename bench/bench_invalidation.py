@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psutil
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
@@ -90,6 +91,10 @@ def worker_env(settings: Settings) -> dict[str, str]:
             "STREAMS_KAFKA_SESSION_TIMEOUT": "6",
             "STREAMS_KAFKA_HEARTBEAT_INTERVAL": "1",
             "STREAMS_INVALIDATION_COUNTDOWN": str(int(COUNTDOWN)),
+            # Tansu holds a fetch for the whole wait (streams/faust_fetch.py).
+            "STREAMS_CONSUMER_FETCH_MAX_WAIT": os.environ.get(
+                "STREAMS_CONSUMER_FETCH_MAX_WAIT", "0.1"
+            ),
             "PYTHONPATH": str(ROOT),
         }
     )
@@ -210,6 +215,8 @@ def run(settings: Settings) -> None:
             f"offering {RATE} req/s for {DURATION:.0f} s across {len(projects)} projects",
             flush=True,
         )
+        worker_proc = psutil.Process(proc.pid)
+        cpu0 = sum(worker_proc.cpu_times()[:2])
         t0 = time.monotonic()
         times, sent, elapsed = offer(settings, projects)
         decided = 0.0
@@ -221,6 +228,7 @@ def run(settings: Settings) -> None:
                 break
             time.sleep(0.2)
         drained = time.monotonic() - t0
+        cpu = sum(worker_proc.cpu_times()[:2]) - cpu0
         expected = sum(distinct_windows(ts, int(COUNTDOWN * 1000)) for ts in times.values())
         deadline = time.monotonic() + COUNTDOWN + 30
         while len(reader.seen) < expected and time.monotonic() < deadline:
@@ -231,6 +239,7 @@ def run(settings: Settings) -> None:
             elapsed=elapsed,
             decided=decided,
             drained=drained,
+            cpu=cpu,
             expected=expected,
             seen=reader.seen,
         )
@@ -250,6 +259,7 @@ def report(
     elapsed: float,
     decided: float,
     drained: float,
+    cpu: float,
     expected: int,
     seen: list[tuple[str, int, int]],
 ) -> None:
@@ -261,6 +271,8 @@ def report(
     print(f"offered     {offered:10.0f} req/s  ({sent} requests in {elapsed:.1f} s)")
     print(f"sustained   {sustained:10.0f} req/s  (goal: all of the offered {RATE})")
     print(f"decided     {decided:10.0f}        (all {sent} in {drained:.1f} s)")
+    print(f"worker CPU  {cpu / max(1.0, decided) * 1e6:10.1f} us/request  ({cpu:.1f} s user+sys)")
+    print(f"load avg    {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"recomputes  {len(seen):10d}        (must equal {expected} distinct windows)")
     print(f"latency - countdown p50 {p50:6.3f} s  p99 {p99:6.3f} s")
     if len(seen) != expected or decided < sent:

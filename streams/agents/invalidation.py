@@ -37,7 +37,7 @@ from streams.projectconfigs.debounce import (
     offer,
 )
 from streams.projectconfigs.recompute import recompute
-from streams.projectconfigs.scopes import scope_of
+from streams.projectconfigs.scopes import Scope, scope_of
 from streams.runtime import Runtime
 from streams.silo import REGION_ONLY
 
@@ -87,16 +87,57 @@ def trigger_label(trigger: str) -> str:
     return label
 
 
-def to_request(msg: Message) -> Request:
-    value = msg.value
-    try:
-        scope = scope_of(value)
-    except ValueError as exc:
-        raise PermanentFailure(str(exc)) from exc
-    countdown = float(value["countdown"])
-    if not math.isfinite(countdown) or countdown < 0:
-        raise PermanentFailure(f"countdown {countdown!r} is not a finite number >= 0")
-    return Request(scope, value["trigger"], countdown, value["requested_at"].timestamp())
+class RequestReader:
+    """Decoded request values to ``Request``s, reusing one ``Scope`` per distinct scope
+    (its covering keys are computed once, not per request)."""
+
+    MAX_SCOPES = 100_000  # then the cache starts over (bounded memory)
+
+    def __init__(self) -> None:
+        self._scopes: dict[tuple[Any, ...], Scope] = {}
+
+    def read(self, value: dict[str, Any]) -> Request:
+        ident = (
+            value["scope"],
+            value.get("organization_id"),
+            value.get("project_id"),
+            value.get("public_key"),
+        )
+        scope = self._scopes.get(ident)
+        if scope is None:
+            try:
+                scope = scope_of(value)
+            except ValueError as exc:
+                raise PermanentFailure(str(exc)) from exc
+            if len(self._scopes) >= self.MAX_SCOPES:
+                self._scopes.clear()
+            self._scopes[ident] = scope
+        countdown = float(value["countdown"])
+        if not math.isfinite(countdown) or countdown < 0:
+            raise PermanentFailure(f"countdown {countdown!r} is not a finite number >= 0")
+        return Request(scope, value["trigger"], countdown, value["requested_at"].timestamp())
+
+
+class Decided:
+    """Per-batch decision counts, added to the metrics once per (label set) per batch."""
+
+    MAX_CHILDREN = 10_000  # cached metric children (raw triggers are free text)
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[bool, str, str], Any] = {}
+
+    def add(self, counts: dict[tuple[bool, str, str], int]) -> None:
+        children = self._children
+        for ident, n in counts.items():
+            child = children.get(ident)
+            if child is None:
+                scheduled, reason, trigger = ident
+                counter = SCHEDULED if scheduled else SKIPPED
+                child = counter.labels(reason, trigger_label(trigger))
+                if len(children) >= self.MAX_CHILDREN:
+                    children.clear()
+                children[ident] = child
+            child.inc(n)
 
 
 class TableState:
@@ -152,6 +193,8 @@ class Invalidation:
         self.ready = False
         self._attempts: dict[str, int] = {}
         self._single: set[str] = set()
+        self._reader = RequestReader()
+        self._decided = Decided()
         self._gauged = 0.0
 
     # -- requests -------------------------------------------------------------------
@@ -159,11 +202,28 @@ class Invalidation:
     async def handle_batch(self, msgs: Sequence[Message]) -> None:
         # Validate everything before writing anything: on error the wrapper replays
         # the batch one by one, and the bad message alone goes to the dead letters.
-        requests = [(to_request(m), m.partition) for m in msgs]
-        for req, partition in requests:
-            decision = offer(self.state, self.window.current, self.grid, req, partition)
-            counter = SCHEDULED if decision.scheduled else SKIPPED
-            counter.labels(decision.reason, trigger_label(req.trigger)).inc()
+        read = self._reader.read
+        requests = [(read(m.value), m.partition) for m in msgs]
+        # Requests of a batch share few distinct times: one grid lookup per time.
+        windows: dict[float, WindowRange] = {}
+        current = self.window.current
+
+        def window_of(ts: float) -> WindowRange:
+            w = windows.get(ts)
+            if w is None:
+                w = windows[ts] = current(ts)
+            return w
+
+        counts: dict[tuple[bool, str, str], int] = {}
+        state, grid = self.state, self.grid
+        try:
+            for req, partition in requests:
+                decision = offer(state, window_of, grid, req, partition)
+                ident = (decision.scheduled, decision.reason, req.trigger)
+                counts[ident] = counts.get(ident, 0) + 1
+        finally:
+            # Also on error: what was decided before it stays decided (and counted).
+            self._decided.add(counts)
 
     async def handle(self, msg: Message) -> None:
         await self.handle_batch([msg])

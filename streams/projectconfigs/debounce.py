@@ -24,7 +24,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from streams.projectconfigs.scopes import Scope, ScopeKind
 
@@ -36,9 +36,8 @@ WindowOf = Callable[[float], WindowRange]
 MAX_MARKED_WINDOWS = 4
 
 
-@dataclass(frozen=True)
-class Request:
-    """A decoded invalidation request."""
+class Request(NamedTuple):
+    """A decoded invalidation request (a tuple: built once per request, cheaply)."""
 
     scope: Scope
     trigger: str
@@ -101,15 +100,19 @@ class DebounceState(Protocol):
         """Persist ``work`` until its recompute has been published."""
 
 
+# Most requests are skipped: their decisions are shared, not built per request.
+_SKIPPED = {kind: Decision(False, f"pending_{kind.value}") for kind in ScopeKind}
+
+
 def covering_due(
     state: DebounceState, window_of: WindowOf, req: Request
-) -> tuple[str, float] | None:
-    """(reason, due) of a covering scope's recompute due after the request, if any."""
+) -> tuple[ScopeKind, float] | None:
+    """(kind, due) of a covering scope's recompute due after the request, if any."""
     window = window_of(req.requested_at)
     for kind, key in req.scope.covering():
         due = state.marker(key, window)
         if due is not None and due > req.requested_at:
-            return f"pending_{kind.value}", due
+            return kind, due
     return None
 
 
@@ -135,7 +138,7 @@ def offer(
     """Skip ``req`` or schedule its recompute; updates ``state`` when it schedules."""
     covered = covering_due(state, window_of, req)
     if covered is not None:
-        return Decision(False, covered[0])
+        return _SKIPPED[covered[0]]
     scope = req.scope
     due = req.requested_at + max(0.0, req.countdown)
     work = DueWork(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -43,6 +44,12 @@ class Scope:
 
     def covering(self) -> tuple[tuple[ScopeKind, str], ...]:
         """Debounce keys of the scopes that cover this one, widest first, itself last."""
+        return self._covering
+
+    @functools.cached_property
+    def _covering(self) -> tuple[tuple[ScopeKind, str], ...]:
+        # Cached on the instance: the agent reuses one Scope per distinct request
+        # scope, and this is read for every request it decides.
         out: list[tuple[ScopeKind, str]] = []
         if self.organization_id is not None:
             out.append((ScopeKind.ORGANIZATION, f"o:{self.organization_id}"))
