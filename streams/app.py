@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 
 from streams import metrics
 from streams.agents import BUILTIN_AGENT_MODULES
+from streams.avro.faust_codec import register_codecs
 from streams.runtime import Runtime
 from streams.settings import Settings, get_settings
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> faust.App:
 
         set_fetch_max_wait(settings.consumer_fetch_max_wait)
     runtime = Runtime.build(settings)
+    register_codecs(runtime.codec)
     app.streams_runtime = runtime  # type: ignore[attr-defined]
     _install_views(app, runtime)
     for name in (*selected_builtins(settings), *settings.agent_modules):
