@@ -118,7 +118,7 @@ class Settings:
     agents: tuple[str, ...] | None = None
     relay_concurrency: int = 4
     relay_poll_interval: float = 1.0
-    relay_batch_size: int = 1_000
+    relay_batch_size: int = 5_000  # amortises the per-batch ack wait and round trips
     relay_publish_timeout: float = 30.0
     metrics_port: int = 9300
     ssrf_allow: tuple[str, ...] = ()
@@ -187,7 +187,7 @@ class Settings:
             agents=_list(env, "STREAMS_AGENTS") if env.get("STREAMS_AGENTS") else None,
             relay_concurrency=_int(env, "STREAMS_RELAY_CONCURRENCY", 4, 1),
             relay_poll_interval=_float(env, "STREAMS_RELAY_POLL_INTERVAL", 1.0, 0.01),
-            relay_batch_size=_int(env, "STREAMS_RELAY_BATCH_SIZE", 1_000, 1),
+            relay_batch_size=_int(env, "STREAMS_RELAY_BATCH_SIZE", 5_000, 1),
             relay_publish_timeout=_float(env, "STREAMS_RELAY_PUBLISH_TIMEOUT", 30.0, 1.0),
             metrics_port=_int(env, "STREAMS_METRICS_PORT", 9300, 0),
             ssrf_allow=_list(env, "STREAMS_WEBHOOK_ALLOW_HOSTS"),
