@@ -14,7 +14,7 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
-from streams import metrics
+from streams import faust_drain, metrics
 from streams.agents import BUILTIN_AGENT_MODULES
 from streams.avro.faust_codec import register_codecs
 from streams.runtime import Runtime
@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> faust.App:
         from streams.faust_fetch import set_fetch_max_wait
 
         set_fetch_max_wait(settings.consumer_fetch_max_wait)
+    faust_drain.enable(settings.consumer_fast_drain)
     runtime = Runtime.build(settings)
     register_codecs(runtime.codec)
     app.streams_runtime = runtime  # type: ignore[attr-defined]

@@ -128,6 +128,7 @@ class Settings:
     webhook_breaker_threshold: int = 10
     webhook_breaker_pause: float = 60.0
     consumer_fetch_max_wait: float | None = None
+    consumer_fast_drain: bool = True  # streams/faust_drain.py
     invalidation_countdown: float = 5.0
     buffer_flush_interval: float = 5.0
     backfill_max_rate: int = 10_000
@@ -201,6 +202,7 @@ class Settings:
                 if env.get("STREAMS_CONSUMER_FETCH_MAX_WAIT")
                 else None
             ),
+            consumer_fast_drain=_int(env, "STREAMS_CONSUMER_FAST_DRAIN", 1, 0) != 0,
             invalidation_countdown=_float(env, "STREAMS_INVALIDATION_COUNTDOWN", 5.0, 0.0),
             buffer_flush_interval=_float(env, "STREAMS_BUFFER_FLUSH_INTERVAL", 5.0, 0.05),
             backfill_max_rate=_int(env, "STREAMS_BACKFILL_MAX_RATE", 10_000, 0),

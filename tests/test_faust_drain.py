@@ -1,0 +1,107 @@
+"""The one-task drain (streams/faust_drain.py) behaves as Service.wait_first for the
+consumer's per-record call: returns when the callback is done or the flow stops,
+cancels an unfinished callback, re-raises its error. Workers run with it (the
+agent tests, rebalances and kill -9 included)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from streams import faust_drain
+
+
+class FakeConsumer:
+    """What ``Service.wait_first`` and the drain read from Faust's consumer."""
+
+    def __init__(self) -> None:
+        self.suspend_flow = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._crashed = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+
+
+async def drain_one(consumer: FakeConsumer, callback: Any) -> Any:
+    # The exact call shape of faust.transport.consumer.Consumer._drain_messages.
+    return await faust_drain.wait_first(consumer, callback, consumer.suspend_flow.wait())
+
+
+def test_records_run_to_completion_through_one_long_lived_gate() -> None:
+    async def main() -> None:
+        consumer = FakeConsumer()
+        done: list[int] = []
+
+        async def handle(n: int) -> None:
+            await asyncio.sleep(0)
+            done.append(n)
+
+        await drain_one(consumer, handle(1))
+        gate = consumer.__dict__[faust_drain._GATE]
+        await drain_one(consumer, handle(2))
+        assert done == [1, 2]
+        assert consumer.__dict__[faust_drain._GATE] is gate and not gate.done()
+        consumer._stopped.set()
+        await asyncio.wait_for(gate, 1)
+
+    asyncio.run(main())
+
+
+def test_suspending_the_flow_cancels_a_blocked_callback() -> None:
+    async def main() -> None:
+        consumer = FakeConsumer()
+        blocked = asyncio.Event()
+        cancelled = asyncio.Event()
+
+        async def handle() -> None:
+            blocked.set()
+            try:
+                await asyncio.sleep(30)  # a full stream queue
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        waiting = asyncio.ensure_future(drain_one(consumer, handle()))
+        await blocked.wait()
+        consumer.suspend_flow.set()
+        await asyncio.wait_for(waiting, 1)
+        await asyncio.wait_for(cancelled.wait(), 1)
+        # While suspended, calls take Service.wait_first's own path (returns at once).
+        ran: list[bool] = []
+
+        async def quick() -> None:
+            ran.append(True)
+
+        await asyncio.wait_for(drain_one(consumer, quick()), 1)
+        consumer.suspend_flow.clear()
+        await drain_one(consumer, quick())
+        assert ran[-1] is True
+
+    asyncio.run(main())
+
+
+def test_a_failing_callback_raises_to_the_consumer() -> None:
+    async def main() -> None:
+        consumer = FakeConsumer()
+
+        async def handle() -> None:
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            await drain_one(consumer, handle())
+        consumer._stopped.set()
+
+    asyncio.run(main())
+
+
+def test_other_calls_are_service_wait_first() -> None:
+    async def main() -> None:
+        consumer = FakeConsumer()
+        other = asyncio.Event()
+        other.set()
+        result = await faust_drain.wait_first(consumer, other)
+        assert result.done == [other] and not result.stopped
+        assert faust_drain._GATE not in consumer.__dict__
+
+    asyncio.run(main())
