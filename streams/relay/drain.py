@@ -298,7 +298,6 @@ class Drainer:
         dead: dict[int, str],
     ) -> tuple[DrainStats, set[ShardKey], list[int]]:
         """Delete what was acknowledged, shard by shard up to its first failure."""
-        backfill = {r.id: r.backfill for r in rows}
         stats = DrainStats(batches=1)
         failed: set[ShardKey] = set()
         deletable: list[int] = []
@@ -329,7 +328,11 @@ class Drainer:
         for topic, n in per_topic.items():
             metrics.PUBLISHED.labels(topic).inc(n)
         stats.rescheduled = len(failed)
-        stats.backfill_rows = sum(1 for i in deletable if backfill[i])
+        if len(deletable) == len(rows):  # the usual case: every claimed row went out
+            stats.backfill_rows = sum(1 for r in rows if r.backfill)
+        else:
+            backfill = {r.id: r.backfill for r in rows}
+            stats.backfill_rows = sum(1 for i in deletable if backfill[i])
         stats.regular_rows = len(deletable) - stats.backfill_rows
         if deletable:
             self.crash.acked()

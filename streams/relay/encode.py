@@ -13,7 +13,7 @@ codec (fastavro).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from streams import catalogue, tracing
 from streams.avro.codec import MAGIC, SingleObjectCodec
@@ -26,8 +26,9 @@ from streams.relay.outbox_avro import OutboxEncoder, compile_outbox
 CHECKED_TOPICS = frozenset({"resource-changes"})
 
 
-@dataclass(frozen=True)
-class Encoded:
+class Encoded(NamedTuple):
+    """One message ready to produce (a tuple: built once per row, cheaper than a dataclass)."""
+
     topic: str  # catalogue name
     full_topic: str
     key: bytes
