@@ -57,19 +57,22 @@ class Scan:
 
 
 def scan(conn: Conn, table: OutboxTable, lo: int, hi: int, limit: int) -> Scan:
-    """Shards with due rows in [lo, hi], from the lowest id on (at most ``limit`` rows)."""
+    """Shards with due rows in [lo, hi], from the lowest id on (at most ``limit`` rows).
+
+    Grouped in the database: one row per shard crosses the wire, not one per row.
+    """
     rows = conn.execute(
         _q(
-            "SELECT id, shard_scope, shard_identifier FROM {t} "
-            "WHERE id BETWEEN %s AND %s AND scheduled_for <= now() ORDER BY id LIMIT %s",
+            "WITH w AS (SELECT id, shard_scope, shard_identifier FROM {t}"
+            " WHERE id BETWEEN %s AND %s AND scheduled_for <= now() ORDER BY id LIMIT %s)"
+            " SELECT min(id), shard_scope, shard_identifier, (SELECT max(id) FROM w)"
+            " FROM w GROUP BY shard_scope, shard_identifier ORDER BY 1",
             table,
         ),
         (lo, hi, limit),
     ).fetchall()
-    seen: dict[ShardKey, int] = {}
-    for row_id, scope, ident in rows:
-        seen.setdefault((str(scope), int(ident)), int(row_id))
-    return Scan(seen, int(rows[-1][0]) if rows else None)
+    seen = {(str(scope), int(ident)): int(first) for first, scope, ident, _ in rows}
+    return Scan(seen, int(rows[0][3]) if rows else None)
 
 
 def _arrays(shards: Sequence[ShardKey]) -> tuple[list[str], list[int]]:
