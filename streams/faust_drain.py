@@ -1,24 +1,27 @@
-"""One task per consumed message instead of four in Faust's consumer loop.
+"""No task per consumed message (instead of four) in Faust's consumer loop.
 
 faust-streaming 0.15's ``Consumer._drain_messages`` hands every record to the
 streams with ``await self.wait_first(callback(message), self.suspend_flow.wait())``:
 ``Service.wait_first`` wraps the callback, the flow event and the service's stopped
 and crashed events in four tasks and an ``asyncio.wait`` per record. Profiled under
 the invalidation benchmark that is about a third of the worker's event-loop time
-(more than the agent's own work). ``install()`` replaces ``wait_first`` on Faust's
-consumer for that one call shape only (``enable()``): the flow/stopped/crashed watch becomes one
-long-lived *gate* task (``Service.wait_first`` itself, on the flow event), and each
-record pays one task plus an ``asyncio.wait`` on (callback, gate). What the caller
-observes is unchanged: it returns when the callback finishes or the flow is
-suspended / the consumer stops or crashes, cancelling an unfinished callback, and
-re-raises the callback's exception. Any other call goes to ``Service.wait_first``.
-``STREAMS_CONSUMER_FAST_DRAIN=0`` turns it off (see ``streams/app.py``).
+(more than the agent's own work). ``enable()`` replaces ``wait_first`` on Faust's
+consumer for that one call shape only: the flow/stopped/crashed watch becomes one
+long-lived *gate* task (``Service.wait_first`` itself, on the flow event); the
+callback's first step runs inline (in a copy of the context, as a task's would), and
+only a callback that has to wait (a full stream buffer) is continued in a task, with
+an ``asyncio.wait`` on (that task, gate). What the caller observes is unchanged: it
+returns when the callback finishes or the flow is suspended / the consumer stops or
+crashes, cancelling an unfinished callback, and re-raises the callback's exception.
+Any other call goes to ``Service.wait_first``. ``STREAMS_CONSUMER_FAST_DRAIN=0``
+turns it off (see ``streams/app.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextvars
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
@@ -35,6 +38,37 @@ def _is_flow_wait(consumer: Any, coro: Any) -> bool:
         return False
     frame = coro.cr_frame
     return frame is not None and frame.f_locals.get("self") is consumer.suspend_flow
+
+
+class _Continue:
+    """Awaitable driving ``coro`` on from a step that already yielded ``first``."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, pending = self.coro, self.first
+        while True:
+            try:
+                sent = yield pending  # to the task: the future the coroutine waits on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation included: passed on to coro
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    pending = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def _resume(coro: Coroutine[Any, Any, Any], first: Any) -> Any:
+    return await _Continue(coro, first)
 
 
 def _gate(consumer: Any) -> asyncio.Future[Any] | None:
@@ -57,7 +91,15 @@ async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
         return await _ORIGINAL(self, *coros)
     callback: Coroutine[Any, Any, Any] = coros[0]
     coros[1].close()  # the gate watches the flow event instead
-    task = asyncio.ensure_future(callback)
+    # Run the callback's first step right here, in its own context as a task would:
+    # most records are queued without waiting, so no task is needed at all.
+    context = contextvars.copy_context()
+    try:
+        first = context.run(callback.send, None)
+    except StopIteration:
+        return None
+    # It waits (a full stream buffer, say): a task continues it from that point.
+    task = asyncio.get_running_loop().create_task(_resume(callback, first), context=context)
     try:
         await asyncio.wait((task, gate), return_when=asyncio.FIRST_COMPLETED)
     except BaseException:

@@ -6,6 +6,7 @@ agent tests, rebalances and kill -9 included)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import pytest
@@ -44,6 +45,27 @@ def test_records_run_to_completion_through_one_long_lived_gate() -> None:
         assert consumer.__dict__[faust_drain._GATE] is gate and not gate.done()
         consumer._stopped.set()
         await asyncio.wait_for(gate, 1)
+
+    asyncio.run(main())
+
+
+def test_a_record_queued_without_waiting_needs_no_task_and_keeps_its_context() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outer")
+
+    async def main() -> None:
+        consumer = FakeConsumer()
+        seen: list[tuple[str, int]] = []
+
+        async def handle() -> None:
+            var.set("callback")
+            seen.append((var.get(), len(asyncio.all_tasks())))
+
+        tasks = len(asyncio.all_tasks())  # this one (and the gate, once started)
+        await drain_one(consumer, handle())
+        await drain_one(consumer, handle())
+        assert seen == [("callback", tasks + 1), ("callback", tasks + 1)]
+        assert var.get() == "outer"  # as in a task of its own
+        consumer._stopped.set()
 
     asyncio.run(main())
 
