@@ -116,7 +116,7 @@ class Settings:
     table_store: str = "memory://"
     agent_modules: tuple[str, ...] = ()
     agents: tuple[str, ...] | None = None
-    relay_concurrency: int = 4
+    relay_concurrency: int = 1
     relay_poll_interval: float = 1.0
     relay_batch_size: int = 5_000  # amortises the per-batch ack wait and round trips
     relay_publish_timeout: float = 30.0
@@ -186,7 +186,7 @@ class Settings:
             table_store=env.get("STREAMS_TABLE_STORE", "memory://"),
             agent_modules=_list(env, "STREAMS_AGENT_MODULES"),
             agents=_list(env, "STREAMS_AGENTS") if env.get("STREAMS_AGENTS") else None,
-            relay_concurrency=_int(env, "STREAMS_RELAY_CONCURRENCY", 4, 1),
+            relay_concurrency=_int(env, "STREAMS_RELAY_CONCURRENCY", 1, 1),
             relay_poll_interval=_float(env, "STREAMS_RELAY_POLL_INTERVAL", 1.0, 0.01),
             relay_batch_size=_int(env, "STREAMS_RELAY_BATCH_SIZE", 5_000, 1),
             relay_publish_timeout=_float(env, "STREAMS_RELAY_PUBLISH_TIMEOUT", 30.0, 1.0),
