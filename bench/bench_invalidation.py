@@ -11,7 +11,7 @@ organizations), with the default 5 s countdown, to one ``streams worker``. Then:
 - latency: request that opened a window -> its config acknowledged, minus the
   countdown, p50 / p99.
 
-Env: BENCH_RATE, BENCH_DURATION, BENCH_PROJECTS; KAFKA_BOOTSTRAP_SERVERS +
+Env: BENCH_RATE, BENCH_DURATION, BENCH_PROJECTS, BENCH_LINGER_MS; KAFKA_BOOTSTRAP_SERVERS +
 DATABASE_URL to use an existing stack instead of starting the embedded one.
 """
 
@@ -50,6 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RATE = int(os.environ.get("BENCH_RATE", "10000"))
 DURATION = float(os.environ.get("BENCH_DURATION", "60"))
 PROJECTS = int(os.environ.get("BENCH_PROJECTS", "1000"))
+# The offering producer's batching: the worker's consumer pays per fetched batch, so
+# fewer, larger batches are cheaper for it (20 ms: ~50 records per partition batch).
+LINGER_MS = int(os.environ.get("BENCH_LINGER_MS", "20"))
 ORGS = 10
 COUNTDOWN = 5.0
 TICK = 0.01
@@ -157,7 +160,7 @@ def offer(
     settings: Settings, projects: list[tuple[int, int]]
 ) -> tuple[dict[int, list[int]], int, float]:
     """Send RATE req/s for DURATION s; returns request times (ms) per project, count, s."""
-    publisher = Publisher(settings, **{"linger.ms": 20})
+    publisher = Publisher(settings, **{"linger.ms": LINGER_MS})
     rng = random.Random(1)
     times: dict[int, list[int]] = defaultdict(list)
     per_tick = max(1, round(RATE * TICK))
