@@ -165,6 +165,44 @@ def _make_traversable(path: Path) -> None:
                 p.chmod(mode | stat.S_IXOTH)
 
 
+# The embedded server is disposable: durability is traded for speed.
+PG_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "300",
+    "shared_buffers": "256MB",
+}
+
+
+def _prepare_pg_root(pg_root: Path, user: str | None) -> None:
+    pg_root.mkdir(parents=True, exist_ok=True)
+    if not user:
+        return
+    _make_traversable(pg_root)
+    _make_traversable(Path(_pg_bin("postgres")).parent)
+    info = pwd.getpwnam(user)
+    for p in (pg_root, *pg_root.rglob("*")):
+        with contextlib.suppress(OSError):
+            os.chown(p, info.pw_uid, info.pw_gid)
+
+
+def _initdb(data: Path, user: str | None) -> None:
+    if (data / "PG_VERSION").exists():
+        return
+    args = [_pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", PG_USER, "-E", "UTF8"]
+    result = subprocess.run(
+        [*args, "--no-instructions", "--no-sync"],
+        user=user,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=data.parent,
+    )
+    if result.returncode != 0:
+        raise StackError(f"initdb failed: {result.stderr.strip()}")
+
+
 def start_postgres(
     state_dir: Path, port: int | None = None, detach: bool = False
 ) -> tuple[int, int, Path]:
@@ -173,61 +211,17 @@ def start_postgres(
     user = _run_as()
     pg_root = state_dir / "pg"
     data = pg_root / "data"
-    pg_root.mkdir(parents=True, exist_ok=True)
-    if user:
-        _make_traversable(pg_root)
-        _make_traversable(Path(_pg_bin("postgres")).parent)
-        info = pwd.getpwnam(user)
-        for p in (pg_root, *pg_root.rglob("*")):
-            with contextlib.suppress(OSError):
-                os.chown(p, info.pw_uid, info.pw_gid)
-    if not (data / "PG_VERSION").exists():
-        result = subprocess.run(
-            [
-                _pg_bin("initdb"),
-                "-D",
-                str(data),
-                "--auth=trust",
-                "-U",
-                PG_USER,
-                "-E",
-                "UTF8",
-                "--no-instructions",
-                "--no-sync",
-            ],
-            user=user,
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=pg_root,
-        )
-        if result.returncode != 0:
-            raise StackError(f"initdb failed: {result.stderr.strip()}")
+    _prepare_pg_root(pg_root, user)
+    _initdb(data, user)
+    args = [_pg_bin("postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1"]
+    args += ["-k", str(pg_root)]
+    for name, value in PG_SETTINGS.items():
+        args += ["-c", f"{name}={value}"]
     with (pg_root / "postgres.log").open("ab") as logf:
         if user:
             os.chown(pg_root / "postgres.log", pwd.getpwnam(user).pw_uid, -1)
         proc = subprocess.Popen(
-            [
-                _pg_bin("postgres"),
-                "-D",
-                str(data),
-                "-p",
-                str(port),
-                "-h",
-                "127.0.0.1",
-                "-k",
-                str(pg_root),
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=300",
-                "-c",
-                "shared_buffers=256MB",
-            ],
+            args,
             user=user,
             stdout=logf,
             stderr=subprocess.STDOUT,
