@@ -20,6 +20,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from streams.errors import StreamsError
 
@@ -145,6 +146,15 @@ def _pg_bin(name: str) -> str:
     return str(Path(POSTGRES_BIN_PATH) / name)
 
 
+def _identity(user: str | None) -> dict[str, Any]:
+    """subprocess arguments to run as ``user`` with its own group and no supplementary
+    groups: keeping root's gid would make the kernel apply a 0700 parent's group bits."""
+    if not user:
+        return {}
+    info = pwd.getpwnam(user)
+    return {"user": info.pw_uid, "group": info.pw_gid, "extra_groups": []}
+
+
 def _run_as() -> str | None:
     """PostgreSQL refuses to run as root; use an unprivileged user then."""
     if os.geteuid() != 0:
@@ -193,7 +203,7 @@ def _initdb(data: Path, user: str | None) -> None:
     args = [_pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", PG_USER, "-E", "UTF8"]
     result = subprocess.run(
         [*args, "--no-instructions", "--no-sync"],
-        user=user,
+        **_identity(user),
         capture_output=True,
         text=True,
         check=False,
@@ -222,7 +232,7 @@ def start_postgres(
             os.chown(pg_root / "postgres.log", pwd.getpwnam(user).pw_uid, -1)
         proc = subprocess.Popen(
             args,
-            user=user,
+            **_identity(user),
             stdout=logf,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
