@@ -19,12 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.buffers import demo as buffers_demo
-from streams.lag import status as lag_status
-from streams.projectconfigs import demo as configs_demo
-from streams.relay import demo as relay_demo
+from streams.demo import buffers as buffers_demo
+from streams.demo import configs as configs_demo
+from streams.demo import lag as lag_status
+from streams.demo import outbox as relay_demo
+from streams.demo import webhooks as webhooks_demo
 from streams.settings import Settings
-from streams.webhooks import demo as webhooks_demo
 
 # Defaults for the embedded stack (BROKER.md); the environment wins.
 LOCAL_ENV: dict[str, str] = {

@@ -1,4 +1,4 @@
-"""The relay's part of ``streams up``: a demo workload writing outbox rows, and a status."""
+"""The outbox part of ``streams up``: a demo workload writing outbox rows, and a status."""
 
 from __future__ import annotations
 
