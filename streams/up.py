@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.db.pool import redacted_url
 from streams.demo import buffers as buffers_demo
 from streams.demo import configs as configs_demo
 from streams.demo import lag as lag_status
@@ -114,7 +115,7 @@ def run(*, demo: bool = True, duration: float | None = None) -> int:
     try:
         print(
             f"streams up: broker {settings.kafka_bootstrap_servers}, database "
-            f"{settings.database_url.get()}",
+            f"{redacted_url(settings.database_url.get())}",
             flush=True,
         )
         for m in migrate(settings.database_url.get()):

@@ -9,9 +9,40 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from streams.db.pool import redacted_url
 from streams.dev import stack
 from streams.settings import Settings
 from tests.support.harness import ROOT, env_for
+
+# The test PostgreSQL trusts local connections, so a password in the URL is accepted
+# and ignored: enough to check that `streams up` never prints it.
+PASSWORD = "up-test-dsn-password"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:s3cret@db:5432/streams", "postgresql://app:***@db:5432/streams"),
+        (
+            "postgresql://app:p@ss@db/streams?sslmode=require",
+            "postgresql://app:***@db/streams?sslmode=require",
+        ),
+        ("postgresql://app@db/streams?password=s3cret", "postgresql://app@db/streams?password=***"),
+        (
+            "postgresql://postgres@127.0.0.1:5432/streams",
+            "postgresql://postgres@127.0.0.1:5432/streams",
+        ),
+        (
+            "host=db user=app password=s3cret dbname=streams",
+            "host=db user=app password=*** dbname=streams",
+        ),
+    ],
+)
+def test_database_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown
 
 
 def test_up_shows_messages_flowing_within_60s_and_stops_everything(
@@ -26,6 +57,7 @@ def test_up_shows_messages_flowing_within_60s_and_stops_everything(
             "STREAMS_METRICS_PORT": str(stack.free_port()),
             "STREAMS_BUFFER_FLUSH_INTERVAL": "1",
             "STREAMS_INVALIDATION_COUNTDOWN": "1",
+            "DATABASE_URL": make_conninfo(settings.database_url.get(), password=PASSWORD),
         }
     )
     env.pop("STREAMS_KAFKA_SESSION_TIMEOUT")  # `up` brings its own short defaults
@@ -64,6 +96,8 @@ def test_up_shows_messages_flowing_within_60s_and_stops_everything(
         lines.append(out or "")
     text = "".join(lines)
     assert flowing, f"no flowing status line within 60 s:\n{text[-3000:]}"
+    assert PASSWORD not in text
+    assert "password=***" in text  # the database address is still shown, masked
     assert proc.returncode == 0, text[-3000:]
     pids = [int(p) for p in re.findall(r"started [\w-]+ pid=(\d+)", text)]
     assert len(pids) >= 3  # worker, relay, lag exporter
