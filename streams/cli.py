@@ -117,7 +117,7 @@ def _add_backfill_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from streams import dlq
+    from streams.dlq import replay as dlq
 
     settings = _settings()
     if args.action == "list":

@@ -1,37 +1,127 @@
-"""What a worker's agents share: settings, codec, publisher, dead letters, database pool."""
+"""What a worker's agents share: settings, codec, publisher, dead-letter sink, pool, clock.
+
+The shared services are typed against Protocols, so an agent's logic runs in unit
+tests on the fakes of ``tests/fakes.py`` as well as in a worker on the real ones.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+from confluent_kafka import KafkaError
+from confluent_kafka import Message as KafkaMessage
 from psycopg_pool import AsyncConnectionPool
 
 from streams import catalogue
-from streams.agents.dead_letters import DeadLetters
 from streams.avro.codec import SingleObjectCodec, build_codec
 from streams.avro.store import default_store
+from streams.clock import SYSTEM_CLOCK, Clock
 from streams.db.pool import async_pool
-from streams.publisher import Publisher
+from streams.dlq.sink import DeadLetterSink, KafkaDeadLetterSink
+from streams.publisher import Delivered, HeaderInput, Publisher
 from streams.settings import Settings
+
+Key = str | bytes | int | None
+
+
+class EventPublisher(Protocol):
+    """The part of ``streams.publisher.Publisher`` agents publish through."""
+
+    def send(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: Key = None,
+        headers: HeaderInput = None,
+        attempt: int = 1,
+        on_delivery: Callable[[KafkaError | None, KafkaMessage], None] | None = None,
+    ) -> None:
+        """Check, encode and enqueue; the broker's answer arrives at ``on_delivery``."""
+        ...
+
+    def send_future(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: Key = None,
+        headers: HeaderInput = None,
+        attempt: int = 1,
+    ) -> asyncio.Future[Delivered]:
+        """Check, encode and enqueue; the future resolves on the broker's answer."""
+        ...
+
+    async def publish_async(
+        self, topic: str, value: Any, *, key: Key = None, headers: HeaderInput = None
+    ) -> Delivered:
+        """Publish and await the broker's acknowledgement."""
+        ...
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush and stop."""
+        ...
+
+
+class PoolSource(Protocol):
+    """Hands out the worker's PostgreSQL pool, opened on first use."""
+
+    async def get(self) -> AsyncConnectionPool:
+        """The pool (opened once)."""
+        ...
+
+    async def close(self) -> None:
+        """Close the pool if it was opened."""
+        ...
+
+
+class LazyPool:
+    """A ``PoolSource`` that opens one async pool for these settings on first use."""
+
+    def __init__(self, settings: Settings, max_size: int = 10) -> None:
+        self.settings = settings
+        self.max_size = max_size
+        self._pool: AsyncConnectionPool | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def get(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                if self._pool is None:
+                    self._pool = await async_pool(self.settings, max_size=self.max_size)
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
 
 @dataclass
 class Runtime:
+    """The services one worker's agents share, and which agents it runs or skipped."""
+
     settings: Settings
     codec: SingleObjectCodec
-    publisher: Publisher
-    dead_letters: DeadLetters
+    publisher: EventPublisher
+    dead_letters: DeadLetterSink
+    pools: PoolSource
+    clock: Clock = SYSTEM_CLOCK
     agents: list[str] = field(default_factory=list)
     skipped_agents: list[str] = field(default_factory=list)
-    _pool: AsyncConnectionPool | None = None
-    _pool_lock: asyncio.Lock | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
+        """The real services: Avro codec, Kafka publisher and dead-letter sink, pool."""
         codec = build_codec(default_store(), settings.schema_registry_url)
         publisher = Publisher(settings, codec=codec)
-        return cls(settings, codec, publisher, DeadLetters(publisher, settings.topic_prefix))
+        sink = KafkaDeadLetterSink(publisher, settings.topic_prefix)
+        return cls(settings, codec, publisher, sink, LazyPool(settings))
 
     def topic(self, name: str) -> str:
         """Full (prefixed) name of a catalogue topic."""
@@ -39,16 +129,9 @@ class Runtime:
 
     async def pool(self) -> AsyncConnectionPool:
         """The worker's async PostgreSQL pool, opened on first use."""
-        if self._pool is None:
-            if self._pool_lock is None:
-                self._pool_lock = asyncio.Lock()
-            async with self._pool_lock:
-                if self._pool is None:
-                    self._pool = await async_pool(self.settings, max_size=10)
-        return self._pool
+        return await self.pools.get()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        """Close the pool and flush the publisher."""
+        await self.pools.close()
         self.publisher.close()

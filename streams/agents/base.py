@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from streams import metrics, tracing
-from streams.agents.dead_letters import Failure, failure_of
+from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.errors import DecodeError, PermanentFailure, RetryLater
 from streams.runtime import Runtime
 from streams.silo import SiloMode
@@ -141,7 +141,7 @@ class InstrumentedAgent:
             value = self.runtime.codec.decode(self.spec.topic, ev.value)
         except DecodeError as exc:
             self._failed.inc()
-            return failure_of("decode", exc)
+            return Failure.of(FailureReason.DECODE, exc)
         return Message(
             self.spec.topic, ev.partition, ev.offset, ev.key, value, ev.value, headers, ev.timestamp
         )
@@ -199,20 +199,20 @@ class InstrumentedAgent:
                 self._ignored.inc()
                 return None
             except PermanentFailure as exc:
-                return failure_of("permanent", exc)
+                return Failure.of(FailureReason.PERMANENT, exc)
             except TimeoutError as exc:
                 failure = Failure(
-                    "deadline",
+                    FailureReason.DEADLINE,
                     "TimeoutError",
                     f"handler exceeded its {self.spec.deadline}s deadline",
                 )
                 delay = policy.delay_for(retry + 1)
                 del exc
             except RetryLater as exc:
-                failure = failure_of("retry_exhausted", exc)
+                failure = Failure.of(FailureReason.RETRY_EXHAUSTED, exc)
                 delay = exc.delay if exc.delay is not None else policy.delay_for(retry + 1)
             except policy.on as exc:
-                failure = failure_of("handler", exc)
+                failure = Failure.of(FailureReason.HANDLER, exc)
                 delay = policy.delay_for(retry + 1)
             if retry >= policy.times:
                 log.warning(
@@ -231,27 +231,11 @@ class InstrumentedAgent:
             await asyncio.sleep(delay)
 
     async def _dead_letter(self, ev: RawEvent, failure: Failure) -> None:
-        # Keep trying: the message must not be committed past before the DLQ has it.
-        backoff = 0.5
-        while True:
-            try:
-                await self.runtime.dead_letters.send(
-                    value=ev.value,
-                    key=ev.key,
-                    headers=ev.headers,
-                    failure=failure,
-                    source_topic=ev.topic,
-                    partition=ev.partition,
-                    offset=ev.offset,
-                    agent=self.spec.name,
-                )
-                return
-            except Exception as exc:
-                log.error(
-                    "agent.dead_letter.failed", extra={"agent": self.spec.name, "error": repr(exc)}
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+        # The sink keeps trying: the message must not be committed past before the DLQ has it.
+        letter = Letter(
+            ev.value, ev.key, ev.headers, failure, ev.topic, ev.partition, ev.offset, self.spec.name
+        )
+        await self.runtime.dead_letters.send(letter)
 
 
 def attach(app: Any, runtime: Runtime, spec: AgentSpec) -> InstrumentedAgent | None:

@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
 from streams.agents.base import Message
-from streams.agents.dead_letters import Failure
+from streams.dlq.headers import Failure, Letter
 from streams.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -83,27 +83,13 @@ async def publish_all(runtime: Runtime, items: Sequence[Outgoing], *, agent: str
 
 
 async def dead_letter(runtime: Runtime, agent: str, msg: Message, failure: Failure) -> None:
-    """Send ``msg`` to the dead-letter topic; keeps trying until the broker acknowledges."""
-    backoff = 0.5
-    while True:
-        try:
-            await runtime.dead_letters.send(
-                value=msg.raw,
-                key=msg.key,
-                headers=msg.headers,
-                failure=failure,
-                source_topic=runtime.topic(msg.topic),
-                partition=msg.partition,
-                offset=msg.offset,
-                agent=agent,
-            )
-        except Exception as exc:
-            log.error("agent.dead_letter.failed", extra={"agent": agent, "error": repr(exc)})
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
-        else:
-            log.info(
-                "agent.dead_lettered",
-                extra={"agent": agent, "reason": failure.reason, "error": failure.message},
-            )
-            return
+    """Send ``msg`` to the dead-letter topic; returns once the broker acknowledged it."""
+    source = runtime.topic(msg.topic)
+    letter = Letter(
+        msg.raw, msg.key, msg.headers, failure, source, msg.partition, msg.offset, agent
+    )
+    await runtime.dead_letters.send(letter)
+    log.info(
+        "agent.dead_lettered",
+        extra={"agent": agent, "reason": failure.reason.value, "error": failure.message},
+    )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams import catalogue, metrics
-from streams.agents.dead_letters import Failure
+from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.errors import DecodeError
 from streams.projectconfigs.debounce import DueWork
 from streams.projectconfigs.documents import served_document
@@ -93,16 +93,17 @@ class ConfigsOut:
             requested_at=dt.datetime.fromtimestamp(work.requested_at, dt.UTC),
         )
         raw = self.runtime.codec.encode(REQUESTS, value)
-        await self.runtime.dead_letters.send(
-            value=raw,
-            key=work.scope.message_key.encode(),
-            headers=[],
-            failure=Failure("recompute", "RecomputeFailed", reason),
-            source_topic=self.runtime.topic(REQUESTS),
-            partition=work.partition,
-            offset=-1,
-            agent="invalidation",
+        letter = Letter(
+            raw,
+            work.scope.message_key.encode(),
+            [],
+            Failure(FailureReason.RECOMPUTE, "RecomputeFailed", reason),
+            self.runtime.topic(REQUESTS),
+            work.partition,
+            -1,
+            "invalidation",
         )
+        await self.runtime.dead_letters.send(letter)
         log.error("invalidation.dead_lettered", extra={"scope": work.scope.key, "reason": reason})
 
 
@@ -176,13 +177,14 @@ async def _dead_letter(runtime: Runtime, message: Any, exc: Exception) -> None:
         "project_configs.bad_message",
         extra={"partition": message.partition, "offset": message.offset, "error": repr(exc)},
     )
-    await runtime.dead_letters.send(
-        value=message.value,
-        key=message.key,
-        headers=list(message.headers or []),
-        failure=Failure("decode", type(exc).__name__, str(exc)),
-        source_topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        agent="project-configs-served",
+    letter = Letter(
+        message.value,
+        message.key,
+        list(message.headers or []),
+        Failure(FailureReason.DECODE, type(exc).__name__, str(exc)),
+        message.topic,
+        message.partition,
+        message.offset,
+        "project-configs-served",
     )
+    await runtime.dead_letters.send(letter)

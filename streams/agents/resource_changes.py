@@ -27,7 +27,7 @@ from typing import Any
 from streams import metrics
 from streams.agents.base import AgentSpec, Message, RetryPolicy, attach
 from streams.agents.batch_io import Outgoing, dead_letter, publish_all
-from streams.agents.dead_letters import Failure, failure_of
+from streams.dlq.headers import Failure, FailureReason
 from streams.runtime import Runtime
 from streams.silo import REGION_ONLY
 from streams.webhooks import payloads, resources
@@ -102,7 +102,7 @@ class ResourceChanges:
                 resource = resources.resource_for(v["sender"])
             except UnknownSender as exc:
                 CHANGES.labels("unknown", "unknown_sender").inc()
-                rejects.append((msg, failure_of("unknown_sender", exc)))
+                rejects.append((msg, Failure.of(FailureReason.UNKNOWN_SENDER, exc)))
                 continue
             changes.append(
                 Change(msg, resource, v["action"], int(v["instance_id"]), v.get("actor_id"))
@@ -137,7 +137,7 @@ class ResourceChanges:
         for c in pending:
             CHANGES.labels(c.resource.name, "instance_missing").inc()
             reason = f"{c.resource.table} {c.instance_id} not visible after {waited:.1f}s"
-            missing.append((c.msg, Failure("instance_missing", "RetryLater", reason)))
+            missing.append((c.msg, Failure(FailureReason.INSTANCE_MISSING, "RetryLater", reason)))
         return found, missing
 
     async def _plan_all(

@@ -34,7 +34,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from streams import metrics
 from streams.agents.base import AgentSpec, Message, RetryPolicy, attach
 from streams.agents.batch_io import Outgoing, dead_letter, publish_all
-from streams.agents.dead_letters import Failure
+from streams.dlq.headers import Failure, FailureReason
 from streams.runtime import Runtime
 from streams.silo import REGION_ONLY
 from streams.webhooks.breaker import CircuitBreaker
@@ -189,7 +189,7 @@ class WebhookDeliveries:
             if out.verdict in (Verdict.RETRY, Verdict.DEFER):
                 later.append(_retry_of(v, out))
             elif out.verdict is Verdict.DEAD:
-                dead.append((msg, Failure(out.reason, "WebhookFailed", out.detail or out.reason)))
+                dead.append((msg, _failure(out)))
             if out.logged:
                 entries.append(_log_entry(v, out, sent_at))
                 if kind == "service_hook" and attempt == 1:
@@ -217,6 +217,15 @@ class WebhookDeliveries:
                 "webhook.dead_lettered",
                 extra={"delivery": v["delivery_id"], "reason": out.reason, "error": out.detail},
             )
+
+
+def _failure(out: Outcome) -> Failure:
+    """The dead-letter failure of a final webhook outcome (its reason, e.g. ``http_410``)."""
+    try:
+        reason = FailureReason(out.reason)
+    except ValueError:  # a verdict reason outside the contract: still dead-lettered
+        reason = FailureReason.HANDLER
+    return Failure(reason, "WebhookFailed", out.detail or out.reason)
 
 
 def _due(msg: Message) -> float:

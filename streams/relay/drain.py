@@ -22,8 +22,9 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Message as KafkaMessage
 from psycopg_pool import ConnectionPool
 
-from streams import catalogue, metrics
-from streams.agents import dead_letters as dl
+from streams import metrics
+from streams.dlq.headers import Failure, FailureReason, Letter
+from streams.dlq.sink import KafkaDeadLetterSink
 from streams.outbox.categories import OutboxTable
 from streams.publisher import Publisher
 from streams.relay import claim
@@ -149,7 +150,6 @@ class Drainer:
         self.crash = crash or CrashHook()
         self.stop = stop or threading.Event()
         self._prefix = publishers.get().settings.topic_prefix
-        self._dlq_topic = catalogue.spec("dead-letters").full_name(self._prefix)
         self._labels = table.name
 
     def drain_range(self, lo: int, hi: int) -> DrainStats:
@@ -208,11 +208,11 @@ class Drainer:
         groups = coalesce(rows)
         acks = _Acks(len(groups))
         sent: dict[int, str] = {}  # group -> topic, for the groups produced
-        dead: dict[int, str] = {}  # group -> reason, for the groups dead-lettered
+        dead: set[int] = set()  # the groups dead-lettered
         for i, group in enumerate(groups):
             topic = self._send(publisher, encoder, i, group, acks)
-            if topic.startswith("dlq:"):
-                dead[i] = topic.removeprefix("dlq:")
+            if topic is None:
+                dead.add(i)
             else:
                 sent[i] = topic
         if not acks.wait(self.publish_timeout + 5.0):
@@ -223,9 +223,10 @@ class Drainer:
 
     def _send(
         self, publisher: Publisher, encoder: BatchEncoder, i: int, group: Group, acks: _Acks
-    ) -> str:
-        """Produce one message; returns its topic, or ``dlq:<reason>`` if dead-lettered."""
+    ) -> str | None:
+        """Produce one message; returns its topic, or None if it was dead-lettered."""
         row = group.row
+        reason: FailureReason
         error: BaseException
         try:
             enc = encoder.encode(row, i)
@@ -238,11 +239,11 @@ class Drainer:
             )
             return enc.topic
         except KafkaException as exc:
-            reason, error = "produce", exc
+            reason, error = FailureReason.PRODUCE, exc
         except Exception as exc:  # routing or schema: this row can never be published
-            reason, error = "encode", exc
+            reason, error = FailureReason.ENCODE, exc
         self._dead_letter(publisher, i, row, reason=reason, exc=error, acks=acks)
-        return f"dlq:{reason}"
+        return None
 
     def _dead_letter(
         self,
@@ -250,42 +251,39 @@ class Drainer:
         i: int,
         row: Row,
         *,
-        reason: str,
+        reason: FailureReason,
         exc: BaseException,
         acks: _Acks,
     ) -> None:
+        """Enqueue the row (as JSON) to the dead letters; its ack settles like a publish.
+
+        Not acknowledged means the shard is rescheduled and the row dead-lettered
+        again on a later pass: the relay's way of trying until the broker has it.
+        """
         log.warning(
             "relay.row.dead_letter",
             extra={
                 "table": self.table.name,
                 "outbox_id": row.id,
-                "reason": reason,
+                "reason": reason.value,
                 "error": repr(exc),
             },
         )
         value = row.as_json()
-        headers = headers_for(row)
-        if len(value) > MAX_DEAD_LETTER_BYTES:
-            value = value[:MAX_DEAD_LETTER_BYTES]
-            headers.append(("dlq.truncated", b"1"))
-        headers += [
-            (dl.H_REASON, reason.encode()),
-            (dl.H_ERROR_TYPE, type(exc).__name__.encode()),
-            (dl.H_ERROR_MESSAGE, str(exc)[: dl.MAX_MESSAGE].encode("utf-8", "replace")),
-            (dl.H_SOURCE_TOPIC, self.table.name.encode()),
-            (dl.H_SOURCE_PARTITION, b"-1"),
-            (dl.H_SOURCE_OFFSET, str(row.id).encode()),
-            (dl.H_AGENT, b"relay"),
-            (dl.H_FAILED_AT, str(int(time.time() * 1000)).encode()),
-        ]
+        truncated = len(value) > MAX_DEAD_LETTER_BYTES
+        letter = Letter(
+            value[:MAX_DEAD_LETTER_BYTES] if truncated else value,
+            f"{row.shard_scope}:{row.shard_identifier}".encode(),
+            headers_for(row),
+            Failure.of(reason, exc),
+            self.table.name,
+            -1,
+            row.id,
+            "relay",
+            truncated=truncated,
+        )
         try:
-            publisher.send_raw(
-                self._dlq_topic,
-                value,
-                key=f"{row.shard_scope}:{row.shard_identifier}".encode(),
-                headers=headers,
-                on_delivery=acks.callback(i),
-            )
+            KafkaDeadLetterSink(publisher, self._prefix).produce(letter, acks.callback(i))
         except KafkaException as dlq_exc:
             acks.settle(i, f"dead-letter refused: {dlq_exc}")
 
@@ -295,7 +293,7 @@ class Drainer:
         groups: list[Group],
         acks: _Acks,
         sent: dict[int, str],
-        dead: dict[int, str],
+        dead: set[int],
     ) -> tuple[DrainStats, set[ShardKey], list[int]]:
         """Delete what was acknowledged, shard by shard up to its first failure."""
         stats = DrainStats(batches=1)
@@ -320,8 +318,7 @@ class Drainer:
             deletable.extend(group.covers)
             stats.coalesced += group.coalesced
             if i in dead:
-                stats.dead_lettered += 1
-                metrics.DEAD_LETTERS.labels(self.table.name, dead[i]).inc()
+                stats.dead_lettered += 1  # streams_dead_letters_total: counted by the sink
             else:
                 stats.published += 1
                 per_topic[sent[i]] = per_topic.get(sent[i], 0) + 1

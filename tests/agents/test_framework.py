@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from streams import dlq
 from streams.avro.codec import MAGIC
+from streams.dlq import replay as dlq
 from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.silo import SiloMode

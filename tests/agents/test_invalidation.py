@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from streams import dlq
+from streams.dlq import replay as dlq
 from streams.projectconfigs.scopes import Scope, ScopeKind
 from streams.publisher import Publisher
 from streams.settings import Settings

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from streams import dlq
+from streams.dlq import replay as dlq
 from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.webhooks import signing

@@ -12,7 +12,8 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams import client, dlq
+from streams import client
+from streams.dlq import replay as dlq
 from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.webhooks import signing

@@ -11,8 +11,8 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from streams import catalogue, kafka_config
-from streams.agents import dead_letters as dl
 from streams.db.pool import connect
+from streams.dlq import headers as dl
 from streams.offsets import true_end_offsets
 from streams.publisher import Publisher
 from streams.settings import Settings
@@ -43,7 +43,7 @@ class DeadLetter:
         return self.header(dl.H_REASON)
 
     def original_headers(self) -> list[tuple[str, bytes]]:
-        return [(k, v) for k, v in self.headers if not k.startswith("dlq.")]
+        return dl.original_headers(self.headers)
 
 
 def _header_list(raw: object) -> list[tuple[str, bytes]]:
