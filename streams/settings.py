@@ -1,223 +1,523 @@
 """Settings, read from the environment once at start-up into a frozen object.
 
+Each field of ``Settings`` is declared once, with its environment variable, parser,
+bounds, default, component group and whether it is a secret (``Declaration``). The one
+loader (``Settings.from_env``), the way back to an environment (``Settings.to_env``),
+the ``--help`` defaults and the README's configuration table (``markdown_table``) all
+read those declarations. Adding a setting means adding one field here.
+
 Nothing on the per-message path re-reads the environment: components receive the
 ``Settings`` instance (or the values they need) when they are built.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from streams.errors import ConfigurationError
+from streams.settings_parse import (
+    AGENT_NAMES,
+    Declaration,
+    Group,
+    Secret,
+    agents,
+    flag,
+    level,
+    log_format,
+    name_list,
+    number,
+    optional_number,
+    optional_text,
+    path,
+    prefix,
+    regex,
+    secret,
+    silo,
+    text,
+)
 from streams.silo import SiloMode
 
+__all__ = ["AGENT_NAMES", "Group", "Secret", "Settings", "get_settings", "reset_settings"]
 
-class Secret:
-    """A string that does not show itself in reprs, logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')" if self._value else "Secret('')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
+KAFKA, DB, PROC, LOG = Group.KAFKA, Group.DATABASE, Group.PROCESS, Group.LOGGING
+RELAY, HOOKS, CONFIGS, BUFFERS = Group.RELAY, Group.WEBHOOKS, Group.CONFIGS, Group.BUFFERS
+BACKFILL, LAG = Group.BACKFILL, Group.LAG
+PORT = {"low": 1, "high": 65535}
+PORT_OR_OFF = {"low": 0, "high": 65535}
 
 
-def _state_dir(env: Mapping[str, str]) -> Path:
-    return Path(env.get("STREAMS_STATE_DIR", ".streams")).absolute()
+def _d(env: str, group: Group, doc: str, parser: Any, **kw: Any) -> dict[str, Declaration]:
+    return {"setting": Declaration(env, group, doc, parser, **kw)}
 
 
-def _stack_file(env: Mapping[str, str]) -> dict[str, Any]:
-    """Addresses written by ``streams dev start``, used when the env names none."""
-    path = _state_dir(env) / "stack.json"
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"{name}={raw!r} is not an integer") from exc
-    if value < minimum:
-        raise ConfigurationError(f"{name}={value} must be >= {minimum}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigurationError(f"{name}={raw!r} is not a number") from exc
-    if value < minimum:
-        raise ConfigurationError(f"{name}={value} must be >= {minimum}")
-    return value
-
-
-def _regex(env: Mapping[str, str], name: str, default: str) -> str:
-    raw = env.get(name) or default
-    try:
-        re.compile(raw)
-    except re.error as exc:
-        raise ConfigurationError(f"{name}={raw!r} is not a regular expression: {exc}") from exc
-    return raw
-
-
-def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    """Every knob of streams; see the README's configuration table."""
+    """Every knob of streams; see ``markdown_table()`` for the variables."""
 
-    kafka_bootstrap_servers: str
-    database_url: Secret
-    schema_registry_url: str | None = None
-    silo_mode: SiloMode = SiloMode.MONOLITH
-    topic_prefix: str = ""
-    app_id: str = "streams"
-    producer_name: str = field(default_factory=socket.gethostname)
-    web_host: str = "127.0.0.1"
-    web_port: int = 6066
-    state_dir: Path = field(default_factory=lambda: Path(".streams").absolute())
-    log_level: str = "INFO"
-    kafka_session_timeout: float = 10.0
-    kafka_heartbeat_interval: float = 3.0
-    replication_factor: int = 1
-    table_store: str = "memory://"
-    agent_modules: tuple[str, ...] = ()
-    agents: tuple[str, ...] | None = None
-    relay_concurrency: int = 1
-    relay_poll_interval: float = 1.0
-    relay_batch_size: int = 5_000  # amortises the per-batch ack wait and round trips
-    relay_publish_timeout: float = 30.0
-    metrics_port: int = 9300
-    ssrf_allow: tuple[str, ...] = ()
-    webhook_timeout: float = 10.0
-    webhook_max_attempts: int = 5
-    webhook_retry_delay: float = 300.0
-    webhook_breaker_threshold: int = 10
-    webhook_breaker_pause: float = 60.0
-    consumer_fetch_max_wait: float | None = None
-    consumer_fast_drain: bool = True  # streams/faust_drain.py
-    invalidation_countdown: float = 5.0
-    buffer_flush_interval: float = 5.0
-    backfill_max_rate: int = 10_000
-    backfill_batch_size: int = 1_000
-    backfill_interval: float = 60.0
-    region_names: tuple[str, ...] = ("default",)
-    lag_exporter_port: int = 9308
-    lag_exporter_interval: float = 5.0
-    lag_exporter_groups: str = ".*"
-    lag_exporter_cluster: str = "local"
-    extra: Mapping[str, str] = field(default_factory=dict)
+    kafka_bootstrap_servers: str = field(
+        metadata=_d(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            KAFKA,
+            "broker addresses; when set, `streams up` starts no embedded broker",
+            text,
+            required="`streams up` sets it; elsewhere export it (`streams dev start` prints it)",
+        )
+    )
+    database_url: Secret = field(
+        metadata=_d(
+            "DATABASE_URL",
+            DB,
+            "PostgreSQL DSN (a secret: never printed); when set, `streams up` starts no "
+            "embedded server",
+            secret,
+            required="`streams up` sets it; elsewhere export it (`streams dev start` prints it)",
+        )
+    )
+    schema_registry_url: str | None = field(
+        default=None,
+        metadata=_d(
+            "SCHEMA_REGISTRY_URL",
+            KAFKA,
+            "write Confluent Schema Registry framing (subjects `<topic>-value`); both "
+            "framings are always read",
+            optional_text,
+        ),
+    )
+    silo_mode: SiloMode = field(
+        default=SiloMode.MONOLITH,
+        metadata=_d(
+            "STREAMS_SILO_MODE",
+            PROC,
+            "`region`, `control` or `monolith`: which agents run and which topics may be "
+            "published to",
+            silo,
+        ),
+    )
+    topic_prefix: str = field(
+        default="",
+        metadata=_d(
+            "STREAMS_TOPIC_PREFIX",
+            KAFKA,
+            "prepended to every topic name (multi-tenant clusters, test isolation)",
+            prefix,
+        ),
+    )
+    app_id: str = field(
+        default="streams",
+        metadata=_d("STREAMS_APP_ID", PROC, "Faust app id = consumer group of the worker", text),
+    )
+    producer_name: str = field(
+        default_factory=socket.gethostname,
+        metadata=_d(
+            "STREAMS_PRODUCER_NAME",
+            KAFKA,
+            "`streams-producer` header and client id",
+            text,
+            shown="hostname",
+        ),
+    )
+    web_host: str = field(
+        default="127.0.0.1",
+        metadata=_d("STREAMS_WEB_HOST", PROC, "bind address of the worker web server", text),
+    )
+    web_port: int = field(
+        default=6066,
+        metadata=_d(
+            "STREAMS_WEB_PORT",
+            PROC,
+            "worker web server (`/metrics`, `/health`, config API)",
+            number(int),
+            **PORT,
+        ),
+    )
+    state_dir: Path = field(
+        default_factory=lambda: Path(".streams").absolute(),
+        metadata=_d(
+            "STREAMS_STATE_DIR",
+            PROC,
+            "embedded stack data, logs, Faust data",
+            path,
+            shown="`.streams` (absolute)",
+        ),
+    )
+    log_level: str = field(
+        default="INFO",
+        metadata=_d(
+            "STREAMS_LOG_LEVEL", LOG, "log level (`streams up` prints WARNING and up)", level
+        ),
+    )
+    log_format: str = field(
+        default="text",
+        metadata=_d(
+            "STREAMS_LOG_FORMAT",
+            LOG,
+            "`text` (event name, then `key=value` fields) or `json` (one object a line)",
+            log_format,
+        ),
+    )
+    kafka_session_timeout: float = field(
+        default=10.0,
+        metadata=_d(
+            "STREAMS_KAFKA_SESSION_TIMEOUT",
+            KAFKA,
+            "consumer group session, seconds; `up` and tests use 6 (Tansu joins take session / 2)",
+            number(float),
+            low=1.0,
+        ),
+    )
+    kafka_heartbeat_interval: float = field(
+        default=3.0,
+        metadata=_d(
+            "STREAMS_KAFKA_HEARTBEAT_INTERVAL",
+            KAFKA,
+            "consumer heartbeat, seconds; `up` and tests use 1",
+            number(float),
+            low=0.1,
+        ),
+    )
+    replication_factor: int = field(
+        default=1,
+        metadata=_d(
+            "STREAMS_REPLICATION_FACTOR",
+            KAFKA,
+            "for topics created by `streams topics create`",
+            number(int),
+            low=1,
+        ),
+    )
+    table_store: str = field(
+        default="memory://",
+        metadata=_d(
+            "STREAMS_TABLE_STORE", PROC, "Faust table store (`rocksdb://` in production)", text
+        ),
+    )
+    agent_modules: tuple[str, ...] = field(
+        default=(),
+        metadata=_d(
+            "STREAMS_AGENT_MODULES",
+            PROC,
+            "extra modules with `install(app, runtime)` (your own agents and topics)",
+            name_list,
+        ),
+    )
+    agents: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_d(
+            "STREAMS_AGENTS",
+            PROC,
+            "agents this worker runs, by name (" + ", ".join(AGENT_NAMES) + ", or the last "
+            "part of a `STREAMS_AGENT_MODULES` module); `none`; unset = all",
+            agents,
+        ),
+    )
+    consumer_fetch_max_wait: float | None = field(
+        default=None,
+        metadata=_d(
+            "STREAMS_CONSUMER_FETCH_MAX_WAIT",
+            PROC,
+            "fetch wait of worker consumers, seconds (unset: Faust's 1.5); `up` and benches "
+            "use 0.1 (Tansu holds fetches for the full wait)",
+            optional_number,
+            low=0.001,
+        ),
+    )
+    consumer_fast_drain: bool = field(
+        default=True,
+        metadata=_d(
+            "STREAMS_CONSUMER_FAST_DRAIN",
+            PROC,
+            "Faust's consumer hands records to streams without four tasks per record "
+            "(`streams/faust_drain.py`, relies on faust-streaming 0.15 internals); `0` = "
+            "Faust's own loop",
+            flag,
+        ),
+    )
+    relay_concurrency: int = field(
+        default=1,
+        metadata=_d(
+            "STREAMS_RELAY_CONCURRENCY",
+            RELAY,
+            "parallel id ranges per relay pass (threads; on 2 cores 1 is fastest)",
+            number(int),
+            low=1,
+        ),
+    )
+    relay_poll_interval: float = field(
+        default=1.0,
+        metadata=_d(
+            "STREAMS_RELAY_POLL_INTERVAL",
+            RELAY,
+            "fallback poll when no NOTIFY arrives, seconds",
+            number(float),
+            low=0.01,
+        ),
+    )
+    relay_batch_size: int = field(
+        default=5_000,  # amortises the per-batch ack wait and round trips
+        metadata=_d(
+            "STREAMS_RELAY_BATCH_SIZE", RELAY, "rows per claim transaction", number(int), low=1
+        ),
+    )
+    relay_publish_timeout: float = field(
+        default=30.0,
+        metadata=_d(
+            "STREAMS_RELAY_PUBLISH_TIMEOUT",
+            RELAY,
+            "per-message broker timeout of the relay, seconds",
+            number(float),
+            low=1.0,
+        ),
+    )
+    metrics_port: int = field(
+        default=9300,
+        metadata=_d(
+            "STREAMS_METRICS_PORT", RELAY, "relay `/metrics` (0 = off)", number(int), **PORT_OR_OFF
+        ),
+    )
+    ssrf_allow: tuple[str, ...] = field(
+        default=(),
+        metadata=_d(
+            "STREAMS_WEBHOOK_ALLOW_HOSTS",
+            HOOKS,
+            "hosts/addresses exempt from the SSRF guard (tests: `127.0.0.1`)",
+            name_list,
+        ),
+    )
+    webhook_timeout: float = field(
+        default=10.0,
+        metadata=_d(
+            "STREAMS_WEBHOOK_TIMEOUT",
+            HOOKS,
+            "HTTP timeout per delivery attempt, seconds",
+            number(float),
+            low=0.1,
+        ),
+    )
+    webhook_max_attempts: int = field(
+        default=5,
+        metadata=_d(
+            "STREAMS_WEBHOOK_MAX_ATTEMPTS",
+            HOOKS,
+            "attempts before a delivery is dead-lettered",
+            number(int),
+            low=1,
+        ),
+    )
+    webhook_retry_delay: float = field(
+        default=300.0,
+        metadata=_d(
+            "STREAMS_WEBHOOK_RETRY_DELAY",
+            HOOKS,
+            "delay between attempts, seconds",
+            number(float),
+            low=0.0,
+        ),
+    )
+    webhook_breaker_threshold: int = field(
+        default=10,
+        metadata=_d(
+            "STREAMS_WEBHOOK_BREAKER_THRESHOLD",
+            HOOKS,
+            "consecutive failures that open a target's circuit",
+            number(int),
+            low=1,
+        ),
+    )
+    webhook_breaker_pause: float = field(
+        default=60.0,
+        metadata=_d(
+            "STREAMS_WEBHOOK_BREAKER_PAUSE",
+            HOOKS,
+            "how long an open circuit stays open, seconds",
+            number(float),
+            low=0.0,
+        ),
+    )
+    invalidation_countdown: float = field(
+        default=5.0,
+        metadata=_d(
+            "STREAMS_INVALIDATION_COUNTDOWN",
+            CONFIGS,
+            "debounce grid of config invalidation, seconds",
+            number(float),
+            low=0.0,
+        ),
+    )
+    buffer_flush_interval: float = field(
+        default=5.0,
+        metadata=_d(
+            "STREAMS_BUFFER_FLUSH_INTERVAL",
+            BUFFERS,
+            "buffered-increment flush window, seconds",
+            number(float),
+            low=0.05,
+        ),
+    )
+    backfill_max_rate: int = field(
+        default=10_000,
+        metadata=_d(
+            "STREAMS_BACKFILL_MAX_RATE",
+            BACKFILL,
+            "backfill rows per minute, minus regular outbox rows (0 = no limit)",
+            number(int),
+            low=0,
+        ),
+    )
+    backfill_batch_size: int = field(
+        default=1_000,
+        metadata=_d(
+            "STREAMS_BACKFILL_BATCH_SIZE", BACKFILL, "ids per backfill batch", number(int), low=1
+        ),
+    )
+    backfill_interval: float = field(
+        default=60.0,
+        metadata=_d(
+            "STREAMS_BACKFILL_INTERVAL",
+            BACKFILL,
+            "backfill scheduler timer, seconds",
+            number(float),
+            low=0.05,
+        ),
+    )
+    region_names: tuple[str, ...] = field(
+        default=("default",),
+        metadata=_d(
+            "STREAMS_REGION_NAMES",
+            BACKFILL,
+            "regions that control-silo backfill rows fan out to",
+            name_list,
+        ),
+    )
+    lag_exporter_port: int = field(
+        default=9308,
+        metadata=_d(
+            "STREAMS_LAG_EXPORTER_PORT",
+            LAG,
+            "lag exporter HTTP port (0 = any free port)",
+            number(int),
+            **PORT_OR_OFF,
+        ),
+    )
+    lag_exporter_interval: float = field(
+        default=5.0,
+        metadata=_d(
+            "STREAMS_LAG_EXPORTER_INTERVAL",
+            LAG,
+            "seconds between polls of the cluster",
+            number(float),
+            low=0.1,
+        ),
+    )
+    lag_exporter_groups: str = field(
+        default=".*",
+        metadata=_d(
+            "STREAMS_LAG_EXPORTER_GROUPS", LAG, "only consumer groups matching this regex", regex
+        ),
+    )
+    lag_exporter_cluster: str = field(
+        default="local",
+        metadata=_d("STREAMS_LAG_EXPORTER_CLUSTER", LAG, "value of the `cluster_name` label", text),
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Validate the environment once; raises ``ConfigurationError`` naming the variable."""
-        env = dict(os.environ if env is None else env)
-        stack = _stack_file(env)
-        bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS") or stack.get("kafka_bootstrap_servers")
-        database = env.get("DATABASE_URL") or stack.get("database_url")
-        if not bootstrap:
-            raise ConfigurationError(
-                "KAFKA_BOOTSTRAP_SERVERS is not set (run `streams dev start` or export it)"
-            )
-        if not database:
-            raise ConfigurationError(
-                "DATABASE_URL is not set (run `streams dev start` or export it)"
-            )
-        try:
-            silo = SiloMode(env.get("STREAMS_SILO_MODE", "monolith").lower())
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"STREAMS_SILO_MODE={env.get('STREAMS_SILO_MODE')!r}: "
-                "expected region, control or monolith"
-            ) from exc
-        prefix = env.get("STREAMS_TOPIC_PREFIX", "")
-        if prefix and not all(c.isalnum() or c in "._-" for c in prefix):
-            raise ConfigurationError(
-                f"STREAMS_TOPIC_PREFIX={prefix!r} has characters Kafka refuses"
-            )
-        return cls(
-            kafka_bootstrap_servers=str(bootstrap),
-            database_url=Secret(str(database)),
-            schema_registry_url=env.get("SCHEMA_REGISTRY_URL") or None,
-            silo_mode=silo,
-            topic_prefix=prefix,
-            app_id=env.get("STREAMS_APP_ID", "streams"),
-            producer_name=env.get("STREAMS_PRODUCER_NAME") or socket.gethostname(),
-            web_host=env.get("STREAMS_WEB_HOST", "127.0.0.1"),
-            web_port=_int(env, "STREAMS_WEB_PORT", 6066, 1),
-            state_dir=_state_dir(env),
-            log_level=env.get("STREAMS_LOG_LEVEL", "INFO").upper(),
-            kafka_session_timeout=_float(env, "STREAMS_KAFKA_SESSION_TIMEOUT", 10.0, 1.0),
-            kafka_heartbeat_interval=_float(env, "STREAMS_KAFKA_HEARTBEAT_INTERVAL", 3.0, 0.1),
-            replication_factor=_int(env, "STREAMS_REPLICATION_FACTOR", 1, 1),
-            table_store=env.get("STREAMS_TABLE_STORE", "memory://"),
-            agent_modules=_list(env, "STREAMS_AGENT_MODULES"),
-            agents=_list(env, "STREAMS_AGENTS") if env.get("STREAMS_AGENTS") else None,
-            relay_concurrency=_int(env, "STREAMS_RELAY_CONCURRENCY", 1, 1),
-            relay_poll_interval=_float(env, "STREAMS_RELAY_POLL_INTERVAL", 1.0, 0.01),
-            relay_batch_size=_int(env, "STREAMS_RELAY_BATCH_SIZE", 5_000, 1),
-            relay_publish_timeout=_float(env, "STREAMS_RELAY_PUBLISH_TIMEOUT", 30.0, 1.0),
-            metrics_port=_int(env, "STREAMS_METRICS_PORT", 9300, 0),
-            ssrf_allow=_list(env, "STREAMS_WEBHOOK_ALLOW_HOSTS"),
-            webhook_timeout=_float(env, "STREAMS_WEBHOOK_TIMEOUT", 10.0, 0.1),
-            webhook_max_attempts=_int(env, "STREAMS_WEBHOOK_MAX_ATTEMPTS", 5, 1),
-            webhook_retry_delay=_float(env, "STREAMS_WEBHOOK_RETRY_DELAY", 300.0, 0.0),
-            webhook_breaker_threshold=_int(env, "STREAMS_WEBHOOK_BREAKER_THRESHOLD", 10, 1),
-            webhook_breaker_pause=_float(env, "STREAMS_WEBHOOK_BREAKER_PAUSE", 60.0, 0.0),
-            consumer_fetch_max_wait=(
-                _float(env, "STREAMS_CONSUMER_FETCH_MAX_WAIT", 1.5, 0.001)
-                if env.get("STREAMS_CONSUMER_FETCH_MAX_WAIT")
-                else None
-            ),
-            consumer_fast_drain=_int(env, "STREAMS_CONSUMER_FAST_DRAIN", 1, 0) != 0,
-            invalidation_countdown=_float(env, "STREAMS_INVALIDATION_COUNTDOWN", 5.0, 0.0),
-            buffer_flush_interval=_float(env, "STREAMS_BUFFER_FLUSH_INTERVAL", 5.0, 0.05),
-            backfill_max_rate=_int(env, "STREAMS_BACKFILL_MAX_RATE", 10_000, 0),
-            backfill_batch_size=_int(env, "STREAMS_BACKFILL_BATCH_SIZE", 1_000, 1),
-            backfill_interval=_float(env, "STREAMS_BACKFILL_INTERVAL", 60.0, 0.05),
-            region_names=_list(env, "STREAMS_REGION_NAMES") or ("default",),
-            lag_exporter_port=_int(env, "STREAMS_LAG_EXPORTER_PORT", 9308, 0),
-            lag_exporter_interval=_float(env, "STREAMS_LAG_EXPORTER_INTERVAL", 5.0, 0.1),
-            lag_exporter_groups=_regex(env, "STREAMS_LAG_EXPORTER_GROUPS", ".*"),
-            lag_exporter_cluster=env.get("STREAMS_LAG_EXPORTER_CLUSTER", "local"),
-        )
+        """Validate the environment once; raises ``ConfigurationError`` naming the variable.
+
+        Only the environment counts: no file in the working directory supplies a value.
+        """
+        env = os.environ if env is None else env
+        values = {f.name: read(f.name, env) for f in fields(cls)}
+        values = {k: v for k, v in values.items() if v is not MISSING}
+        settings = cls(**values)
+        _check_agents(settings)
+        return settings
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes ``from_env`` return these settings (secrets included:
+        this is for child processes, never for printing)."""
+        return {decl.env: decl.parser.render(getattr(self, f.name)) for f, decl in declared()}
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some values changed (tests and the CLI use this)."""
         return replace(self, **changes)
+
+
+def declared() -> list[tuple[Field[Any], Declaration]]:
+    """Every field of ``Settings`` with its declaration, in declaration order."""
+    return [(f, f.metadata["setting"]) for f in fields(Settings)]
+
+
+def declaration(name: str) -> Declaration:
+    """The declaration of one ``Settings`` field."""
+    for f, decl in declared():
+        if f.name == name:
+            return decl
+    raise KeyError(name)
+
+
+def default(name: str) -> Any:
+    """The default value of one ``Settings`` field (``MISSING`` when it has none)."""
+    for f, _ in declared():
+        if f.name == name:
+            return f.default_factory() if f.default_factory is not MISSING else f.default
+    raise KeyError(name)
+
+
+def read(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """One field's value from the environment (its default when unset or empty); for
+    commands that start before the whole of ``Settings`` can be validated."""
+    env = os.environ if env is None else env
+    decl = declaration(name)
+    raw = env.get(decl.env, "")
+    if raw == "":
+        if decl.required:
+            raise ConfigurationError(f"{decl.env} is not set ({decl.required})")
+        return default(name)
+    return decl.load(raw)
+
+
+def help_default(name: str) -> str:
+    """``--help`` text for an option that defaults to a setting: its variable and default."""
+    decl = declaration(name)
+    return f"default: ${decl.env}, else {decl.shown_default(default(name))}"
+
+
+def _check_agents(settings: Settings) -> None:
+    """``STREAMS_AGENTS`` names built-in agents, or extension modules named alongside."""
+    if settings.agents is None:
+        return
+    known = (*AGENT_NAMES, *(m.rsplit(".", 1)[-1] for m in settings.agent_modules))
+    unknown = [a for a in settings.agents if a not in known]
+    if unknown:
+        raise ConfigurationError(
+            f"STREAMS_AGENTS names unknown agents {', '.join(unknown)}; "
+            f"known: {', '.join(known)} (or none)"
+        )
+
+
+def markdown_table() -> str:
+    """The README's configuration table, one section per component group."""
+    rows: list[str] = []
+    for group in Group:
+        decls = [(f, d) for f, d in declared() if d.group is group]
+        if not decls:
+            continue
+        rows += [
+            "",
+            f"**{group.value}**",
+            "",
+            "| variable | default | meaning |",
+            "| --- | --- | --- |",
+        ]
+        for f, decl in decls:
+            shown = "required" if decl.required else decl.shown_default(default(f.name))
+            rows.append(f"| `{decl.env}` | {shown} | {decl.doc}{decl.bounds_text()} |")
+    return "\n".join(rows).strip() + "\n"
 
 
 _cached: Settings | None = None
