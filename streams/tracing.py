@@ -66,10 +66,6 @@ def parse_traceparent(value: str | bytes | None) -> TraceContext | None:
     return TraceContext(parts[1], parts[2], parts[3] == "01")
 
 
-def new_trace() -> TraceContext:
-    return TraceContext(os.urandom(16).hex(), os.urandom(8).hex())
-
-
 def metadata_headers(producer: str, attempt: int = 1) -> list[tuple[str, bytes]]:
     """The headers every publish adds: message id, sent-at (ms), producer, attempt, traceparent."""
     rnd = os.urandom(40).hex()  # one syscall: message id, span id, and maybe trace id

@@ -18,7 +18,7 @@ import socket
 import stat
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,6 @@ class StackInfo:
     database_url: str | None = None
     broker_pid: int | None = None
     postgres_pid: int | None = None
-    postgres_data: str | None = None
 
     def exports(self) -> list[str]:
         out = []
@@ -215,8 +214,8 @@ def _initdb(data: Path, user: str | None) -> None:
 
 def start_postgres(
     state_dir: Path, port: int | None = None, detach: bool = False
-) -> tuple[int, int, Path]:
-    """initdb (once) and start PostgreSQL on a free loopback port; returns (pid, port, data)."""
+) -> tuple[int, int]:
+    """initdb (once) and start PostgreSQL on a free loopback port; returns (pid, port)."""
     port = port or free_port()
     user = _run_as()
     pg_root = state_dir / "pg"
@@ -244,7 +243,7 @@ def start_postgres(
     except StackError:
         stop_pid(proc.pid, signal.SIGINT)
         raise
-    return proc.pid, port, data
+    return proc.pid, port
 
 
 def _wait_postgres(port: int, pid: int, timeout: float = 30.0) -> None:
@@ -279,8 +278,12 @@ def stack_file(state_dir: Path) -> Path:
 
 def read_stack(state_dir: Path) -> StackInfo:
     try:
-        return StackInfo(**json.loads(stack_file(state_dir).read_text()))
-    except (OSError, ValueError, TypeError):
+        data = json.loads(stack_file(state_dir).read_text())
+        # Keys this version does not know (an older file's) are ignored, not fatal:
+        # the PIDs must still be read so that `streams dev stop` can stop them.
+        known = {f.name for f in fields(StackInfo)}
+        return StackInfo(**{k: v for k, v in data.items() if k in known})
+    except (OSError, ValueError, TypeError, AttributeError):
         return StackInfo()
 
 
@@ -310,9 +313,9 @@ def start(state_dir: Path, *, detach: bool, env: dict[str, str] | None = None) -
             info.database_url = env["DATABASE_URL"]
             info.postgres_pid = None
         elif not info.postgres_pid:
-            pid, port, data = start_postgres(state_dir, detach=detach)
+            pid, port = start_postgres(state_dir, detach=detach)
             started.append((pid, signal.SIGINT))
-            info.postgres_pid, info.postgres_data = pid, str(data)
+            info.postgres_pid = pid
             info.database_url = f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DATABASE}"
     except Exception:
         for pid, sig in started:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from streams.webhooks import signing
 from streams.webhooks.breaker import CircuitBreaker, origin
@@ -36,12 +36,6 @@ class Target:
 
     def __repr__(self) -> str:  # the secret stays out of logs
         return f"Target({self.kind}:{self.id} {self.url})"
-
-
-class TargetStore(Protocol):
-    async def targets(self, keys: Sequence[TargetKey]) -> Mapping[TargetKey, Target]:
-        """The active targets among ``keys``; inactive or deleted ones are absent."""
-        ...
 
 
 class Verdict(enum.StrEnum):
