@@ -12,8 +12,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent / "streams"
 
 # Product layers below the agents and the demo: none of them may import either.
@@ -116,20 +114,10 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-# Issue 11 item 1 is in progress: the dead-letter contract moves to streams/dlq, which
-# breaks runtime <-> agents and the relay's import of agents. Strict, so these marks
-# fail (and must be removed) as soon as that lands.
-_PENDING_DLQ = pytest.mark.xfail(
-    strict=True, reason="runtime <-> agents and relay.drain -> agents until streams/dlq lands"
-)
-
-
-@_PENDING_DLQ
 def test_no_package_level_import_cycle() -> None:
     assert cycles(package_graph()) == []
 
 
-@_PENDING_DLQ
 def test_lower_layers_import_neither_agents_nor_demo() -> None:
     upward = sorted(
         f"{module} -> {target}"
