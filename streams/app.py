@@ -14,7 +14,7 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
-from streams import faust_drain, metrics
+from streams import faust_drain, logs, metrics
 from streams.agents import BUILTIN_AGENT_MODULES
 from streams.avro.faust_codec import register_codecs
 from streams.runtime import Runtime
@@ -45,6 +45,8 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         key_serializer="raw",
         autodiscover=False,
+        # `faust -A streams.app worker` too logs through streams' one formatter.
+        logging_config=logs.dict_config(settings.log_level, settings.log_format),
     )
     if settings.consumer_fetch_max_wait is not None:
         from streams.faust_fetch import set_fetch_max_wait

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from streams import logs
 from streams.errors import StreamsError
-from streams.settings import Settings
-
-Command = Callable[[argparse.Namespace], int]
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+from streams.settings import Settings, help_default, read
+from streams.settings_parse import LOG_LEVELS
 
 
 def _state_dir() -> Path:
-    return Path(os.environ.get("STREAMS_STATE_DIR", ".streams")).absolute()
+    state: Path = read("state_dir")
+    return state
 
 
 def _settings() -> Settings:
@@ -81,7 +80,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     topics.create_all(settings)
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=args.loglevel)
+    level = args.loglevel or settings.log_level
+    worker = faust.Worker(
+        app, loglevel=level, logging_config=logs.dict_config(level, settings.log_format)
+    )
     worker.execute_from_commandline()
     return 0
 
@@ -109,7 +111,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def _add_backfill_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     backfill = sub.add_parser("backfill", help="re-emit outbox rows of outbox-producing tables")
     backfill.add_argument("--model", help="only this model (default: every model of the silo)")
-    backfill.add_argument("--rate", type=int, help="rows per minute, 0 = no limit")
+    backfill.add_argument(
+        "--rate",
+        type=int,
+        help=f"rows per minute, 0 = no limit ({help_default('backfill_max_rate')})",
+    )
     backfill.add_argument(
         "--synchronous", action="store_true", help="process batches here, not in a worker"
     )
@@ -191,7 +197,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streams", description=__doc__)
-    p.add_argument("--log-level", default=os.environ.get("STREAMS_LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help=f"{help_default('log_level')}; `up`: WARNING",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="the whole pipeline in the foreground (what `make run` calls)")
@@ -212,11 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     topics.set_defaults(func=cmd_topics)
 
     worker = sub.add_parser("worker", help="run every agent of this silo (a Faust worker)")
-    worker.add_argument("--loglevel", default="info")
+    worker.add_argument(
+        "--loglevel", type=str.upper, choices=LOG_LEVELS, help=help_default("log_level")
+    )
     worker.set_defaults(func=cmd_worker)
 
     relay = sub.add_parser("relay", help="publish committed outbox rows to Kafka")
-    relay.add_argument("--concurrency", type=int, help="parallel id ranges (default 4)")
+    relay.add_argument(
+        "--concurrency",
+        type=int,
+        help=f"parallel id ranges ({help_default('relay_concurrency')})",
+    )
     relay.set_defaults(func=cmd_relay)
     _add_backfill_parser(sub)
 
@@ -229,11 +246,21 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.set_defaults(func=cmd_dlq)
 
     lag = sub.add_parser("lag-exporter", help="Prometheus exporter of consumer-group lag")
-    lag.add_argument("--host", help="bind address (default STREAMS_WEB_HOST)")
-    lag.add_argument("--port", type=int, help="HTTP port (default STREAMS_LAG_EXPORTER_PORT)")
-    lag.add_argument("--interval", type=float, help="seconds between polls of the cluster")
-    lag.add_argument("--groups", help="only consumer groups matching this regex")
-    lag.add_argument("--cluster-name", help="value of the cluster_name label")
+    lag.add_argument("--host", help=f"bind address ({help_default('web_host')})")
+    lag.add_argument("--port", type=int, help=f"HTTP port ({help_default('lag_exporter_port')})")
+    lag.add_argument(
+        "--interval",
+        type=float,
+        help=f"seconds between polls of the cluster ({help_default('lag_exporter_interval')})",
+    )
+    lag.add_argument(
+        "--groups",
+        help=f"only consumer groups matching this regex ({help_default('lag_exporter_groups')})",
+    )
+    lag.add_argument(
+        "--cluster-name",
+        help=f"value of the cluster_name label ({help_default('lag_exporter_cluster')})",
+    )
     lag.add_argument("--timeout", type=float, help="per-request timeout talking to the broker")
     lag.add_argument("--once", action="store_true", help="poll once, print the metrics, exit")
     lag.set_defaults(func=cmd_lag_exporter)
@@ -247,20 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--countdown", type=float, default=5.0, help="seconds to wait (default 5)")
     inv.set_defaults(func=cmd_invalidate)
 
-    for add in EXTRA_COMMANDS:
-        add(sub)
     return p
+
+
+def _log_level(args: argparse.Namespace) -> str:
+    if args.log_level:
+        return str(args.log_level).upper()
+    if args.command == "up" and not os.environ.get("STREAMS_LOG_LEVEL"):
+        return "WARNING"  # `up` prints its own progress; keep the console readable
+    level: str = read("log_level")
+    return level
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "up" and "STREAMS_LOG_LEVEL" not in os.environ and args.log_level == "INFO":
-        args.log_level = "WARNING"  # `up` prints its own progress; keep the console readable
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
     try:
+        logs.configure(_log_level(args), read("log_format"))
         code: int = args.func(args)
     except StreamsError as exc:
         print(f"streams: {exc}", file=sys.stderr)

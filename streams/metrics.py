@@ -85,16 +85,16 @@ _LATENCY_BUCKETS = (
 )
 
 
-def counter(name: MetricName | str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+def counter(name: MetricName, doc: str, labels: tuple[str, ...] = ()) -> Counter:
     return Counter(name.removesuffix("_total"), doc, labels, registry=REGISTRY)
 
 
-def gauge(name: MetricName | str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+def gauge(name: MetricName, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
     return Gauge(name, doc, labels, registry=REGISTRY)
 
 
 def histogram(
-    name: MetricName | str,
+    name: MetricName,
     doc: str,
     labels: tuple[str, ...] = (),
     buckets: tuple[float, ...] = _LATENCY_BUCKETS,
