@@ -9,12 +9,10 @@ place, so they are published again, with the same outbox id (at least once, neve
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -108,24 +106,6 @@ class _Acks:
         return self._done.wait(timeout)
 
 
-@dataclass
-class CrashHook:
-    """Test hook: kill -9 this process after the N-th acknowledged batch, before its delete."""
-
-    after_batches: int = 0
-    _seen: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def acked(self) -> None:
-        if self.after_batches <= 0:
-            return
-        with self._lock:
-            self._seen += 1
-            if self._seen >= self.after_batches:
-                log.warning("relay.crash_hook.kill9", extra={"batches": self._seen})
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
 class Drainer:
     """Drains id ranges of one outbox table; safe to run in several threads at once."""
 
@@ -138,7 +118,6 @@ class Drainer:
         batch_size: int,
         publish_timeout: float,
         slot: str,
-        crash: CrashHook | None = None,
         stop: threading.Event | None = None,
     ) -> None:
         self.table = table
@@ -147,7 +126,6 @@ class Drainer:
         self.batch_size = batch_size
         self.publish_timeout = publish_timeout
         self.slot = slot
-        self.crash = crash or CrashHook()
         self.stop = stop or threading.Event()
         self._prefix = publishers.get().settings.topic_prefix
         self._labels = table.name
@@ -331,8 +309,6 @@ class Drainer:
             backfill = {r.id: r.backfill for r in rows}
             stats.backfill_rows = sum(1 for i in deletable if backfill[i])
         stats.regular_rows = len(deletable) - stats.backfill_rows
-        if deletable:
-            self.crash.acked()
         return stats, failed, deletable
 
     def _count(self, stats: DrainStats) -> None:

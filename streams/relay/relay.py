@@ -27,7 +27,7 @@ from streams.outbox.write import NOTIFY_CHANNEL
 from streams.publisher import Publisher
 from streams.relay import claim
 from streams.relay import metrics as m
-from streams.relay.drain import CrashHook, Drainer, DrainStats
+from streams.relay.drain import Drainer, DrainStats
 from streams.relay.producer import PublisherSlot
 from streams.settings import Settings
 from streams.silo import SiloMode
@@ -61,7 +61,6 @@ class Relay:
         settings: Settings,
         *,
         concurrency: int | None = None,
-        crash_after_ack: int = 0,
         publisher: Publisher | None = None,
     ) -> None:
         self.settings = settings
@@ -82,7 +81,6 @@ class Relay:
             open=False,
             name="streams-relay",
         )
-        crash = CrashHook(crash_after_ack)
         slot = f"{settings.producer_name}:{os.getpid()}"
         self.drainers = {
             t.name: Drainer(
@@ -92,7 +90,6 @@ class Relay:
                 batch_size=settings.relay_batch_size,
                 publish_timeout=settings.relay_publish_timeout,
                 slot=slot,
-                crash=crash,
                 stop=self.stop,
             )
             for t in self.tables
@@ -220,10 +217,8 @@ def run_relay(settings: Settings, *, concurrency: int | None = None) -> int:
 
     from streams import topics
 
-    # Test hook (kill -9 between ack and delete): read once at start-up, never per row.
-    crash_after = int(os.environ.get("STREAMS_RELAY_CRASH_AFTER_ACK", "0") or 0)
     topics.create_all(settings)
-    relay = Relay(settings, concurrency=concurrency, crash_after_ack=crash_after)
+    relay = Relay(settings, concurrency=concurrency)
     signal.signal(signal.SIGTERM, lambda *_: relay.stop.set())
     signal.signal(signal.SIGINT, lambda *_: relay.stop.set())
     serve_metrics(settings)

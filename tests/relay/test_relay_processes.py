@@ -6,6 +6,8 @@ import os
 import random
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -143,22 +145,38 @@ def test_per_shard_order_with_8_writers_and_3_relays(
     assert sum(1 for c in counts if c > 0) >= 2, f"one relay did everything: {counts}"
 
 
+CRASH_ARGS = ("--after", "1", "--concurrency", "1")
+
+
+def start_crashing_relay(
+    settings: Settings, processes: list[harness.Proc], log: Path
+) -> harness.Proc:
+    """A relay (concurrency 1) that kills itself after its first acked batch, before the delete."""
+    env = harness.env_for(settings, STREAMS_RELAY_POLL_INTERVAL="0.2", STREAMS_METRICS_PORT="0")
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.crashing_relay", *CRASH_ARGS],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=harness.ROOT,
+        )
+    proc = harness.Proc(popen, log)
+    processes.append(proc)
+    return proc
+
+
 def test_kill_9_between_ack_and_delete_loses_nothing(
     settings: Settings, processes: list[harness.Proc], tmp_path: Path, reader: TopicReader
 ) -> None:
-    """The hook kills the relay after the broker acked a batch and before its delete."""
+    """The relay is killed after the broker acked a batch and before its delete."""
     dsn = settings.database_url.get()
     reps = 20 if SOAK else 5
     written: list[int] = []
     for rep in range(reps):
         written += write(dsn, [(s, rep * 100 + s * 10 + k) for s in (1, 2, 3) for k in range(2)])
-        proc = start_relay(
-            settings,
-            processes,
-            tmp_path / f"relay-{rep}.log",
-            concurrency=1,
-            STREAMS_RELAY_CRASH_AFTER_ACK="1",
-        )
+        proc = start_crashing_relay(settings, processes, tmp_path / f"relay-{rep}.log")
         assert proc.popen.wait(30) == -signal.SIGKILL, proc.output()[-2000:]
         assert queued(dsn) == len(written), "rows were deleted without a completed commit"
     final = start_relay(settings, processes, tmp_path / "relay-final.log", concurrency=1)
