@@ -63,6 +63,11 @@ MetricName = Literal[
     "streams_buffer_flush_seconds",
     "streams_buffer_pending_rows",
     "streams_buffer_held_messages",
+    "streams_delayed_delivered_total",
+    "streams_delayed_lateness_seconds",
+    "streams_delayed_publish_errors_total",
+    "streams_delayed_pending",
+    "streams_jobs_runs_total",
 ]
 
 _LATENCY_BUCKETS = (
