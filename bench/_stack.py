@@ -7,11 +7,22 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from streams.dev import stack
 from streams.settings import Secret, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Tansu's group join waits session.timeout / 2 (BROKER.md): benchmark workers use short
+# group timeouts unless a benchmark says otherwise.
+EMBEDDED_BROKER: dict[str, Any] = {"kafka_session_timeout": 6.0, "kafka_heartbeat_interval": 1.0}
+
+
+def worker_env(settings: Settings, **changes: Any) -> dict[str, str]:
+    """The environment of a worker process that sees ``settings`` with ``changes``."""
+    tuned = settings.with_(**{**EMBEDDED_BROKER, **changes})
+    return {**os.environ, **tuned.to_env(), "PYTHONPATH": str(ROOT)}
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from pathlib import Path
 import psycopg
 from bench_relay import drop_database, scratch_database
 
+from bench._stack import worker_env
 from streams import topics
 from streams.backfill.models import MODELS
 from streams.backfill.run import run
@@ -82,19 +83,13 @@ def with_worker(settings: Settings, relay: Relay, rows: int, state: Path) -> flo
             " ('organization', 0)"
         )
         conn.commit()
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "DATABASE_URL": dsn,
-        "STREAMS_TOPIC_PREFIX": settings.topic_prefix,
-        "STREAMS_APP_ID": f"bench-backfill-{uuid.uuid4().hex[:6]}",
-        "STREAMS_WEB_PORT": str(settings.web_port),
-        "STREAMS_STATE_DIR": str(state),
-        "STREAMS_BACKFILL_INTERVAL": "0.5",
-        "STREAMS_BACKFILL_MAX_RATE": "0",
-        "STREAMS_KAFKA_SESSION_TIMEOUT": "6",
-        "STREAMS_KAFKA_HEARTBEAT_INTERVAL": "1",
-    }
+    env = worker_env(
+        settings,
+        app_id=f"bench-backfill-{uuid.uuid4().hex[:6]}",
+        state_dir=state,
+        backfill_interval=0.5,
+        backfill_max_rate=0,
+    )
     log = (state / "worker.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams", "worker", "--loglevel", "warning"],

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench._stack import worker_env
 from streams import client, topics
 from streams.db.migrate import migrate
 from streams.dev import stack
@@ -97,20 +98,7 @@ def naive(dsn: str, ids: list[int], n: int) -> float:
 
 
 def start_worker(settings: Settings, interval: float, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        DATABASE_URL=settings.database_url.get(),
-        STREAMS_TOPIC_PREFIX=settings.topic_prefix,
-        STREAMS_APP_ID=settings.app_id,
-        STREAMS_WEB_PORT=str(settings.web_port),
-        STREAMS_STATE_DIR=str(settings.state_dir),
-        STREAMS_AGENTS="buffers",
-        STREAMS_BUFFER_FLUSH_INTERVAL=str(interval),
-        STREAMS_KAFKA_SESSION_TIMEOUT="6",
-        STREAMS_KAFKA_HEARTBEAT_INTERVAL="1",
-        PYTHONPATH=str(ROOT),
-    )
+    env = worker_env(settings, agents=("buffers",), buffer_flush_interval=interval)
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams", "worker", "--loglevel", "warning"],

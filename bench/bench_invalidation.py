@@ -39,6 +39,7 @@ import psutil
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
+from bench import _stack
 from streams import catalogue, kafka_config, topics
 from streams.db.migrate import migrate
 from streams.dev import stack
@@ -82,26 +83,11 @@ def seed(dsn: str, tag: str) -> list[tuple[int, int]]:
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "DATABASE_URL": settings.database_url.get(),
-            "STREAMS_TOPIC_PREFIX": settings.topic_prefix,
-            "STREAMS_APP_ID": settings.app_id,
-            "STREAMS_WEB_PORT": str(settings.web_port),
-            "STREAMS_STATE_DIR": str(settings.state_dir),
-            "STREAMS_KAFKA_SESSION_TIMEOUT": "6",
-            "STREAMS_KAFKA_HEARTBEAT_INTERVAL": "1",
-            "STREAMS_INVALIDATION_COUNTDOWN": str(int(COUNTDOWN)),
-            # Tansu holds a fetch for the whole wait (streams/faust_fetch.py).
-            "STREAMS_CONSUMER_FETCH_MAX_WAIT": os.environ.get(
-                "STREAMS_CONSUMER_FETCH_MAX_WAIT", "0.1"
-            ),
-            "PYTHONPATH": str(ROOT),
-        }
+    # Tansu holds a fetch for the whole wait (streams/faust_fetch.py): 0.1 s unless set.
+    wait = float(os.environ.get("STREAMS_CONSUMER_FETCH_MAX_WAIT") or 0.1)
+    return _stack.worker_env(
+        settings, invalidation_countdown=COUNTDOWN, consumer_fetch_max_wait=wait
     )
-    return env
 
 
 def http(settings: Settings, path: str) -> str:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
 
-from bench._stack import ROOT, bench_stack
+from bench._stack import ROOT, bench_stack, worker_env
 from streams import topics
 from streams.db.migrate import migrate
 from streams.dev.stack import free_port
@@ -135,23 +135,12 @@ def change(org: int, issue: int) -> dict[str, Any]:
 
 
 def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "DATABASE_URL": settings.database_url.get(),
-            "STREAMS_TOPIC_PREFIX": settings.topic_prefix,
-            "STREAMS_APP_ID": settings.app_id,
-            "STREAMS_WEB_PORT": str(settings.web_port),
-            "STREAMS_STATE_DIR": str(settings.state_dir),
-            "STREAMS_AGENTS": "resource_changes,webhook_delivery",
-            "STREAMS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
-            "STREAMS_KAFKA_SESSION_TIMEOUT": "6",
-            "STREAMS_KAFKA_HEARTBEAT_INTERVAL": "1",
-            # The embedded broker holds fetches for the whole wait (streams/faust_fetch.py).
-            "STREAMS_CONSUMER_FETCH_MAX_WAIT": "0.1",
-            "PYTHONPATH": str(ROOT),
-        }
+    env = worker_env(
+        settings,
+        agents=("resource_changes", "webhook_delivery"),
+        ssrf_allow=("127.0.0.1",),
+        # The embedded broker holds fetches for the whole wait (streams/faust_fetch.py).
+        consumer_fetch_max_wait=0.1,
     )
     log = (settings.state_dir / "worker.log").open("ab")
     proc = subprocess.Popen(

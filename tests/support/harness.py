@@ -23,12 +23,6 @@ from streams.settings import Secret, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Short timeouts from BROKER.md: Tansu's group join waits session.timeout / 2.
-FAST_ENV = {
-    "STREAMS_KAFKA_SESSION_TIMEOUT": "6",
-    "STREAMS_KAFKA_HEARTBEAT_INTERVAL": "1",
-}
-
 
 @dataclass
 class Stack:
@@ -111,6 +105,7 @@ def make_settings(bootstrap: str, dsn: str, **changes: Any) -> Settings:
         database_url=Secret(dsn),
         topic_prefix=f"t{tag}.",
         app_id=f"streams-t{tag}",
+        # Short timeouts from BROKER.md: Tansu's group join waits session.timeout / 2.
         kafka_session_timeout=6.0,
         kafka_heartbeat_interval=1.0,
         web_port=stack.free_port(),
@@ -120,27 +115,8 @@ def make_settings(bootstrap: str, dsn: str, **changes: Any) -> Settings:
 
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment a subprocess needs to see ``settings``."""
-    env = dict(os.environ)
-    env.update(FAST_ENV)
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "DATABASE_URL": settings.database_url.get(),
-            "STREAMS_TOPIC_PREFIX": settings.topic_prefix,
-            "STREAMS_APP_ID": settings.app_id,
-            "STREAMS_WEB_PORT": str(settings.web_port),
-            "STREAMS_SILO_MODE": settings.silo_mode.value,
-            "STREAMS_STATE_DIR": str(settings.state_dir),
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    if settings.agent_modules:
-        env["STREAMS_AGENT_MODULES"] = ",".join(settings.agent_modules)
-    if settings.agents is not None:
-        env["STREAMS_AGENTS"] = ",".join(settings.agents) or "none"
-    env.update(extra)
-    return env
+    """The environment a subprocess needs to see ``settings`` (then ``extra`` on top)."""
+    return {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT), **extra}
 
 
 @dataclass
