@@ -1,7 +1,7 @@
 """Offsets that are right on the embedded broker as well as on Apache Kafka.
 
 Tansu reports the "latest" offset as the base offset of the last record batch + 1
-(BROKER.md #2). The true end: assign the partition at (reported latest - 1), fetch
+(docs/broker.md #2). The true end: assign the partition at (reported latest - 1), fetch
 once, then read the high watermark the fetch response carried.
 """
 

@@ -27,7 +27,7 @@ from streams.demo import outbox as relay_demo
 from streams.demo import webhooks as webhooks_demo
 from streams.settings import Settings
 
-# Defaults for the embedded stack (BROKER.md); the environment wins.
+# Defaults for the embedded stack (docs/broker.md #1, #8); the environment wins.
 LOCAL_ENV: dict[str, str] = {
     "STREAMS_KAFKA_SESSION_TIMEOUT": "6",
     "STREAMS_KAFKA_HEARTBEAT_INTERVAL": "1",

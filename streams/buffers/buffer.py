@@ -12,12 +12,12 @@ Protocol with the consumer (``streams.agents.buffers``), under ``Buffer.lock``:
 
 ``run`` closes windows by wall clock (aligned to the flush interval) with its own
 timer, not ``on_window_close`` (it fires for one table partition per window and
-is not rebuilt after a crash: BROKER.md), and flushes at once when ``urgent()``
+is not rebuilt after a crash: docs/broker.md F1), and flushes at once when ``urgent()``
 says the consumer is rebalancing or stopping, so those never wait on a window.
 
 Why the windows are not a changelogged Faust table: a table's changelog is written
 independently of both the consumer's offsets and PostgreSQL. On the embedded broker
-its recovery stops short and exactly-once does not hold (BROKER.md #2, #3), so after
+its recovery stops short and exactly-once does not hold (docs/broker.md #2, #3), so after
 a kill -9 a table would hold increments that are also read again (counted twice) or
 miss increments whose offsets were already committed (lost). Rebuilding the windows
 from the source topic, from the flush mark on, needs no changelog and is exact.

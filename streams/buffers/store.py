@@ -5,7 +5,7 @@ apply. A flush advances it with a compare-and-set *in the same transaction* as t
 updates, so after a crash the offsets below the mark are known to be applied (and are
 skipped when read again) and those above it are known not to be. That is the whole
 exactly-once argument; the broker's own transactions do not hold on the embedded
-broker (BROKER.md #3) and are not used.
+broker (docs/broker.md #3) and are not used.
 """
 
 from __future__ import annotations

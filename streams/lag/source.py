@@ -3,8 +3,8 @@
 ``KafkaOffsetSource`` uses one ``AdminClient`` for groups, committed offsets and
 ListOffsets, and one assign-only ``Consumer`` to find true end offsets. The embedded
 broker answers ListOffsets(latest) with the base offset of the last record batch + 1
-(BROKER.md #2), so for every partition whose reported latest changed since the last
-poll it fetches once from (reported latest - 1) and reads the high watermark of that
+(docs/broker.md #2), so for every partition whose reported latest changed since the
+last poll it fetches once from (reported latest - 1) and reads the high watermark of that
 fetch. On Apache Kafka the probe returns the same number ListOffsets did; it costs
 one small fetch per changed partition and no fetch at all for idle ones.
 """
@@ -240,7 +240,7 @@ def member_count(state: str, members: int) -> int | None:
     """The member count, or None where the broker evidently does not report members.
 
     A stable or rebalancing group has at least one member; the embedded broker
-    describes such groups with none (BROKER.md #7), so 0 there means "not reported".
+    describes such groups with none (docs/broker.md #7), so 0 there means "not reported".
     """
     if members == 0 and state in ACTIVE_STATES:
         return None

@@ -1,7 +1,7 @@
 """The relay's publisher, replaced when librdkafka reports a fatal producer error.
 
 An idempotent producer whose messages timed out (a broker outage) bumps its epoch; a
-broker that answers by fencing it (the embedded one does; see BROKER.md) leaves the
+broker that answers by fencing it (the embedded one does: docs/broker.md #9) leaves the
 producer failing every message for good. librdkafka's rule for fatal errors is to
 build a new producer, which gets a new producer id; the relay does exactly that.
 """

@@ -105,7 +105,7 @@ def make_settings(bootstrap: str, dsn: str, **changes: Any) -> Settings:
         database_url=Secret(dsn),
         topic_prefix=f"t{tag}.",
         app_id=f"streams-t{tag}",
-        # Short timeouts from BROKER.md: Tansu's group join waits session.timeout / 2.
+        # Short timeouts (docs/broker.md #1): Tansu's group join waits session.timeout / 2.
         kafka_session_timeout=6.0,
         kafka_heartbeat_interval=1.0,
         web_port=stack.free_port(),
