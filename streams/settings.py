@@ -135,6 +135,15 @@ class Settings:
             **PORT,
         ),
     )
+    console_token: Secret = field(
+        default_factory=lambda: Secret(""),
+        metadata=_d(
+            "STREAMS_CONSOLE_TOKEN",
+            PROC,
+            "token the web console (`/console`) asks for; empty: none (bind address only)",
+            secret,
+        ),
+    )
     state_dir: Path = field(
         default_factory=lambda: Path(".streams").absolute(),
         metadata=_d(
