@@ -51,3 +51,11 @@ class RetryLater(StreamsError):
 
 class PermanentFailure(StreamsError):
     """A handler says retrying cannot help: the message goes to the dead-letter topic now."""
+
+
+class DeadlineExceeded(StreamsError, TimeoutError):
+    """A handler ran past its agent's deadline (and was cancelled)."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__(f"handler exceeded its {deadline}s deadline")
+        self.deadline = deadline

@@ -20,8 +20,10 @@ from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
 from streams.agents.base import Message
+from streams.agents.wrapper.trace import activated
 from streams.dlq.headers import Failure, Letter
 from streams.runtime import Runtime
+from streams.tracing import TraceContext
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +32,12 @@ MAX_BACKOFF = 30.0
 
 @dataclass(frozen=True)
 class Outgoing:
+    """One value a batch handler publishes, in the trace of the message it came from."""
+
     topic: str  # catalogue name
     value: Any
     key: str
+    trace: TraceContext | None = None
 
 
 class _Acks:
@@ -70,7 +75,9 @@ async def publish_all(runtime: Runtime, items: Sequence[Outgoing], *, agent: str
     while pending:
         acks = _Acks(asyncio.get_running_loop(), pending)
         for o in pending:
-            runtime.publisher.send(o.topic, o.value, key=o.key, on_delivery=acks.callback(o))
+            # Each output continues its own message's trace (a batch spans many).
+            with activated(o.trace):
+                runtime.publisher.send(o.topic, o.value, key=o.key, on_delivery=acks.callback(o))
         await acks.done
         if acks.failed:
             log.error(

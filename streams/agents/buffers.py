@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
-from streams import catalogue
-from streams.agents.base import AgentSpec, InstrumentedAgent, Message, RetryPolicy, from_faust
+from streams.agents.base import AgentSpec, Message, Mode, RetryPolicy, attach
 from streams.buffers.buffer import Buffer, Item
 from streams.buffers.models import Increment, NotAllowed, from_wire, row_key
 from streams.buffers.store import PostgresFlushStore
@@ -58,13 +58,38 @@ def completion(w: PartitionWindow, row: RowSums) -> dict[str, Any]:
     }
 
 
+class BufferHolder:
+    """``Mode.HOLD`` for the buffer: admit fresh messages, hold them until their flush
+    commits (the buffer acknowledges them then), run the flusher while consuming."""
+
+    def __init__(self, app: Any, buffer: Buffer, streams: list[Any]) -> None:
+        self.app = app
+        self.buffer = buffer
+        self.streams = streams  # the agent's stream, once it runs (acks go through it)
+
+    @asynccontextmanager
+    async def consuming(self, stream: Any) -> AsyncIterator[None]:
+        self.streams.append(stream)
+        flusher = asyncio.ensure_future(self.buffer.run(urgent=lambda: _urgent(self.app)))
+        flusher.add_done_callback(lambda task: _crash_on_error(self.app, task))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+
+    @asynccontextmanager
+    async def admitting(self, events: Sequence[Any]) -> AsyncIterator[Sequence[Any]]:
+        items = [Item(e.message.partition, e.message.offset, e) for e in events]
+        async with self.buffer.lock:
+            fresh = await self.buffer.admit(items)
+            yield [i.token for i in fresh]
+            self.buffer.hold(fresh)
+
+
 def install(app: Any, runtime: Runtime) -> None:
     settings = runtime.settings
-    if not settings.silo_mode.allows(REGION_ONLY):
-        runtime.skipped_agents.append(NAME)
-        return
     topic_name = runtime.topic(TOPIC)
-    streams: list[Any] = []  # the agent's stream, once it runs (acks go through it)
+    streams: list[Any] = []
 
     async def ack(tokens: Sequence[object]) -> None:
         for event in tokens:
@@ -98,47 +123,26 @@ def install(app: Any, runtime: Runtime) -> None:
         for msg, inc in zip(msgs, incs, strict=True):
             buffer.add(msg.partition, msg.offset, inc)
 
-    runner = InstrumentedAgent(
-        AgentSpec(
-            NAME,
-            TOPIC,
-            REGION_ONLY,
-            handle,
-            batch_handler=handle_batch,
-            retry=RetryPolicy(times=0),
-            deadline=None,
-        ),
-        runtime,
+    spec = AgentSpec(
+        NAME,
+        TOPIC,
+        REGION_ONLY,
+        handle,
+        batch_handler=handle_batch,
+        retry=RetryPolicy(times=0),
+        deadline=None,
+        batch_size=BATCH,
+        batch_within=BATCH_WITHIN,
+        mode=Mode.HOLD,
+        holder=BufferHolder(app, buffer, streams),
     )
-    spec = catalogue.spec(TOPIC)
-    topic = app.topic(
-        topic_name, partitions=spec.partitions, key_serializer="raw", value_serializer="raw"
-    )
-
-    async def buffers(stream: Any) -> None:
-        streams.append(stream)
-        flusher = asyncio.ensure_future(buffer.run(urgent=lambda: _urgent(app)))
-        flusher.add_done_callback(lambda task: _crash_on_error(app, task))
-        try:
-            # noack_take: the buffer acknowledges each message after its flush commits.
-            async for events in stream.noack_take(BATCH, within=BATCH_WITHIN):
-                items = [Item(e.message.partition, e.message.offset, e) for e in events]
-                async with buffer.lock:
-                    fresh = await buffer.admit(items)
-                    if fresh:
-                        await runner.process([from_faust(i.token) for i in fresh])
-                    buffer.hold(fresh)
-        finally:
-            flusher.cancel()
-
-    buffers.__name__ = buffers.__qualname__ = NAME
-    app.agent(topic, name=NAME)(buffers)
+    if attach(app, runtime, spec) is None:
+        return
 
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         buffer.forget([tp.partition for tp in revoked if tp.topic == topic_name])
 
     app.on_partitions_revoked.connect(on_revoked)
-    runtime.agents.append(NAME)
 
 
 def _assigned(app: Any) -> set[Any]:

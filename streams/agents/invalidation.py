@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from streams import metrics
-from streams.agents.base import AgentSpec, Message, RetryPolicy, attach
+from streams.agents.base import AgentSpec, Message, Retry, RetryPolicy, attach
 from streams.agents.project_configs import ConfigsOut
 from streams.errors import PermanentFailure
 from streams.projectconfigs.debounce import (
@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 TOPIC = "project-config-invalidations"
 TICK = 0.1  # timer interval: how late after its due time a recompute may start
 MAX_BATCH = 2_000  # due recomputes per tick (one query per scope kind)
-MAX_ATTEMPTS = 12  # then the request goes to the dead-letter topic (replayable)
+# A failing recompute is retried alone, 11 times with backoff (1 s doubling, up to
+# 30 s: about 4 minutes in all), then its request goes to the dead letters (replayable).
+RECOMPUTE_RETRY = RetryPolicy(times=11, delay=1.0, backoff=2.0, max_delay=30.0)
 MAX_TRIGGERS = 200  # distinct trigger label values before 'other'
 
 SCHEDULED = metrics.counter(
@@ -284,7 +286,7 @@ class Invalidation:
                 "invalidation.recompute.failed",
                 extra={"works": len(works), "error": repr(exc)},
             )
-            await self.retry_later(works, started)
+            await self.retry_later(works, started, exc)
             return
         done = time.time()
         for w in works:
@@ -296,7 +298,7 @@ class Invalidation:
             LATENESS.observe(max(0.0, done - w.due))
         log.info("invalidation.recomputed", extra={"works": len(works), "configs": len(pubs)})
 
-    async def retry_later(self, works: list[DueWork], now: float) -> None:
+    async def retry_later(self, works: list[DueWork], now: float, exc: Exception) -> None:
         if len(works) > 1:
             # Isolate a poison work: retry each alone, right away.
             for w in works:
@@ -306,10 +308,11 @@ class Invalidation:
         w = works[0]
         attempts = self._attempts.get(w.key, 0) + 1
         self._attempts[w.key] = attempts
-        if attempts < MAX_ATTEMPTS:
-            heapq.heappush(self.state.heap, (now + min(30.0, 0.5 * 2**attempts), w.key))
+        decision = RECOMPUTE_RETRY.decide(exc, attempts)
+        if isinstance(decision, Retry):
+            heapq.heappush(self.state.heap, (now + decision.delay, w.key))
             return
-        await self.out.dead_letter(w, f"recompute failed {attempts} times")
+        await self.out.dead_letter(w, f"recompute failed {attempts} times: {exc!r}")
         self.state.remove_due(w)
         self._attempts.pop(w.key, None)
         self._single.discard(w.key)

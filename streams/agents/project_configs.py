@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams import catalogue, metrics
+from streams.agents.base import AgentSpec, Message, Mode, RetryPolicy, attach
 from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.errors import DecodeError
 from streams.projectconfigs.debounce import DueWork
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 TOPIC = "project-configs"
 REQUESTS = "project-config-invalidations"
 SERVED_TABLE = "project-configs-served"
+FEED = "project-configs-served"  # the agent feeding the table
 # librdkafka's name for the Java client's (and aiokafka's) default partitioner.
 PARTITIONER = "murmur2_random"
 
@@ -107,15 +109,15 @@ class ConfigsOut:
         log.error("invalidation.dead_lettered", extra={"scope": work.scope.key, "reason": reason})
 
 
-def decode_config(runtime: Runtime, raw: bytes) -> bytes:
-    """The served JSON document for one ``project-configs`` value."""
-    record = runtime.codec.decode(TOPIC, raw)
-    return json.dumps(served_document(record), sort_keys=True).encode()
+def served_bytes(record: Any) -> bytes:
+    """The served JSON document for one decoded ``project-configs`` value."""
+    try:
+        return json.dumps(served_document(record), sort_keys=True).encode()
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DecodeError(f"not a servable project config: {exc!r}") from exc
 
 
 def install(app: Any, runtime: Runtime) -> None:
-    if not runtime.settings.silo_mode.allows(REGION_ONLY):
-        return
     spec = catalogue.spec(TOPIC)
     served = app.Table(
         SERVED_TABLE,
@@ -125,20 +127,32 @@ def install(app: Any, runtime: Runtime) -> None:
         value_type=bytes,
         help="The latest served document per public key (JSON bytes).",
     )
-    topic = app.topic(
-        runtime.topic(TOPIC),
-        partitions=spec.partitions,
-        key_serializer="raw",
-        value_serializer="raw",
+
+    async def feed(msg: Message) -> None:
+        if not msg.key:
+            raise DecodeError("project-configs message without a key")
+        if msg.value is None:
+            served.pop(msg.key, None)  # a tombstone: the key is deleted
+            return
+        served[msg.key] = served_bytes(msg.value)
+
+    fed = attach(
+        app,
+        runtime,
+        AgentSpec(
+            FEED,
+            TOPIC,
+            REGION_ONLY,
+            feed,
+            # A bad message never heals: it goes to the dead letters at once.
+            retry=RetryPolicy(times=0),
+            deadline=None,
+            mode=Mode.EACH,  # the table writes each key's partition from its event
+            tombstones=True,
+        ),
     )
-
-    async def feed(stream: Any) -> None:
-        # One event at a time: the table takes each write's changelog partition from
-        # the current event, which is this key's partition.
-        async for event in stream.events():
-            await _apply(runtime, served, event)
-
-    app.agent(topic, name="project-configs-served")(feed)
+    if fed is None:
+        return
 
     async def get_config(view: Any, request: Any, public_key: str) -> Any:
         # Keys stay bytes (the raw serializer), as they come back from the changelog.
@@ -151,40 +165,3 @@ def install(app: Any, runtime: Runtime) -> None:
 
     routed = app.table_route(table=served, match_info="public_key")(get_config)
     app.page("/api/project-configs/{public_key}")(routed)
-
-    runtime.agents.append("project-configs-served")
-
-
-async def _apply(runtime: Runtime, served: Any, event: Any) -> None:
-    message = event.message
-    key: bytes | None = message.key
-    if not key:
-        await _dead_letter(runtime, message, DecodeError("project-configs message without a key"))
-        return
-    if message.value is None:
-        served.pop(key, None)  # a tombstone: the key is deleted
-        return
-    try:
-        doc = decode_config(runtime, message.value)
-    except (DecodeError, KeyError, ValueError) as exc:
-        await _dead_letter(runtime, message, exc)
-        return
-    served[key] = doc
-
-
-async def _dead_letter(runtime: Runtime, message: Any, exc: Exception) -> None:
-    log.warning(
-        "project_configs.bad_message",
-        extra={"partition": message.partition, "offset": message.offset, "error": repr(exc)},
-    )
-    letter = Letter(
-        message.value,
-        message.key,
-        list(message.headers or []),
-        Failure(FailureReason.DECODE, type(exc).__name__, str(exc)),
-        message.topic,
-        message.partition,
-        message.offset,
-        "project-configs-served",
-    )
-    await runtime.dead_letters.send(letter)

@@ -253,7 +253,7 @@ def _delivery(
         "not_before": now,
         "created_at": now,
     }
-    return Outgoing(OUT_TOPIC, value, f"{kind}:{target_id}")
+    return Outgoing(OUT_TOPIC, value, f"{kind}:{target_id}", msg.trace)
 
 
 def install(app: Any, runtime: Runtime) -> None:

@@ -143,7 +143,7 @@ class WebhookDeliveries:
                 await self._deliver(due)
             elif wait > left:
                 await publish_all(
-                    self.runtime, [_requeue(m.value) for m in queue], agent="webhook_delivery"
+                    self.runtime, [_requeue(m) for m in queue], agent="webhook_delivery"
                 )
                 return
 
@@ -187,7 +187,7 @@ class WebhookDeliveries:
             kind, attempt = v["target_kind"], int(v.get("attempt", 1))
             self._observe(v, out)
             if out.verdict in (Verdict.RETRY, Verdict.DEFER):
-                later.append(_retry_of(v, out))
+                later.append(_retry_of(msg, out))
             elif out.verdict is Verdict.DEAD:
                 dead.append((msg, _failure(out)))
             if out.logged:
@@ -232,17 +232,19 @@ def _due(msg: Message) -> float:
     return _ms(msg.value.get("not_before"))
 
 
-def _requeue(v: dict[str, Any]) -> Outgoing:
+def _requeue(msg: Message) -> Outgoing:
     """The same delivery, same attempt and not-before, back onto the retry topic."""
-    return Outgoing(RETRY_TOPIC, dict(v), f"{v['target_kind']}:{v['target_id']}")
+    v = msg.value
+    return Outgoing(RETRY_TOPIC, dict(v), f"{v['target_kind']}:{v['target_id']}", msg.trace)
 
 
-def _retry_of(v: dict[str, Any], out: Outcome) -> Outgoing:
+def _retry_of(msg: Message, out: Outcome) -> Outgoing:
+    v = msg.value
     attempt = int(v.get("attempt", 1)) + (1 if out.verdict is Verdict.RETRY else 0)
     value = dict(v)
     value["attempt"] = attempt
     value["not_before"] = int((time.time() + out.retry_in) * 1000)
-    return Outgoing(RETRY_TOPIC, value, f"{v['target_kind']}:{v['target_id']}")
+    return Outgoing(RETRY_TOPIC, value, f"{v['target_kind']}:{v['target_id']}", msg.trace)
 
 
 def _log_entry(v: dict[str, Any], out: Outcome, sent_at: dt.datetime) -> LogEntry:

@@ -1,0 +1,91 @@
+"""Registering an ``AgentSpec`` on a Faust app: silo check, naming, consumption mode.
+
+Every agent of streams goes through ``attach``; an agent declared for another silo
+is not started and is listed under ``skipped_agents`` in ``/health``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from streams import catalogue
+from streams.agents.wrapper.agent import InstrumentedAgent
+from streams.agents.wrapper.message import RawEvent
+from streams.agents.wrapper.spec import AgentSpec, Holder, Mode
+from streams.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+AgentFn = Callable[[Any], Awaitable[None]]
+
+
+def attach(app: Any, runtime: Runtime, spec: AgentSpec) -> InstrumentedAgent | None:
+    """Register ``spec`` as a Faust agent on ``app``, unless the silo forbids it."""
+    if not runtime.settings.silo_mode.allows(spec.silos):
+        log.info(
+            "agent.skipped.wrong_silo",
+            extra={"agent": spec.name, "silo": runtime.settings.silo_mode.value},
+        )
+        runtime.skipped_agents.append(spec.name)
+        return None
+    topic_spec = catalogue.spec(spec.topic)
+    topic = app.topic(
+        topic_spec.full_name(runtime.settings.topic_prefix),
+        partitions=topic_spec.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    runner = InstrumentedAgent(spec, runtime)
+    agent = _consumer(spec, runner)
+    agent.__name__ = spec.name
+    agent.__qualname__ = spec.name
+    app.agent(topic, name=spec.name)(agent)
+    runtime.agents.append(spec.name)
+    return runner
+
+
+def _consumer(spec: AgentSpec, runner: InstrumentedAgent) -> AgentFn:
+    if spec.mode is Mode.EACH:
+        return _each(runner)
+    if spec.mode is Mode.HOLD:
+        if spec.holder is None:
+            raise ValueError(f"agent {spec.name!r}: Mode.HOLD needs a holder")
+        return _hold(spec, runner, spec.holder)
+    return _take(spec, runner)
+
+
+def _take(spec: AgentSpec, runner: InstrumentedAgent) -> AgentFn:
+    async def agent(stream: Any) -> None:
+        async for events in stream.take_events(spec.batch_size, within=spec.batch_within):
+            await runner.process([from_faust(e) for e in events])
+
+    return agent
+
+
+def _each(runner: InstrumentedAgent) -> AgentFn:
+    async def agent(stream: Any) -> None:
+        # Handled inside the iteration: Faust's "current event" is this message's.
+        async for event in stream.events():
+            await runner.process([from_faust(event)])
+
+    return agent
+
+
+def _hold(spec: AgentSpec, runner: InstrumentedAgent, holder: Holder) -> AgentFn:
+    async def agent(stream: Any) -> None:
+        async with holder.consuming(stream):
+            # noack_take: the holder acknowledges each message when it is done with it.
+            async for events in stream.noack_take(spec.batch_size, within=spec.batch_within):
+                async with holder.admitting(events) as fresh:
+                    if fresh:
+                        await runner.process([from_faust(e) for e in fresh])
+
+    return agent
+
+
+def from_faust(event: Any) -> RawEvent:
+    """The ``RawEvent`` of a Faust event."""
+    m = event.message
+    return RawEvent(m.topic, m.partition, m.offset, m.key, m.value, m.headers or [], m.timestamp)
