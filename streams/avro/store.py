@@ -20,11 +20,20 @@ from streams.errors import ConfigurationError
 SCHEMA_DIR_ENV = "STREAMS_SCHEMA_DIR"
 
 
+# The wheel carries the top-level ``schemas/`` as ``streams/_schemas`` (pyproject's
+# hatch force-include); a checkout (editable install) reads ``schemas/`` itself.
+PACKAGED_SCHEMA_DIR = Path(__file__).resolve().parents[1] / "_schemas"
+CHECKOUT_SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+
 def default_schema_dir() -> Path:
+    """``$STREAMS_SCHEMA_DIR``, else the schemas packaged in the wheel, else the checkout's."""
     env = os.environ.get(SCHEMA_DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "schemas"
+    if PACKAGED_SCHEMA_DIR.is_dir():
+        return PACKAGED_SCHEMA_DIR
+    return CHECKOUT_SCHEMA_DIR
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,10 @@ class SchemaStore:
     def from_dir(cls, root: Path) -> SchemaStore:
         versions: list[SchemaVersion] = []
         if not root.is_dir():
-            raise ConfigurationError(f"schema directory {root} does not exist")
+            raise ConfigurationError(
+                f"schema directory {root} does not exist (set {SCHEMA_DIR_ENV} to the directory"
+                " holding <topic>/v<N>.avsc)"
+            )
         for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             for f in sorted(topic_dir.glob("v*.avsc")):
                 try:
