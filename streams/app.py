@@ -97,6 +97,10 @@ def _install_views(app: faust.App, runtime: Runtime) -> None:
             }
         )
 
+    from streams.console.views import install as install_console
+
+    install_console(app, runtime)
+
 
 _app: faust.App | None = None
 
