@@ -29,6 +29,7 @@ TopicName = Literal[
     "buffer-completions",
     "outbox-backfill-batches",
     "dead-letters",
+    "jobs",
 ]
 
 
@@ -117,6 +118,11 @@ TOPICS: dict[str, TopicSpec] = {
             "outbox-backfill-batches",
             key="table name",
             doc="One outbox backfill batch (table, id range, replication version).",
+        ),
+        TopicSpec(
+            "jobs",
+            key="job id",
+            doc="Runs of declared jobs (delay / apply_async / follow-ons / retries).",
         ),
         TopicSpec(
             "dead-letters",

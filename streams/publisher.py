@@ -9,21 +9,26 @@ background poll thread per publisher.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+import psycopg
 from confluent_kafka import KafkaError, Message, Producer
 
 from streams import catalogue, kafka_config, metrics, tracing
 from streams.avro.codec import SingleObjectCodec, build_codec
 from streams.avro.store import SchemaStore, default_store
+from streams.delayed.due import delay_seconds
+from streams.delayed.store import DelayedWriter, Prepared, Scheduled, insert
 from streams.errors import PublishError, SchemaMismatch, WrongSilo
 from streams.settings import Settings
 
 HeaderInput = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None
+_delayed_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Publisher:
         self._routes: dict[str, _Route] = {}
         self._silo = settings.silo_mode
         self._closed = threading.Event()
+        self._delayed: DelayedWriter | None = None
         self._poller = threading.Thread(target=self._poll_loop, name="streams-poll", daemon=True)
         self._poller.start()
 
@@ -112,6 +118,8 @@ class Publisher:
         self.flush(timeout)
         self._closed.set()
         self._poller.join(timeout=1.0)
+        if self._delayed is not None:
+            self._delayed.close()
 
     def flush(self, timeout: float = 10.0) -> None:
         remaining = self.producer.flush(timeout)
@@ -247,6 +255,71 @@ class Publisher:
         """Publish and await the broker's acknowledgement without blocking the loop."""
         fut = self.send_future(topic, value, key=key, headers=headers)
         return await fut
+
+    def prepare(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | int | None = None,
+        headers: HeaderInput = None,
+        attempt: int = 1,
+    ) -> Prepared:
+        """Check silo and schema and encode, with metadata headers; nothing is sent."""
+        route = self._route(topic)
+        data = self._encode(route, value)
+        hdrs = _headers(headers, tracing.metadata_headers(self._producer_name, attempt))
+        return Prepared(route.full, data, _key_bytes(key), hdrs)
+
+    def schedule(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | int | None = None,
+        headers: HeaderInput = None,
+        countdown: float | None = None,
+        eta: dt.datetime | None = None,
+        conn: psycopg.Connection[Any] | None = None,
+        dedupe_id: str | None = None,
+    ) -> Scheduled:
+        """Publish ``countdown`` s from now (or at ``eta``), through ``scheduled_messages``.
+
+        The value is checked and encoded now (``TypeError`` before anything is stored).
+        With ``conn`` the row is part of the caller's transaction: nothing is published
+        unless it commits, and (without countdown/eta) it is published right after the
+        commit. Without ``conn`` it is committed on its own before this returns. A
+        ``dedupe_id`` already stored makes the call a no-op (``Scheduled.id`` is None).
+        """
+        delay = delay_seconds(countdown, eta)
+        msg = self.prepare(topic, value, key=key, headers=headers)
+        if conn is not None:
+            return insert(conn, msg, delay, dedupe_id)
+        return self.delayed_writer().store(msg, delay, dedupe_id)
+
+    async def schedule_async(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | int | None = None,
+        headers: HeaderInput = None,
+        countdown: float | None = None,
+        eta: dt.datetime | None = None,
+        dedupe_id: str | None = None,
+    ) -> Scheduled:
+        """``schedule`` without blocking the event loop (its own committed write)."""
+        delay = delay_seconds(countdown, eta)
+        msg = self.prepare(topic, value, key=key, headers=headers)
+        return await asyncio.to_thread(self.delayed_writer().store, msg, delay, dedupe_id)
+
+    def delayed_writer(self) -> DelayedWriter:
+        """The pool that stores delayed messages of callers without a transaction."""
+        if self._delayed is None:
+            with _delayed_lock:
+                if self._delayed is None:
+                    self._delayed = DelayedWriter(self.settings.database_url.get())
+        return self._delayed
 
     def send_future(
         self,

@@ -22,6 +22,7 @@ from prometheus_client import start_http_server
 from psycopg_pool import ConnectionPool
 
 from streams import metrics
+from streams.delayed.pump import start_pump
 from streams.outbox.categories import CONTROL_OUTBOX, REGION_OUTBOX, OutboxTable
 from streams.outbox.write import NOTIFY_CHANNEL
 from streams.publisher import Publisher
@@ -222,6 +223,14 @@ def run_relay(settings: Settings, *, concurrency: int | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: relay.stop.set())
     signal.signal(signal.SIGINT, lambda *_: relay.stop.set())
     serve_metrics(settings)
+    pump = start_pump(
+        settings.database_url.get(),
+        relay.publishers,
+        relay.stop,
+        poll_interval=settings.relay_poll_interval,
+        publish_timeout=settings.relay_publish_timeout,
+    )
     relay.run()
+    pump.join(timeout=settings.relay_publish_timeout + 15)
     log.info("relay.stopped", extra={"published": relay.totals.published})
     return 0
