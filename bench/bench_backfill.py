@@ -26,9 +26,9 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from bench_relay import drop_database, scratch_database
 
 from bench._stack import worker_env
+from bench.bench_relay import drop_database, scratch_database
 from streams import topics
 from streams.backfill.models import MODELS
 from streams.backfill.run import run

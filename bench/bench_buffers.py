@@ -45,7 +45,7 @@ def scratch_database(admin_dsn: str) -> str:
         conn.execute(f"CREATE DATABASE {name}".encode())
     info = psycopg.conninfo.conninfo_to_dict(admin_dsn)
     info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)
+    return psycopg.conninfo.make_conninfo("", **info)
 
 
 def drop_database(admin_dsn: str, dsn: str) -> None:

@@ -17,6 +17,7 @@ from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.silo import SiloMode
 from streams.tracing import METADATA_HEADERS, TraceContext, activate, deactivate
+from tests.support.messages import headers_of
 
 CHANGE = {
     "action": "created",
@@ -45,7 +46,7 @@ def read_all(
                 for m in c.consume(100, timeout=2.0):
                     if m.error() is None:
                         got += 1
-                        out.append((m.key(), m.value(), dict(m.headers() or [])))
+                        out.append((m.key(), m.value(), headers_of(m)))
             c.unassign()
         return out
     finally:

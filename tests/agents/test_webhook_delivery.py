@@ -45,7 +45,7 @@ def mod_worker(
     mod_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[harness.Proc]:
     log = tmp_path_factory.mktemp("wd") / "worker.log"
-    proc = harness.start_worker(mod_settings, log, **WORKER_ENV)
+    proc = harness.start_worker(mod_settings, log, env=WORKER_ENV)
     yield proc
     proc.stop()
 

@@ -18,6 +18,7 @@ from streams.offsets import true_end_offsets
 from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.support import harness
+from tests.support.messages import headers_of
 
 
 def seed_groups(dsn: str, n: int) -> list[int]:
@@ -104,7 +105,7 @@ def read_topic(settings: Settings, name: str) -> list[tuple[bytes | None, Any, d
                     offset = (msg.offset() or 0) + 1
                     raw = msg.value()
                     value = codec.decode(name, raw) if spec.avro and raw else raw
-                    out.append((msg.key(), value, dict(msg.headers() or [])))
+                    out.append((msg.key(), value, headers_of(msg)))
             consumer.unassign()
     finally:
         consumer.close()

@@ -20,6 +20,7 @@ from streams.projectconfigs.scopes import Scope, request_value
 from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.support import harness
+from tests.support.messages import headers_of
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def read_topic(
                     Published(
                         (m.key() or b"").decode(),
                         None if raw is None else codec.decode(name, raw),
-                        {k: (v or b"").decode() for k, v in (m.headers() or [])},
+                        {k: v.decode() for k, v in headers_of(m).items()},
                         m.timestamp()[1],
                     )
                 )

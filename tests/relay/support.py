@@ -19,6 +19,7 @@ from streams.outbox import enqueue_outbox
 from streams.relay.messages import H_OUTBOX_ID
 from streams.settings import Settings
 from tests.support import harness
+from tests.support.messages import headers_of
 
 CODEC = SingleObjectCodec(default_store())
 
@@ -68,7 +69,7 @@ class TopicReader:
                     m.offset() or 0,
                     (m.key() or b"").decode(),
                     value,
-                    dict(m.headers() or []),
+                    headers_of(m),
                     m.value() or b"",
                 )
             )
@@ -137,7 +138,7 @@ def write(
 
 def queued(dsn: str, table: str = "region_outbox") -> int:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[arg-type]
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
     assert row is not None
     return int(row[0])
 

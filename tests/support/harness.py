@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ def stop_stack(s: Stack) -> None:
 def dsn_for(admin_dsn: str, database: str) -> str:
     info = psycopg.conninfo.conninfo_to_dict(admin_dsn)
     info["dbname"] = database
-    return psycopg.conninfo.make_conninfo(**info)
+    return psycopg.conninfo.make_conninfo("", **info)
 
 
 def create_template(admin_dsn: str) -> str:
@@ -195,8 +195,15 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.1, what: str = 
 
 
 def start_worker(
-    settings: Settings, log: Path, *, ready: bool = True, timeout: float = 60.0, **extra_env: str
+    settings: Settings,
+    log: Path,
+    *,
+    ready: bool = True,
+    timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
+    **extra_env: str,
 ) -> Proc:
+    extra_env = {**(env or {}), **extra_env}  # env: a prepared dict, typed apart from the flags
     proc = spawn(["worker", "--loglevel", "warning"], env_for(settings, **extra_env), log)
     proc.web_port = settings.web_port
     if ready:
