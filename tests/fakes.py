@@ -1,6 +1,7 @@
 """One shared set of fakes for unit tests, behind the Protocols the real code uses.
 
-``FakePublisher`` (``streams.runtime.EventPublisher`` and the sink's ``RawSender``),
+``FakePublisher`` (``streams.runtime.EventPublisher`` and the sink's ``RawSender``; schema checks
+with ``codec=``),
 ``FakeDeadLetterSink`` (``streams.dlq.sink.DeadLetterSink``), ``FakeClock``
 (``streams.clock.Clock``), ``JsonCodec`` (the wrapper's ``Decoder``) and
 ``FakeServices`` (what the agent wrapper needs from a ``Runtime``). There is no fake
@@ -21,6 +22,7 @@ from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
 from streams import catalogue, tracing
+from streams.avro.codec import SingleObjectCodec
 from streams.dlq.headers import Letter
 from streams.errors import DecodeError, PublishError
 from streams.publisher import Delivered, HeaderInput
@@ -63,9 +65,12 @@ class FakePublisher:
     """Accepts and acknowledges every message at once (offset = its index), unless
     ``fail_next`` is above 0: then that many deliveries report an error instead."""
 
-    def __init__(self, prefix: str = "", producer: str = "fake") -> None:
+    def __init__(
+        self, prefix: str = "", producer: str = "fake", *, codec: SingleObjectCodec | None = None
+    ) -> None:
         self.prefix = prefix
         self.producer = producer
+        self.codec = codec  # when set, values are checked against their schema first
         self.sent: list[Sent] = []
         self.fail_next = 0
         self.closed = False
@@ -92,6 +97,8 @@ class FakePublisher:
         on_delivery: OnDelivery | None = None,
     ) -> None:
         full = catalogue.spec(topic).full_name(self.prefix)
+        if self.codec is not None:
+            self.codec.encode(topic, value)  # raises SchemaMismatch (a TypeError)
         raw_key = key if key is None or isinstance(key, bytes) else str(key).encode()
         hdrs = _headers(headers, tracing.metadata_headers(self.producer, attempt))
         sent = Sent(full, value, raw_key, hdrs, tracing.current())
