@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from streams.settings import Settings
 
+# librdkafka's own log lines (connection failures, ...) go through Python logging, so they
+# carry the one streams format (JSON lines too) instead of raw text on stderr. Not under
+# "streams.": they describe the client library, not a failure streams swallowed.
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+
 
 def common(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.kafka_bootstrap_servers}
+    """Settings every confluent-kafka client of streams shares."""
+    return {"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": LIBRDKAFKA_LOG}
 
 
 def producer(settings: Settings, **overrides: Any) -> dict[str, Any]:

@@ -118,6 +118,8 @@ class Formatter(logging.Formatter):
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        value = ",".join(str(v) for v in value)  # tables=region_outbox,control_outbox
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if _BARE.match(text) else json.dumps(text, ensure_ascii=False)
 
