@@ -214,6 +214,15 @@ class Settings:
             name_list,
         ),
     )
+    job_modules: tuple[str, ...] = field(
+        default=(),
+        metadata=_d(
+            "STREAMS_JOB_MODULES",
+            PROC,
+            "modules declaring jobs (`streams.jobs.declare.job`) that the jobs agent runs",
+            name_list,
+        ),
+    )
     agents: tuple[str, ...] | None = field(
         default=None,
         metadata=_d(
@@ -454,6 +463,12 @@ class Settings:
     def with_(self, **changes: Any) -> Settings:
         """A copy with some values changed (tests and the CLI use this)."""
         return replace(self, **changes)
+
+    def unless_set(self, env: Mapping[str, str], **defaults: Any) -> Settings:
+        """A copy with ``defaults`` for the fields whose variable ``env`` leaves unset
+        (``streams up``'s values for the embedded stack: the environment wins)."""
+        unset = {k: v for k, v in defaults.items() if not env.get(declaration(k).env)}
+        return replace(self, **unset)
 
 
 def declared() -> list[tuple[Field[Any], Declaration]]:

@@ -26,6 +26,7 @@ AGENT_NAMES: tuple[str, ...] = (
     "resource_changes",
     "webhook_delivery",
     "buffers",
+    "jobs",
 )
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: tuple[str, ...] = ("text", "json")

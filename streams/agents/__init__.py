@@ -8,4 +8,5 @@ BUILTIN_AGENT_MODULES: list[str] = [
     "streams.agents.resource_changes",
     "streams.agents.webhook_delivery",
     "streams.agents.buffers",
+    "streams.agents.jobs",
 ]
