@@ -32,6 +32,7 @@ import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -137,7 +138,7 @@ class ConfigReader(threading.Thread):
             for m in consumer.consume(1000, timeout=0.1):
                 if m.error() is None:
                     headers = dict(m.headers() or [])
-                    requested = int(headers.get("invalidation.requested_at", b"0"))
+                    requested = int(headers.get("invalidation.requested_at") or b"0")
                     self.seen.append(((m.key() or b"").decode(), requested, m.timestamp()[1]))
         consumer.close()
 
@@ -146,7 +147,8 @@ def offer(
     settings: Settings, projects: list[tuple[int, int]]
 ) -> tuple[dict[int, list[int]], int, float]:
     """Send RATE req/s for DURATION s; returns request times (ms) per project, count, s."""
-    publisher = Publisher(settings, **{"linger.ms": LINGER_MS})
+    overrides: dict[str, Any] = {"linger.ms": LINGER_MS}
+    publisher = Publisher(settings, **overrides)
     rng = random.Random(1)
     times: dict[int, list[int]] = defaultdict(list)
     per_tick = max(1, round(RATE * TICK))

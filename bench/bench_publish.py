@@ -58,7 +58,9 @@ def main() -> None:
         values = [value(i) for i in range(N)]
         keys = [str(v["organization_id"]) for v in values]
         encoded = [pub.codec.encode(TOPIC, v) for v in values]
-        headers = tracing.metadata_headers(settings.producer_name)
+        headers: list[tuple[str, str | bytes | None]] = list(
+            tracing.metadata_headers(settings.producer_name)
+        )
 
         # CPU cost of what publish adds, without any I/O.
         t = time.perf_counter()

@@ -12,7 +12,7 @@ import faust
 import pytest
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streams.faust_fetch import set_fetch_max_wait
 from streams.settings import Settings
@@ -28,7 +28,8 @@ def restore_fetch_wait() -> Iterator[None]:
 def created_wait_ms() -> int:
     async def create() -> int:
         app = faust.App(f"fetch-{uuid.uuid4().hex[:6]}", broker="kafka://127.0.0.1:1")
-        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        # Faust's typed ConsumerT hides the thread that builds the aiokafka consumer.
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)  # type: ignore[attr-defined]
         await consumer.stop()
         return int(consumer._fetch_max_wait_ms)
 

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from streams.avro.codec import MAGIC
+from streams.dev.stack import free_port
 from streams.dlq import replay as dlq
 from streams.publisher import Publisher
 from streams.settings import Settings
@@ -216,7 +217,7 @@ def test_wrong_silo_agent_is_not_started(
 ) -> None:
     control = probe_settings.with_(
         silo_mode=SiloMode.CONTROL,
-        web_port=harness.stack.free_port(),
+        web_port=free_port(),
         app_id=probe_settings.app_id + "-control",
     )
     proc = harness.start_worker(control, tmp_path / "control.log", ready=False)

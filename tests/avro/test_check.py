@@ -84,7 +84,7 @@ def test_unknown_extra_key_is_refused(codec: SingleObjectCodec) -> None:
 
 
 def test_nested_paths_are_named(codec: SingleObjectCodec) -> None:
-    value = {
+    value: dict[str, Any] = {
         "model": "issue_group",
         "filters": {"id": 1},
         "columns": {"times_seen": 1.5},

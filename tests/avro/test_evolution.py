@@ -13,7 +13,7 @@ from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibi
 
 from streams import catalogue
 from streams.avro.codec import MAGIC, SingleObjectCodec
-from streams.avro.store import SchemaStore, default_schema_dir, default_store
+from streams.avro.store import SchemaStore, SchemaVersion, default_schema_dir, default_store
 
 PAIRS = [
     (subject, older, newer)
@@ -46,10 +46,13 @@ def test_there_is_at_least_one_evolved_schema() -> None:
     PAIRS,
     ids=[f"{s}:v{o.version}->v{n.version}" for s, o, n in PAIRS],
 )
-def test_newer_version_reads_older_data(subject, older, newer) -> None:  # type: ignore[no-untyped-def]
+def test_newer_version_reads_older_data(
+    subject: str, older: SchemaVersion, newer: SchemaVersion
+) -> None:
     reader = avro.schema.parse(json.dumps(newer.raw))
     writer = avro.schema.parse(json.dumps(older.raw))
-    result = ReaderWriterCompatibilityChecker().get_compatibility(reader, writer)
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]  # untyped library
+    result = checker.get_compatibility(reader, writer)
     assert result.compatibility is SchemaCompatibilityType.compatible, result.messages
 
     # And for real: bytes written with the older schema decode through the codec.

@@ -181,7 +181,7 @@ def test_a_redelivered_batch_resumes_and_a_stale_one_changes_nothing(
                         raise Crash()
                 return await real(query, params)
 
-            conn.execute = crashing  # type: ignore[method-assign]
+            conn.execute = crashing  # type: ignore[method-assign,assignment]
             with pytest.raises(Crash):
                 await process_batch(conn, ORG, first, ("default",))
             conn.execute = real  # type: ignore[method-assign]

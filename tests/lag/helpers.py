@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.dev.stack import free_port
@@ -123,7 +123,7 @@ def consume_exactly(bootstrap: str, group: str, topic: str, counts: dict[int, in
         deadline = time.monotonic() + 20
         while taken != counts and time.monotonic() < deadline:
             for m in consumer.consume(500, 0.2):
-                p = m.partition()
+                p = m.partition() or 0
                 if m.error() is None and taken[p] < counts[p] and m.offset() == taken[p]:
                     taken[p] += 1
                     if taken[p] == counts[p]:

@@ -9,9 +9,9 @@ import random
 import fastavro
 import pytest
 
-from streams.avro.codec import SingleObjectCodec
+from streams.avro.codec import SingleObjectCodec, build_codec
+from streams.avro.store import default_store
 from streams.outbox.categories import CATEGORIES, CONTROL_OUTBOX, REGION_OUTBOX, OutboxTable
-from streams.publisher import build_codec, default_store
 from streams.relay.encode import BatchEncoder
 from streams.relay.messages import Row, outbound
 from streams.relay.outbox_avro import compile_outbox

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -167,6 +167,11 @@ def start_crashing_relay(
     return proc
 
 
+def beyond(held: set[int]) -> Callable[[list[Record]], bool]:
+    """A predicate: records other than the ``held`` outbox ids went out."""
+    return lambda records: bool(set(ids_of(records)) - held)
+
+
 def test_kill_9_between_ack_and_delete_loses_nothing(
     settings: Settings, processes: list[harness.Proc], tmp_path: Path, reader: TopicReader
 ) -> None:
@@ -227,7 +232,7 @@ def test_rows_committed_out_of_order_are_all_published(
                 time.sleep(0.03)  # let the relay drain higher ids before lower ones commit
             if rnd_no == 0:
                 held = set(written[: 1000 // 80])
-                reader.wait_for(lambda rs, h=held: bool(set(ids_of(rs)) - h), 10, "higher ids out")
+                reader.wait_for(beyond(held), 10, "higher ids out")
                 conns[0].commit()
     finally:
         for c in conns:

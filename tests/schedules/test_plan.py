@@ -13,8 +13,10 @@ from streams.schedules.ticker import Claim, plan
 UTC = dt.UTC
 
 
-def t(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=UTC)
+def t(  # noqa: PLR0917 - the positional fields of datetime itself
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
 async def _noop(conn: object, run: Run) -> None:
