@@ -14,7 +14,7 @@ from streams.settings import Secret, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Tansu's group join waits session.timeout / 2 (BROKER.md): benchmark workers use short
+# Tansu's group join waits session.timeout / 2 (docs/broker.md #1): benchmark workers use short
 # group timeouts unless a benchmark says otherwise.
 EMBEDDED_BROKER: dict[str, Any] = {"kafka_session_timeout": 6.0, "kafka_heartbeat_interval": 1.0}
 

@@ -11,7 +11,7 @@ Topic ``project-config-invalidations`` (keyed by organization), two tables, a ti
   deletes it only after the broker acknowledged the configs, so a pending recompute
   survives kill -9 and rebalances (it is recovered from the changelog by whichever
   worker owns the partition next). Window-close callbacks are not used: Faust fires
-  them for one partition per window and forgets them on a crash (BROKER.md).
+  them for one partition per window and forgets them on a crash (docs/broker.md F1).
 
 Table writes name their changelog partition explicitly (the request's partition):
 in a batch there is no single "current event" for Faust to take it from.
