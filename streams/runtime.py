@@ -43,18 +43,6 @@ class EventPublisher(Protocol):
         """Check, encode and enqueue; the broker's answer arrives at ``on_delivery``."""
         ...
 
-    def send_future(
-        self,
-        topic: str,
-        value: Any,
-        *,
-        key: Key = None,
-        headers: HeaderInput = None,
-        attempt: int = 1,
-    ) -> asyncio.Future[Delivered]:
-        """Check, encode and enqueue; the future resolves on the broker's answer."""
-        ...
-
     async def publish_async(
         self, topic: str, value: Any, *, key: Key = None, headers: HeaderInput = None
     ) -> Delivered:

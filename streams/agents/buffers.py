@@ -97,7 +97,7 @@ def install(app: Any, runtime: Runtime) -> None:
 
     async def emit(rows: Sequence[tuple[PartitionWindow, RowSums]]) -> None:
         pending = [
-            runtime.publisher.send_future(
+            runtime.publisher.publish_async(
                 COMPLETIONS, completion(w, r), key=row_key(r.model.name, r.filters)
             )
             for w, r in rows

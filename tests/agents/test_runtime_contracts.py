@@ -48,12 +48,10 @@ class PublisherContract:
         assert delivered.topic == prefix + TOPIC
         assert delivered.offset >= 0
 
-    def test_send_reports_each_ack_once_and_send_future_resolves(
-        self, under_test: tuple[EventPublisher, str]
-    ) -> None:
-        pub, prefix = under_test
+    def test_send_reports_each_ack_once(self, under_test: tuple[EventPublisher, str]) -> None:
+        pub, _ = under_test
 
-        async def go() -> tuple[list[KafkaError | None], Delivered]:
+        async def go() -> list[KafkaError | None]:
             loop = asyncio.get_running_loop()
             acked: list[KafkaError | None] = []
             done = loop.create_future()
@@ -73,11 +71,9 @@ class PublisherContract:
             finally:
                 tracing.deactivate(token)
             await done
-            return acked, await pub.send_future(TOPIC, CHANGE, key=9)
+            return acked
 
-        acked, delivered = asyncio.run(go())
-        assert acked == [None]
-        assert delivered.topic == prefix + TOPIC
+        assert asyncio.run(go()) == [None]
 
     def test_a_value_off_schema_raises_type_error_before_sending(
         self, under_test: tuple[EventPublisher, str]
