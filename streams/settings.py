@@ -26,6 +26,7 @@ from streams.settings_parse import (
     Group,
     Secret,
     agents,
+    catch_up,
     flag,
     level,
     log_format,
@@ -36,8 +37,10 @@ from streams.settings_parse import (
     path,
     prefix,
     regex,
+    schedule_spec,
     secret,
     silo,
+    smtp_url,
     text,
 )
 from streams.silo import SiloMode
@@ -46,7 +49,7 @@ __all__ = ["AGENT_NAMES", "Group", "Secret", "Settings", "get_settings", "reset_
 
 KAFKA, DB, PROC, LOG = Group.KAFKA, Group.DATABASE, Group.PROCESS, Group.LOGGING
 RELAY, HOOKS, CONFIGS, BUFFERS = Group.RELAY, Group.WEBHOOKS, Group.CONFIGS, Group.BUFFERS
-BACKFILL, LAG = Group.BACKFILL, Group.LAG
+BACKFILL, LAG, SCHED = Group.BACKFILL, Group.LAG, Group.SCHEDULES
 PORT = {"low": 1, "high": 65535}
 PORT_OR_OFF = {"low": 0, "high": 65535}
 
@@ -440,6 +443,71 @@ class Settings:
     lag_exporter_cluster: str = field(
         default="local",
         metadata=_d("STREAMS_LAG_EXPORTER_CLUSTER", LAG, "value of the `cluster_name` label", text),
+    )
+    schedule_tick: float = field(
+        default=1.0,
+        metadata=_d(
+            "STREAMS_SCHEDULE_TICK",
+            SCHED,
+            "how often every worker looks for due schedule slots, seconds",
+            number(float),
+            low=0.05,
+        ),
+    )
+    schedule_catch_up: str = field(
+        default="once",
+        metadata=_d(
+            "STREAMS_SCHEDULE_CATCH_UP",
+            SCHED,
+            "slots missed while every worker was down: `once` (one run), `skip` or `all` "
+            "(for schedules that do not set their own)",
+            catch_up,
+        ),
+    )
+    schedule_grace: float = field(
+        default=60.0,
+        metadata=_d(
+            "STREAMS_SCHEDULE_GRACE",
+            SCHED,
+            "a slot later than this when first seen counts as missed, seconds (for "
+            "schedules that do not set their own)",
+            number(float),
+            low=0.0,
+        ),
+    )
+    weekly_reports_schedule: str = field(
+        default="0 9 * * 1",
+        metadata=_d(
+            "STREAMS_WEEKLY_REPORTS_SCHEDULE",
+            SCHED,
+            "when weekly reports go out: a crontab (UTC) or `every <n>s|m|h|d`; a run "
+            "reports the 7 days before its slot",
+            schedule_spec,
+        ),
+    )
+    smtp_url: Secret = field(
+        default_factory=lambda: Secret("smtp://127.0.0.1:25"),
+        metadata=_d(
+            "STREAMS_SMTP_URL",
+            SCHED,
+            "mail server: `smtp://[user:password@]host[:port]` (`?starttls=1`) or `smtps://`",
+            smtp_url,
+            shown="`smtp://127.0.0.1:25`",
+        ),
+    )
+    smtp_sender: str = field(
+        default="streams@localhost",
+        metadata=_d("STREAMS_SMTP_SENDER", SCHED, "`From:` of reports and notifications", text),
+    )
+    smtp_timeout: float = field(
+        default=30.0,
+        metadata=_d(
+            "STREAMS_SMTP_TIMEOUT",
+            SCHED,
+            "SMTP connect and command timeout, seconds",
+            number(float),
+            low=0.1,
+        ),
     )
 
     @classmethod

@@ -27,6 +27,7 @@ AGENT_NAMES: tuple[str, ...] = (
     "webhook_delivery",
     "buffers",
     "jobs",
+    "schedules",
 )
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: tuple[str, ...] = ("text", "json")
@@ -45,6 +46,7 @@ class Group(Enum):
     BUFFERS = "Buffers"
     BACKFILL = "Backfill"
     LAG = "Lag exporter"
+    SCHEDULES = "Schedules, reports and mail"
 
 
 class Secret:
@@ -214,6 +216,33 @@ level = Parser(_level)
 log_format = Parser(_log_format)
 name_list = Parser(_names, ",".join)
 agents = Parser(_agents, _or_empty(lambda names: ",".join(names) or "none"))
+
+
+def _catch_up(raw: str) -> str:
+    if raw.lower() not in ("once", "skip", "all"):
+        raise ValueError("expected once, skip or all")
+    return raw.lower()
+
+
+def _schedule_spec(raw: str) -> str:
+    from streams.schedules.spec import parse_spec
+
+    parse_spec(raw)  # CrontabError is a ValueError naming what is wrong
+    return raw
+
+
+def _smtp_url(raw: str) -> Secret:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(raw)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError("expected smtp://[user:password@]host[:port] or smtps://...")
+    return Secret(raw)
+
+
+catch_up = Parser(_catch_up)
+schedule_spec = Parser(_schedule_spec)
+smtp_url = Parser(_smtp_url, lambda s: s.get())
 path = Parser(lambda raw: Path(raw).absolute())
 regex = Parser(_regex)
 optional_number = Parser(_float, _or_empty(_num))

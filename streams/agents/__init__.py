@@ -9,4 +9,5 @@ BUILTIN_AGENT_MODULES: list[str] = [
     "streams.agents.webhook_delivery",
     "streams.agents.buffers",
     "streams.agents.jobs",
+    "streams.agents.schedules",
 ]

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from streams.jobs.declare import Job
 
 # Modules declaring built-in jobs; a worker imports them and ``STREAMS_JOB_MODULES``.
-BUILTIN_JOB_MODULES: list[str] = []
+BUILTIN_JOB_MODULES: list[str] = ["streams.reports.jobs", "streams.notifications.jobs"]
 
 _JOBS: dict[str, Job] = {}
 

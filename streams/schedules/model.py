@@ -17,7 +17,7 @@ import datetime as dt
 import enum
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streams.errors import ConfigurationError
@@ -57,8 +57,9 @@ class Schedule:
     fire: Fire
     interval: float | None = None
     crontab: Crontab | None = None
-    catch_up: CatchUp = CatchUp.ONCE
-    grace: float = 60.0
+    # None: the process default (``STREAMS_SCHEDULE_CATCH_UP`` / ``_GRACE``).
+    catch_up: CatchUp | None = None
+    grace: float | None = None
     silos: frozenset[SiloMode] = ALL_SILOS
     description: str = ""
     max_catch_up: int = 100  # ``all``: slots run per tick at most, oldest first
@@ -68,8 +69,26 @@ class Schedule:
             raise ConfigurationError(f"schedule {self.name!r}: give interval or crontab")
         if self.interval is not None and not self.interval >= 0.1:
             raise ConfigurationError(f"schedule {self.name!r}: interval must be >= 0.1 s")
-        if self.grace < 0:
+        if self.grace is not None and self.grace < 0:
             raise ConfigurationError(f"schedule {self.name!r}: grace must be >= 0")
+
+    def with_defaults(self, catch_up: CatchUp, grace: float) -> Schedule:
+        """This schedule with the process defaults filled in where it sets none."""
+        if self.catch_up is not None and self.grace is not None:
+            return self
+        return replace(
+            self,
+            catch_up=self.catch_up if self.catch_up is not None else catch_up,
+            grace=self.grace if self.grace is not None else grace,
+        )
+
+    @property
+    def catch_up_policy(self) -> CatchUp:
+        return self.catch_up if self.catch_up is not None else CatchUp.ONCE
+
+    @property
+    def grace_seconds(self) -> float:
+        return self.grace if self.grace is not None else 60.0
 
     @property
     def spec(self) -> str:
@@ -116,7 +135,7 @@ class Registry:
         return schedule
 
     def for_silo(self, silo: SiloMode) -> list[Schedule]:
-        return [s for s in self.schedules.values() if silo in s.silos]
+        return [s for s in self.schedules.values() if silo.allows(s.silos)]
 
 
 REGISTRY = Registry()
@@ -127,8 +146,8 @@ def every(
     seconds: float,
     fire: Fire,
     *,
-    catch_up: CatchUp = CatchUp.ONCE,
-    grace: float = 60.0,
+    catch_up: CatchUp | None = None,
+    grace: float | None = None,
     silos: frozenset[SiloMode] = ALL_SILOS,
     description: str = "",
 ) -> Schedule:
@@ -151,8 +170,8 @@ def cron(
     expression: str,
     fire: Fire,
     *,
-    catch_up: CatchUp = CatchUp.ONCE,
-    grace: float = 60.0,
+    catch_up: CatchUp | None = None,
+    grace: float | None = None,
     silos: frozenset[SiloMode] = ALL_SILOS,
     description: str = "",
 ) -> Schedule:

@@ -68,7 +68,7 @@ def plan(schedule: Schedule, last: dt.datetime | None, now: dt.datetime) -> list
     latest = schedule.latest_slot(now)
     if latest is None or (last is not None and latest <= last):
         return []
-    cutoff = now - dt.timedelta(seconds=schedule.grace)
+    cutoff = now - dt.timedelta(seconds=schedule.grace_seconds)
     claims: list[Claim] = []
     if last is not None and last < cutoff - _TINY:
         claims.extend(_catch_up(schedule, last, cutoff - _TINY))
@@ -79,7 +79,7 @@ def plan(schedule: Schedule, last: dt.datetime | None, now: dt.datetime) -> list
 
 
 def _catch_up(schedule: Schedule, last: dt.datetime, until: dt.datetime) -> list[Claim]:
-    if schedule.catch_up is CatchUp.ALL:
+    if schedule.catch_up_policy is CatchUp.ALL:
         out: list[Claim] = []
         slot = schedule.next_slot(last)
         while slot is not None and slot <= until and len(out) < schedule.max_catch_up:
@@ -89,7 +89,7 @@ def _catch_up(schedule: Schedule, last: dt.datetime, until: dt.datetime) -> list
     late = schedule.slots_between(last, until, 1000)
     if not late:
         return []
-    if schedule.catch_up is CatchUp.SKIP:
+    if schedule.catch_up_policy is CatchUp.SKIP:
         return [Claim(late[-1], "skipped", len(late))]
     return [Claim(late[-1], "catch_up", len(late) - 1)]
 
