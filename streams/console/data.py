@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,14 +131,15 @@ def agent_rows(
     return rows
 
 
-async def existing_tables(conn: AsyncConnection[Any], names: Iterable[str]) -> list[str]:
-    """Those of ``names`` that exist in the current schema search path."""
+async def existing_tables(conn: AsyncConnection[Any], names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that exist in the current schema search path, in order."""
     cur = await conn.execute(
         "SELECT c.relname FROM pg_class c WHERE c.relname = ANY(%s) AND c.relkind = 'r' "
-        "AND pg_table_is_visible(c.oid) ORDER BY 1",
+        "AND pg_table_is_visible(c.oid)",
         (list(names),),
     )
-    return [str(r[0]) for r in await cur.fetchall()]
+    found = {str(r[0]) for r in await cur.fetchall()}
+    return [n for n in names if n in found]
 
 
 async def outbox_backlog(conn: AsyncConnection[Any]) -> list[BacklogRow]:
