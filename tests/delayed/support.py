@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-
-import uuid
-
 from confluent_kafka import Consumer, TopicPartition
 
 from streams import kafka_config

@@ -8,7 +8,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -22,6 +22,20 @@ from tests.relay.support import start_relay
 from tests.support import harness
 
 SOAK = os.environ.get("STREAMS_SOAK", "") not in ("", "0")
+
+
+@pytest.fixture
+def relays(
+    settings: Settings, processes: list[harness.Proc], tmp_path: Path
+) -> Callable[[], harness.Proc]:
+    """Start a ``streams relay`` (its pump publishes the delayed messages)."""
+    count = [0]
+
+    def start() -> harness.Proc:
+        count[0] += 1
+        return start_relay(settings, processes, tmp_path / f"relay-{count[0]}.log")
+
+    return start
 
 
 @pytest.fixture
@@ -111,8 +125,7 @@ def test_ten_thousand_delayed_messages_arrive_no_earlier_than_due_and_about_on_t
 def test_kill_9_of_the_relay_and_a_broker_pause_lose_nothing_and_deliver_nothing_early(
     settings: Settings,
     publisher: Publisher,
-    processes: list[harness.Proc],
-    tmp_path: Path,
+    relays: Callable[[], harness.Proc],
     reader: JobsReader,
     real_stack: harness.Stack,
 ) -> None:
@@ -120,14 +133,14 @@ def test_kill_9_of_the_relay_and_a_broker_pause_lose_nothing_and_deliver_nothing
         pytest.skip("the broker is not ours to pause")
     broker = real_stack.started.broker_pid
     count, spread = (50_000, 60.0) if SOAK else (10_000, 20.0)
-    relay = start_relay(settings, processes, tmp_path / "relay-1.log")
+    relay = relays()
     writer = threading.Thread(target=schedule_spread, args=(publisher, count, spread))
     writer.start()
     try:
         harness.wait_for(lambda: len(reader.arrivals.first) > 500 or reader.poll(), 30, 0.0)
         relay.kill9()
         time.sleep(1.0)
-        start_relay(settings, processes, tmp_path / "relay-2.log")
+        relays()
         harness.wait_for(lambda: reader.poll() > 0, 30, 0.0, "relay 2 publishing")
         os.kill(broker, signal.SIGSTOP)
         try:
