@@ -68,7 +68,7 @@ class Settings:
             KAFKA,
             "broker addresses; when set, `streams up` starts no embedded broker",
             text,
-            required="`streams up` sets it; elsewhere export it (`streams dev start` prints it)",
+            required="export it (`streams dev start` prints the line), or run `streams up`",
         )
     )
     database_url: Secret = field(
@@ -78,7 +78,7 @@ class Settings:
             "PostgreSQL DSN (a secret: never printed); when set, `streams up` starts no "
             "embedded server",
             secret,
-            required="`streams up` sets it; elsewhere export it (`streams dev start` prints it)",
+            required="export it (`streams dev start` prints the line), or run `streams up`",
         )
     )
     schema_registry_url: str | None = field(

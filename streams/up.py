@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from streams.db.pool import redacted_url
 from streams.demo import buffers as buffers_demo
@@ -25,16 +26,16 @@ from streams.demo import configs as configs_demo
 from streams.demo import lag as lag_status
 from streams.demo import outbox as relay_demo
 from streams.demo import webhooks as webhooks_demo
-from streams.settings import Settings
+from streams.settings import Settings, read
 
-# Defaults for the embedded stack (docs/broker.md #1, #8); the environment wins.
-LOCAL_ENV: dict[str, str] = {
-    "STREAMS_KAFKA_SESSION_TIMEOUT": "6",
-    "STREAMS_KAFKA_HEARTBEAT_INTERVAL": "1",
-    "STREAMS_CONSUMER_FETCH_MAX_WAIT": "0.1",  # streams/faust_fetch.py
+# Settings for the embedded stack (docs/broker.md #1, #8); the environment wins.
+LOCAL: dict[str, Any] = {
+    "kafka_session_timeout": 6.0,
+    "kafka_heartbeat_interval": 1.0,
+    "consumer_fetch_max_wait": 0.1,  # streams/faust_fetch.py
 }
-# Defaults the demo workloads need: the webhook demo's receiver is on 127.0.0.1.
-DEMO_ENV: dict[str, str] = {"STREAMS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1"}
+# Settings the demo workloads need: the webhook demo's receiver is on 127.0.0.1.
+DEMO: dict[str, Any] = {"ssrf_allow": ("127.0.0.1",)}
 
 # Long-running components: (name, argv after `python -m streams`). Each capability
 # that adds a process appends itself here.
@@ -101,13 +102,17 @@ def run(*, demo: bool = True, duration: float | None = None) -> int:
     from streams.dev import stack
     from streams.settings import reset_settings
 
-    state = Path(os.environ.get("STREAMS_STATE_DIR", ".streams")).absolute()
-    env = {**LOCAL_ENV, **(DEMO_ENV if demo else {}), **os.environ}
-    owned = not (env.get("KAFKA_BOOTSTRAP_SERVERS") and env.get("DATABASE_URL"))
-    info = stack.start(state, detach=False, env=env)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = info.kafka_bootstrap_servers or ""
-    env["DATABASE_URL"] = info.database_url or ""
-    settings = Settings.from_env(env)
+    state: Path = read("state_dir")
+    owned = not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("DATABASE_URL"))
+    info = stack.start(state, detach=False, env=dict(os.environ))
+    addresses = {
+        "KAFKA_BOOTSTRAP_SERVERS": info.kafka_bootstrap_servers or "",
+        "DATABASE_URL": info.database_url or "",
+    }
+    settings = Settings.from_env({**os.environ, **addresses}).unless_set(
+        os.environ, **LOCAL, **(DEMO if demo else {})
+    )
+    env = {**os.environ, **settings.to_env()}  # the children see exactly these settings
     reset_settings(settings)
     children: list[Child] = []
     stop = threading.Event()

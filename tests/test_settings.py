@@ -150,3 +150,11 @@ def test_relay_help_shows_the_real_concurrency_default(capsys: pytest.CaptureFix
         build_parser().parse_args(["relay", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert f"$STREAMS_RELAY_CONCURRENCY, else `{Settings.from_env(BASE).relay_concurrency}`" in out
+
+
+def test_unless_set_gives_way_to_the_environment() -> None:
+    env = {**BASE, "STREAMS_KAFKA_SESSION_TIMEOUT": "20", "STREAMS_CONSUMER_FETCH_MAX_WAIT": ""}
+    s = Settings.from_env(env).unless_set(
+        env, kafka_session_timeout=6.0, consumer_fetch_max_wait=0.1
+    )
+    assert (s.kafka_session_timeout, s.consumer_fetch_max_wait) == (20.0, 0.1)
