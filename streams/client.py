@@ -10,12 +10,16 @@ offending type and the reason.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, overload
 
+import psycopg
+
+from streams.delayed.store import Scheduled
 from streams.projectconfigs.scopes import (
     DatabaseScopeResolver,
     ScopeResolver,
@@ -45,18 +49,76 @@ def set_publisher(publisher: Publisher | None) -> None:
     _publisher = publisher
 
 
+Key = str | bytes | int | None
+Conn = psycopg.Connection[Any]
+
+
+@overload
 def publish(
-    topic: str, value: Any, *, key: str | bytes | int | None = None, headers: HeaderInput = None
-) -> Delivered:
-    """Publish one value and wait for the broker's acknowledgement."""
-    return get_publisher().publish(topic, value, key=key, headers=headers)
+    topic: str,
+    value: Any,
+    *,
+    key: Key = None,
+    headers: HeaderInput = None,
+    countdown: None = None,
+    eta: None = None,
+    conn: None = None,
+) -> Delivered: ...
+
+
+@overload
+def publish(
+    topic: str,
+    value: Any,
+    *,
+    key: Key = None,
+    headers: HeaderInput = None,
+    countdown: float | None = None,
+    eta: dt.datetime | None = None,
+    conn: Conn | None = None,
+) -> Delivered | Scheduled: ...
+
+
+def publish(
+    topic: str,
+    value: Any,
+    *,
+    key: Key = None,
+    headers: HeaderInput = None,
+    countdown: float | None = None,
+    eta: dt.datetime | None = None,
+    conn: Conn | None = None,
+) -> Delivered | Scheduled:
+    """Publish one value and wait for the broker's acknowledgement.
+
+    With ``countdown`` (seconds, up to 30 days) or ``eta`` (an aware datetime) the
+    message is published no earlier than then, by ``streams relay``; with ``conn``
+    only if that psycopg transaction commits (right after the commit, or when due).
+    Either way the value is checked first (``TypeError``) and a ``Scheduled`` is
+    returned once the message is stored.
+    """
+    if countdown is None and eta is None and conn is None:
+        return get_publisher().publish(topic, value, key=key, headers=headers)
+    return get_publisher().schedule(
+        topic, value, key=key, headers=headers, countdown=countdown, eta=eta, conn=conn
+    )
 
 
 async def publish_async(
-    topic: str, value: Any, *, key: str | bytes | int | None = None, headers: HeaderInput = None
-) -> Delivered:
-    """Publish one value; await the acknowledgement without blocking the event loop."""
-    return await get_publisher().publish_async(topic, value, key=key, headers=headers)
+    topic: str,
+    value: Any,
+    *,
+    key: Key = None,
+    headers: HeaderInput = None,
+    countdown: float | None = None,
+    eta: dt.datetime | None = None,
+) -> Delivered | Scheduled:
+    """``publish`` without blocking the event loop (``countdown``/``eta`` as there)."""
+    if countdown is None and eta is None:
+        return await get_publisher().publish_async(topic, value, key=key, headers=headers)
+    return await get_publisher().schedule_async(
+        topic, value, key=key, headers=headers, countdown=countdown, eta=eta
+    )
 
 
 def send_alert_event(
@@ -65,22 +127,39 @@ def send_alert_event(
     sentry_app_id: int,
     additional_payload_key: str | None = None,
     additional_payload: Mapping[str, Any] | None = None,
-) -> Delivered | None:
+    *,
+    conn: Conn | None = None,
+) -> Delivered | Scheduled | None:
     """Send an alert to a sentry app's webhook: one delivery on ``webhook-deliveries``.
 
     ``event`` is plain data with an integer ``project_id``; the payload's data holds
     it under ``event``, the rule name under ``triggered_rule``, and
     ``additional_payload`` under ``additional_payload_key`` when both are given.
     Returns None (nothing sent) when the app is not installed in the event's
-    organization; raises ``TypeError`` for arguments that are not plain data.
+    organization; raises ``TypeError`` for arguments that are not plain data. With
+    ``conn`` the installation is read in that transaction and the delivery is sent
+    only if it commits.
     """
     from streams.db.pool import connect
     from streams.webhooks.alerts import build_alert_delivery
 
     publisher = get_publisher()
-    with connect(publisher.settings) as conn:
+    if conn is not None:
         value = build_alert_delivery(
             conn,
+            event,
+            rule,
+            sentry_app_id,
+            additional_payload_key=additional_payload_key,
+            additional_payload=additional_payload,
+        )
+        if value is None:
+            return None
+        key = f"{value['target_kind']}:{value['target_id']}"
+        return publisher.schedule("webhook-deliveries", value, key=key, conn=conn)
+    with connect(publisher.settings) as own:
+        value = build_alert_delivery(
+            own,
             event,
             rule,
             sentry_app_id,
@@ -113,6 +192,7 @@ def _scope_resolver() -> ScopeResolver:
     return _resolver
 
 
+@overload
 def schedule_invalidate_project_config(
     *,
     trigger: str,
@@ -120,7 +200,31 @@ def schedule_invalidate_project_config(
     project_id: int | None = None,
     public_key: str | None = None,
     countdown: float = 5,
-) -> Delivered:
+    conn: None = None,
+) -> Delivered: ...
+
+
+@overload
+def schedule_invalidate_project_config(
+    *,
+    trigger: str,
+    organization_id: int | None = None,
+    project_id: int | None = None,
+    public_key: str | None = None,
+    countdown: float = 5,
+    conn: Conn,
+) -> Scheduled: ...
+
+
+def schedule_invalidate_project_config(
+    *,
+    trigger: str,
+    organization_id: int | None = None,
+    project_id: int | None = None,
+    public_key: str | None = None,
+    countdown: float = 5,
+    conn: Conn | None = None,
+) -> Delivered | Scheduled:
     """Ask for the project configs of one scope to be recomputed ``countdown`` s from now.
 
     Exactly one of ``organization_id``, ``project_id``, ``public_key`` must be given,
@@ -129,6 +233,10 @@ def schedule_invalidate_project_config(
     whose scope, or a scope covering it, is already pending is skipped by the agent.
     Organization scope deletes the configs of all its keys; project and key scope
     recompute them. Returns once the broker acknowledged the request.
+
+    With ``conn`` (the caller's psycopg connection) the scope is resolved in that
+    transaction and the request is published only after it commits, so the
+    recompute reads the committed rows; a rollback publishes nothing.
     """
     kind, value = validate_scope(organization_id, project_id, public_key)
     if not isinstance(trigger, str) or not trigger:
@@ -137,9 +245,26 @@ def schedule_invalidate_project_config(
         raise TypeError(f"countdown must be a number of seconds, got {type(countdown).__name__}")
     if not math.isfinite(countdown) or countdown < 0:
         raise ValueError(f"countdown must be a finite number >= 0, got {countdown!r}")
-    scope = _scope_resolver().resolve(kind, value)
+    resolver = _scope_resolver() if conn is None else _InTransaction(conn)
+    scope = resolver.resolve(kind, value)
     record = request_value(scope, trigger=trigger, countdown=countdown)
+    if conn is not None:
+        return get_publisher().schedule(
+            "project-config-invalidations", record, key=scope.message_key, conn=conn
+        )
     return publish("project-config-invalidations", record, key=scope.message_key)
+
+
+class _InTransaction(DatabaseScopeResolver):
+    """Resolves scopes with the caller's connection (it sees the caller's own rows)."""
+
+    def __init__(self, conn: Conn) -> None:
+        super().__init__("")
+        self._caller = conn
+
+    def _fetch(self, sql: str, value: int | str) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._caller.execute(sql.encode(), (value,)).fetchone()
+        return row
 
 
 def incr(
@@ -150,6 +275,7 @@ def incr(
     signal_only: bool = False,
     *,
     wait: bool = False,
+    conn: Conn | None = None,
 ) -> None:
     """Add ``columns`` to the counters of the ``model`` row matching ``filters``, buffered.
 
@@ -160,13 +286,17 @@ def incr(
     and emits a ``buffer-completions`` event instead. Model and column names must be
     in the allow-list (``streams.buffers.models.MODELS``), else ``TypeError`` and
     nothing is published. Does not wait for the broker unless ``wait=True``; an
-    increment the broker refuses later is logged (``client.incr.undelivered``).
+    increment the broker refuses later is logged (``client.incr.undelivered``). With
+    ``conn`` the increment is sent only if that transaction commits.
     """
     from streams.buffers.models import check_increment
 
     inc = check_increment(model, columns, filters, extra, signal_only)
     publisher = get_publisher()
-    if wait:
+    if conn is not None:
+        # After commit only: the increment then counts exactly the committed change.
+        publisher.schedule("buffer-increments", inc.to_wire(), key=inc.key, conn=conn)
+    elif wait:
         publisher.publish("buffer-increments", inc.to_wire(), key=inc.key)
     else:
         publisher.send("buffer-increments", inc.to_wire(), key=inc.key, on_delivery=_undelivered)
