@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 
+from streams import client
+from streams.projectconfigs.scopes import DatabaseScopeResolver
 from streams.publisher import Publisher
 from streams.settings import Settings
+from tests.projectconfigs.support import seed
 from tests.support import harness
 from tests.support.webhooks import Receiver, Rows
 
@@ -31,7 +34,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 TOKEN = "console-s3cret"
 SCREENSHOT = harness.ROOT / "docs" / "console.png"
 WORKER_ENV = {
-    "STREAMS_AGENTS": "resource_changes,webhook_delivery,project_configs",
+    "STREAMS_AGENTS": "resource_changes,webhook_delivery,invalidation,project_configs",
+    "STREAMS_INVALIDATION_COUNTDOWN": "0.5",
     "STREAMS_CONSUMER_FETCH_MAX_WAIT": "0.1",
     "STREAMS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
     "STREAMS_CONSOLE_TOKEN": TOKEN,
@@ -117,6 +121,48 @@ def test_see_a_dead_letter_replay_it_and_see_it_processed(
         pub.close()
 
 
+def test_look_up_a_project_config_by_public_key(
+    mod_worker: harness.Proc, mod_settings: Settings
+) -> None:
+    dsn = mod_settings.database_url.get()
+    seeded = seed(dsn, slug="console-org")
+    project = seeded.project_ids[0]
+    (key,) = seeded.keys[project]
+    pub = Publisher(mod_settings)
+    resolver = DatabaseScopeResolver(dsn)
+    client.set_publisher(pub)
+    client.set_scope_resolver(resolver)
+    try:
+        client.schedule_invalidate_project_config(trigger="test", project_id=project)
+        harness.wait_for(
+            lambda: mod_worker.get(f"/api/project-configs/{key}")[0] == 200, 30, 0.2, "served"
+        )
+    finally:
+        client.set_scope_resolver(None)
+        client.set_publisher(None)
+        resolver.close()
+        pub.close()
+    base = f"http://127.0.0.1:{mod_worker.web_port}"
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(f"{base}/console/configs?token={TOKEN}")
+            page.fill("input[name=key]", key)
+            page.click("button[type=submit]")
+            page.wait_for_selector("pre")
+            text = page.inner_text("main")
+            assert f"p0 #{project}" in text and "console-org" in text
+            assert "Served document (HTTP 200)" in text
+            assert '"project_slug": "p0"' in page.inner_text("pre")
+            page.fill("input[name=key]", "no-such-key")
+            page.click("button[type=submit]")
+            page.wait_for_selector("text=No project key with that value")
+            assert "Served document (HTTP 404)" in page.inner_text("main")
+        finally:
+            browser.close()
+
+
 def _browse_and_replay(proc: harness.Proc, rows: Rows, receiver: Receiver, missing: int) -> None:
     base = f"http://127.0.0.1:{proc.web_port}"
     with playwright_api.sync_playwright() as pw:
@@ -165,11 +211,16 @@ def _status_screenshot(page: Page, base: str, rows: Rows) -> None:
             "now() - interval '95 seconds' FROM generate_series(1, 2) AS n",
             (rows.organization_id,),
         )
-    page.goto(f"{base}/console")
-    page.wait_for_selector("h2:has-text('Outbox backlog')")
+
+    def lag_shown() -> bool:
+        # Offsets are committed every second and the lag is cached for a few.
+        page.goto(f"{base}/console")
+        page.wait_for_selector("h2:has-text('Outbox backlog')")
+        return "resource-changes" in page.inner_text("table >> nth=2")
+
+    harness.wait_for(lag_shown, 20, 1.0, "consumer lag of resource-changes")
     backlog = page.inner_text("table >> nth=3")
     assert "region_outbox\t2\t1m 3" in backlog  # 2 rows, the oldest 1m 35s or so
-    assert "resource-changes" in page.inner_text("table >> nth=2")  # consumer lag
     if os.environ.get("STREAMS_UPDATE_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
