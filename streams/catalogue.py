@@ -135,8 +135,14 @@ TOPICS: dict[str, TopicSpec] = {
 }
 
 
-def spec(name: str) -> TopicSpec:
-    """The catalogue entry of an unprefixed topic name."""
+def spec(name: TopicName) -> TopicSpec:
+    """The catalogue entry of a built-in topic (a typo in ``name`` fails type-checking)."""
+    return TOPICS[name]
+
+
+def lookup(name: str) -> TopicSpec:
+    """The catalogue entry of a name known only at run time (a message's topic, an
+    extension agent's registered topic); ``UnknownTopic`` when it is not in the catalogue."""
     try:
         return TOPICS[name]
     except KeyError:
@@ -157,8 +163,3 @@ def register(extra: TopicSpec) -> None:
     if existing is not None and existing != extra:
         raise ValueError(f"topic {extra.name!r} is already in the catalogue")
     TOPICS[extra.name] = extra
-
-
-def changelog_topic(app_id: str, table: str) -> str:
-    """The name Faust gives a table's changelog (it already carries the app id)."""
-    return f"{app_id}-{table}-changelog"

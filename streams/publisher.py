@@ -129,7 +129,7 @@ class Publisher:
     def _route(self, topic: str) -> _Route:
         route = self._routes.get(topic)
         if route is None:
-            spec = catalogue.spec(topic)
+            spec = catalogue.lookup(topic)
             if not self._silo.allows(spec.publishers):
                 raise WrongSilo(
                     f"silo {self._silo.value!r} may not publish to {topic!r} "

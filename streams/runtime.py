@@ -112,8 +112,8 @@ class Runtime:
         return cls(settings, codec, publisher, sink, LazyPool(settings))
 
     def topic(self, name: str) -> str:
-        """Full (prefixed) name of a catalogue topic."""
-        return catalogue.spec(name).full_name(self.settings.topic_prefix)
+        """Full (prefixed) name of a catalogue topic (built-in or registered by an extension)."""
+        return catalogue.lookup(name).full_name(self.settings.topic_prefix)
 
     async def pool(self) -> AsyncConnectionPool:
         """The worker's async PostgreSQL pool, opened on first use."""

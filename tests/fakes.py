@@ -96,7 +96,7 @@ class FakePublisher:
         attempt: int = 1,
         on_delivery: OnDelivery | None = None,
     ) -> None:
-        full = catalogue.spec(topic).full_name(self.prefix)
+        full = catalogue.lookup(topic).full_name(self.prefix)
         if self.codec is not None:
             self.codec.encode(topic, value)  # raises SchemaMismatch (a TypeError)
         raw_key = key if key is None or isinstance(key, bytes) else str(key).encode()
@@ -128,7 +128,7 @@ class FakePublisher:
         result: list[Delivered | PublishError] = []
 
         def cb(err: KafkaError | None, _msg: KafkaMessage) -> None:
-            full = catalogue.spec(topic).full_name(self.prefix)
+            full = catalogue.lookup(topic).full_name(self.prefix)
             if err is None:
                 result.append(Delivered(full, 0, len(self.sent) - 1))
             else:

@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 from streams import catalogue, client, kafka_config
 from streams.avro.codec import build_codec
 from streams.avro.store import default_store
+from streams.catalogue import TopicName
 from streams.offsets import true_end_offsets
 from streams.publisher import Publisher
 from streams.settings import Settings
@@ -80,7 +81,9 @@ def client_publisher(publisher: Publisher) -> Iterator[None]:
         client.set_publisher(None)
 
 
-def read_topic(settings: Settings, name: str) -> list[tuple[bytes | None, Any, dict[str, bytes]]]:
+def read_topic(
+    settings: Settings, name: TopicName
+) -> list[tuple[bytes | None, Any, dict[str, bytes]]]:
     """Every message of a catalogue topic to its true end: (key, decoded value, headers).
 
     Raw topics (dead letters) give their bytes as the value.

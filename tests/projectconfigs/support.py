@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 from streams import catalogue, kafka_config
 from streams.avro.codec import SingleObjectCodec, build_codec
 from streams.avro.store import default_store
+from streams.catalogue import TopicName
 from streams.offsets import true_end_offsets
 from streams.projectconfigs.scopes import Scope, request_value
 from streams.publisher import Publisher
@@ -76,7 +77,7 @@ class Published:
 
 
 def read_topic(
-    settings: Settings, name: str, codec: SingleObjectCodec | None = None
+    settings: Settings, name: TopicName, codec: SingleObjectCodec | None = None
 ) -> list[Published]:
     """Every message of a catalogue topic, from the start to its true end."""
     codec = codec or build_codec(default_store(), None)
@@ -149,7 +150,7 @@ def metric(proc: harness.Proc, name: str, **labels: str) -> float:
     return total
 
 
-def committed(settings: Settings, name: str) -> int:
+def committed(settings: Settings, name: TopicName) -> int:
     """Messages of a catalogue topic that the worker's consumer group has committed."""
     topic = catalogue.spec(name).full_name(settings.topic_prefix)
     consumer = Consumer(kafka_config.consumer(settings, settings.app_id))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -14,7 +14,7 @@ from streams.settings import Settings
 from tests.projectconfigs.support import execute, read_topic, seed
 from tests.support import harness
 
-TOPIC = "project-config-invalidations"
+TOPIC: Final = "project-config-invalidations"
 
 
 @pytest.fixture

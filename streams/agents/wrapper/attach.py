@@ -15,22 +15,36 @@ from streams.agents.wrapper.agent import InstrumentedAgent
 from streams.agents.wrapper.message import RawEvent
 from streams.agents.wrapper.spec import AgentSpec, Holder, Mode
 from streams.runtime import Runtime
+from streams.silo import SiloMode
 
 log = logging.getLogger(__name__)
 
 AgentFn = Callable[[Any], Awaitable[None]]
 
 
-def attach(app: Any, runtime: Runtime, spec: AgentSpec) -> InstrumentedAgent | None:
-    """Register ``spec`` as a Faust agent on ``app``, unless the silo forbids it."""
-    if not runtime.settings.silo_mode.allows(spec.silos):
+def runs_here(runtime: Runtime, name: str, silos: frozenset[SiloMode]) -> bool:
+    """Whether agent ``name`` of ``silos`` runs in this worker's silo; if not, it is
+    logged and listed under ``skipped_agents`` in ``/health`` (once).
+
+    ``attach`` checks it; an ``install`` that must create tables or timers before
+    attaching checks it first, so a skipped agent creates nothing.
+    """
+    if runtime.settings.silo_mode.allows(silos):
+        return True
+    if name not in runtime.skipped_agents:
         log.info(
             "agent.skipped.wrong_silo",
-            extra={"agent": spec.name, "silo": runtime.settings.silo_mode.value},
+            extra={"agent": name, "silo": runtime.settings.silo_mode.value},
         )
-        runtime.skipped_agents.append(spec.name)
+        runtime.skipped_agents.append(name)
+    return False
+
+
+def attach(app: Any, runtime: Runtime, spec: AgentSpec) -> InstrumentedAgent | None:
+    """Register ``spec`` as a Faust agent on ``app``, unless the silo forbids it."""
+    if not runs_here(runtime, spec.name, spec.silos):
         return None
-    topic_spec = catalogue.spec(spec.topic)
+    topic_spec = catalogue.lookup(spec.topic)
     topic = app.topic(
         topic_spec.full_name(runtime.settings.topic_prefix),
         partitions=topic_spec.partitions,
