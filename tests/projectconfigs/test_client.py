@@ -49,9 +49,9 @@ def test_no_scope_or_several_scopes_raise_type_error_and_publish_nothing(
 
 def test_bad_trigger_or_countdown_publish_nothing(settings: Settings, wired: None) -> None:
     with pytest.raises(TypeError, match="trigger"):
-        client.schedule_invalidate_project_config(trigger=None, project_id=1)  # type: ignore[arg-type]
+        client.schedule_invalidate_project_config(trigger=None, project_id=1)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="countdown"):
-        client.schedule_invalidate_project_config(trigger="t", project_id=1, countdown="5")  # type: ignore[arg-type]
+        client.schedule_invalidate_project_config(trigger="t", project_id=1, countdown="5")  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="countdown"):
         client.schedule_invalidate_project_config(trigger="t", project_id=1, countdown=-1)
     assert read_topic(settings, TOPIC) == []
