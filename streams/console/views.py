@@ -26,7 +26,7 @@ from streams.console import configs, data, pages
 from streams.console import dead_letters as dlq
 from streams.console.auth import COOKIE, Credentials, Guard
 from streams.console.lag import LagCache
-from streams.console.render import login_page
+from streams.console.render import layout, login_page, tag
 from streams.publisher import Publisher
 from streams.runtime import Runtime
 
@@ -87,7 +87,7 @@ class Console:
         try:
             since_ms = _since_ms(since)
         except ValueError:
-            return _html(f"since={since!r} is not an ISO date-time", status=400)
+            return _message("Bad filter", f"since={since!r} is not an ISO date-time", 400)
         filters = dlq.Filters(q.get("topic", ""), q.get("reason", ""), since_ms)
         number = int(q["page"]) if q.get("page", "").isdigit() else 1
         letters, truncated = await asyncio.to_thread(dlq.read_recent, self.settings)
@@ -108,11 +108,11 @@ class Console:
     async def replay(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
         if not self.guard.csrf_ok(str(form.get("csrf", "")), request.headers, request.host):
-            return _html("The replay form is stale or came from another site.", status=403)
+            return _message("Refused", "The replay form is stale or came from another site.", 403)
         try:
             partition, offset = int(str(form["partition"])), int(str(form["offset"]))
         except (KeyError, ValueError):
-            return _html("partition and offset must be integers", status=400)
+            return _message("Bad request", "partition and offset must be integers", 400)
         letter = await asyncio.to_thread(dlq.fetch_one, self.settings, partition, offset)
         if letter is None:
             message = f"No dead letter at {partition}:{offset}."
@@ -159,7 +159,11 @@ class Console:
                     COOKIE, creds.query, httponly=True, samesite="Strict", path="/console"
                 )
                 return resp
-            return await handler(request)
+            try:
+                return await handler(request)
+            except Exception as exc:  # a dependency is away: say so on the page
+                log.warning("console.page.failed", extra={"path": request.path, "error": repr(exc)})
+                return _message("Unavailable", f"{request.path} failed: {exc!r}", 503)
 
         return check
 
@@ -177,6 +181,10 @@ def _html(body: str, status: int = 200) -> web.Response:
             "form-action 'self'; frame-ancestors 'none'",
         },
     )
+
+
+def _message(title: str, text: str, status: int) -> web.Response:
+    return _html(layout(title, "", tag("p", text, class_="note")), status=status)
 
 
 def _redirect(target: str) -> web.Response:

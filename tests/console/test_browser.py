@@ -101,6 +101,10 @@ def test_every_console_page_needs_the_token(mod_worker: harness.Proc) -> None:
     forged = _request(mod_worker, "/console/dead-letters/replay", method="POST", headers=bearer)
     assert forged[0] == 403
     assert _request(mod_worker, "/console/dead-letters/replay", headers=bearer)[0] == 405
+    # Input comes back escaped, even in an error.
+    evil = "/console/dead-letters?since=%3Cscript%3Ex%3C/script%3E"
+    status, _, body = _request(mod_worker, evil, headers=bearer)
+    assert status == 400 and "<script>" not in body and "&lt;script&gt;" in body
     # The worker's own endpoints stay as they were.
     assert mod_worker.get("/health")[0] == 200
 
