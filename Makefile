@@ -31,7 +31,7 @@ fmt: $(STAMP) ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix streams tests bench
 	$(BIN)/ruff format streams tests bench
 
-test: $(STAMP) lint promtool ## Lint, then the whole test suite against a real broker and PostgreSQL
+test: $(STAMP) lint promtool chromium ## Lint, then the whole test suite against a real broker and PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 promtool: ## Install prometheus + promtool (Debian package) for the ops tests, if missing
@@ -39,6 +39,23 @@ promtool: ## Install prometheus + promtool (Debian package) for the ops tests, i
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
+
+chromium: ## Install Chromium (Debian package) for the console's browser test, if missing
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    -o DPkg::Lock::Timeout=600 chromium; }
+
+image-tools: ## Install buildah + debootstrap (Debian packages) for `make image`, if missing
+	@command -v buildah >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    -o DPkg::Lock::Timeout=600 buildah debootstrap; }
+
+image: $(STAMP) image-tools ## Build the OCI image streams:<version> with buildah (k8s/image/build.sh)
+	PYTHON=$(BIN)/python k8s/image/build.sh
 
 manifests: $(STAMP) ## Regenerate k8s/ files derived from the code (topics, workloads, rules, dashboards)
 	$(BIN)/python -m streams.ops.k8s
@@ -55,4 +72,4 @@ dev-stop: $(STAMP) ## Stop them
 clean: ## Remove the venv and local data
 	rm -rf $(VENV) .streams .mypy_cache .ruff_cache
 
-.PHONY: help install run lint fmt test promtool manifests bench dev-start dev-stop clean
+.PHONY: help install run lint fmt test promtool chromium image-tools image manifests bench dev-start dev-stop clean

@@ -97,6 +97,9 @@ buildah config \
   --label org.opencontainers.image.version="$VERSION" \
   --label io.streams.build="$BUILD_KEY" \
   "$ctr"
+previous=$(buildah inspect --type image --format '{{.FromImageID}}' "$TAG" 2>/dev/null || true)
 buildah commit --quiet --rm "$ctr" "$TAG" >/dev/null
 trap - EXIT
+# The image the tag named before is garbage now (vfs keeps a full copy of each).
+[ -z "$previous" ] || buildah rmi "$previous" >/dev/null 2>&1 || true
 step "committed $TAG"
