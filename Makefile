@@ -31,7 +31,7 @@ fmt: $(STAMP) ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix streams tests bench
 	$(BIN)/ruff format streams tests bench
 
-test: $(STAMP) lint promtool chromium ## Lint, then the whole test suite against a real broker and PostgreSQL
+test: $(STAMP) lint promtool chromium image-tools ## Lint, then the whole test suite against a real broker and PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 promtool: ## Install prometheus + promtool (Debian package) for the ops tests, if missing
