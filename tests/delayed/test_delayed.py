@@ -153,3 +153,22 @@ def test_kill_9_of_the_relay_and_a_broker_pause_lose_nothing_and_deliver_nothing
     assert arrivals.early() == []
     assert pending(settings.database_url.get()) == 0
     print(f"duplicates after kill -9 / pause: {arrivals.duplicates}")
+
+
+def test_a_dedupe_id_is_sent_once_even_when_scheduled_again_after_delivery(
+    settings: Settings,
+    publisher: Publisher,
+    relays: Callable[[], harness.Proc],
+    reader: JobsReader,
+) -> None:
+    relays()
+    first = publisher.schedule("jobs", value(1), countdown=0.5, dedupe_id="run-1.1")
+    again = publisher.schedule("jobs", value(1), countdown=0, dedupe_id="run-1.1")
+    assert first.id is not None and again.id is None
+    reader.collect(1, 20)
+    later = publisher.schedule("jobs", value(1), dedupe_id="run-1.1")
+    assert later.id is None
+    time.sleep(1.5)
+    reader.poll(0.5)
+    assert reader.arrivals.duplicates == 0
+    assert pending(settings.database_url.get()) == 0
