@@ -52,6 +52,13 @@ class Console:
             self._publisher = Publisher(self.settings)
         return self._publisher
 
+    def close(self) -> None:
+        """Close the lag clients and the replay producer (worker shutdown)."""
+        self.lag.close()
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
+
     def sample(self) -> None:
         counters = data.agent_counters(metrics.REGISTRY)
         self.rates.sample({a: data.handled(c) for a, c in counters.items()})
@@ -222,6 +229,10 @@ def install(app: faust.App, runtime: Runtime, token: str | None = None) -> Conso
     async def console_rates() -> None:
         console.sample()
 
+    async def close_console(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await asyncio.to_thread(console.close)
+
     app.timer(SAMPLE_INTERVAL, name="console-rates")(console_rates)
+    app.on_before_shutdown.connect(close_console)
 
     return console
