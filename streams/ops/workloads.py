@@ -2,19 +2,24 @@
 
 One definition per component, stamped out per silo: a Faust worker and an outbox
 relay for each silo, and one lag exporter. Settings come from the ConfigMap
-``streams-config`` and the Secret ``streams-secrets``; only what differs per silo is
-set on the container.
+``streams-config`` and the Secret ``streams-secrets`` (``DATABASE_URL``); only what
+differs per silo is set on the container. Pods that use the database run
+``streams db migrate`` in an init container first: it is idempotent and serialised by
+an advisory lock, so pods starting together are safe, and every rollout of a new
+image migrates before its code runs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any
 
 from streams.ops import alerts, manifests
 from streams.ops.manifests import WORKER_SILOS
 
-IMAGE = "streams:0.1.0"  # the overlay's `images:` names the real registry and tag
+# What `make image` tags; the overlay's `images:` names the real registry and tag.
+IMAGE = f"streams:{version('streams')}"
 PART_OF = {"app.kubernetes.io/part-of": "streams"}
 STATE_DIR = "/var/lib/streams"
 LAG_THRESHOLD = 1000  # messages of lag per worker replica before KEDA adds one
@@ -35,6 +40,7 @@ class Component:
     memory_limit: str
     startup_seconds: int = 60
     grace_seconds: int = 30
+    migrates: bool = True  # uses the database: run the migrations before it starts
 
 
 WORKER = Component(
@@ -78,6 +84,7 @@ EXPORTER = Component(
     cpu="100m",
     memory="128Mi",
     memory_limit="256Mi",
+    migrates=False,
 )
 
 
@@ -110,7 +117,31 @@ def _env(c: Component, silo: str | None) -> list[dict[str, Any]]:
     if c is WORKER and silo:
         # One consumer group per silo: the silos run different agents.
         env.append({"name": "STREAMS_APP_ID", "value": f"streams-{silo}"})
+    if c is WORKER:
+        # Faust announces this URL to the group; a project-config request that lands on
+        # the wrong pod is forwarded to the partition owner's URL, so it must be the
+        # pod's own address, not the 0.0.0.0 it binds.
+        env += [
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "NODE_CANONICAL_URL", "value": f"http://$(POD_IP):{c.port}"},
+        ]
     return env
+
+
+# Settings for every container: the ConfigMap, then the Secret holding DATABASE_URL.
+ENV_FROM = [
+    {"configMapRef": {"name": "streams-config"}},
+    {"secretRef": {"name": "streams-secrets"}},
+]
+SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+VOLUME_MOUNTS = [
+    {"name": "state", "mountPath": STATE_DIR},
+    {"name": "tmp", "mountPath": "/tmp"},
+]
 
 
 def _container(c: Component, silo: str | None) -> dict[str, Any]:
@@ -119,10 +150,7 @@ def _container(c: Component, silo: str | None) -> dict[str, Any]:
         "image": IMAGE,
         "command": ["streams"],
         "args": list(c.args),
-        "envFrom": [
-            {"configMapRef": {"name": "streams-config"}},
-            {"secretRef": {"name": "streams-secrets"}},
-        ],
+        "envFrom": ENV_FROM,
         "env": _env(c, silo),
         "ports": [{"name": c.port_name, "containerPort": c.port, "protocol": "TCP"}],
         "startupProbe": _probe(c, c.live_path, 2, c.startup_seconds // 2),
@@ -132,15 +160,22 @@ def _container(c: Component, silo: str | None) -> dict[str, Any]:
             "requests": {"cpu": c.cpu, "memory": c.memory},
             "limits": {"memory": c.memory_limit},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [
-            {"name": "state", "mountPath": STATE_DIR},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        "securityContext": SECURITY_CONTEXT,
+        "volumeMounts": VOLUME_MOUNTS,
+    }
+
+
+def migrate_container() -> dict[str, Any]:
+    """The init container: ``streams db migrate`` against the Secret's DATABASE_URL."""
+    return {
+        "name": "migrate",
+        "image": IMAGE,
+        "command": ["streams"],
+        "args": ["db", "migrate"],
+        "envFrom": ENV_FROM,
+        "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": SECURITY_CONTEXT,
+        "volumeMounts": VOLUME_MOUNTS,
     }
 
 
@@ -166,6 +201,7 @@ def deployment(c: Component, silo: str | None = None) -> dict[str, Any]:
                         "fsGroup": 10001,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    **({"initContainers": [migrate_container()]} if c.migrates else {}),
                     "containers": [_container(c, silo)],
                     "volumes": [
                         {"name": "state", "emptyDir": {}},
