@@ -9,7 +9,7 @@ one partition). State: ``outbox_backfill_state`` in PostgreSQL (see
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 from streams.agents.base import AgentSpec, Message, RetryPolicy, attach
 from streams.backfill.batch import Batch, process_batch
@@ -21,7 +21,7 @@ from streams.silo import ALL_SILOS
 
 log = logging.getLogger(__name__)
 
-TOPIC = "outbox-backfill-batches"
+TOPIC: Final = "outbox-backfill-batches"
 
 
 def install(app: Any, runtime: Runtime) -> None:

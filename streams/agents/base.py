@@ -13,7 +13,7 @@ stable import path of the names agents use.
 from __future__ import annotations
 
 from streams.agents.wrapper.agent import InstrumentedAgent
-from streams.agents.wrapper.attach import attach, from_faust
+from streams.agents.wrapper.attach import attach, from_faust, runs_here
 from streams.agents.wrapper.message import BatchHandler, Handler, Message, RawEvent
 from streams.agents.wrapper.retry import DeadLetter, Decision, Ignore, Retry, RetryPolicy
 from streams.agents.wrapper.spec import AgentSpec, Holder, Mode
@@ -34,4 +34,5 @@ __all__ = [
     "RetryPolicy",
     "attach",
     "from_faust",
+    "runs_here",
 ]

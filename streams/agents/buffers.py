@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 from streams.agents.base import AgentSpec, Message, Mode, RetryPolicy, attach
 from streams.buffers.buffer import Buffer, Item
@@ -30,8 +30,8 @@ from streams.silo import REGION_ONLY
 log = logging.getLogger(__name__)
 
 NAME = "buffers"
-TOPIC = "buffer-increments"
-COMPLETIONS = "buffer-completions"
+TOPIC: Final = "buffer-increments"
+COMPLETIONS: Final = "buffer-completions"
 BATCH = 2000
 BATCH_WITHIN = 0.1
 

@@ -24,10 +24,10 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from streams import metrics
-from streams.agents.base import AgentSpec, Message, Retry, RetryPolicy, attach
+from streams.agents.base import AgentSpec, Message, Retry, RetryPolicy, attach, runs_here
 from streams.agents.project_configs import ConfigsOut
 from streams.errors import PermanentFailure
 from streams.projectconfigs.debounce import (
@@ -43,7 +43,8 @@ from streams.silo import REGION_ONLY
 
 log = logging.getLogger(__name__)
 
-TOPIC = "project-config-invalidations"
+NAME = "invalidation"
+TOPIC: Final = "project-config-invalidations"
 TICK = 0.1  # timer interval: how late after its due time a recompute may start
 MAX_BATCH = 2_000  # due recomputes per tick (one query per scope kind)
 # A failing recompute is retried alone, 11 times with backoff (1 s doubling, up to
@@ -328,8 +329,8 @@ class Invalidation:
 
 def install(app: Any, runtime: Runtime) -> None:
     settings = runtime.settings
-    if not settings.silo_mode.allows(REGION_ONLY):
-        return
+    if not runs_here(runtime, NAME, REGION_ONLY):
+        return  # before the tables and the timer: a skipped agent creates nothing
     from streams import catalogue
 
     partitions = catalogue.spec(TOPIC).partitions
@@ -362,7 +363,7 @@ def install(app: Any, runtime: Runtime) -> None:
         app,
         runtime,
         AgentSpec(
-            name="invalidation",
+            name=NAME,
             topic=TOPIC,
             silos=REGION_ONLY,
             handler=inv.handle,

@@ -17,10 +17,10 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from streams import catalogue, metrics
-from streams.agents.base import AgentSpec, Message, Mode, RetryPolicy, attach
+from streams.agents.base import AgentSpec, Message, Mode, RetryPolicy, attach, runs_here
 from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.errors import DecodeError
 from streams.projectconfigs.debounce import DueWork
@@ -33,8 +33,8 @@ from streams.silo import REGION_ONLY
 
 log = logging.getLogger(__name__)
 
-TOPIC = "project-configs"
-REQUESTS = "project-config-invalidations"
+TOPIC: Final = "project-configs"
+REQUESTS: Final = "project-config-invalidations"
 SERVED_TABLE = "project-configs-served"
 FEED = "project-configs-served"  # the agent feeding the table
 # librdkafka's name for the Java client's (and aiokafka's) default partitioner.
@@ -118,6 +118,8 @@ def served_bytes(record: Any) -> bytes:
 
 
 def install(app: Any, runtime: Runtime) -> None:
+    if not runs_here(runtime, FEED, REGION_ONLY):
+        return  # before the table: a skipped agent creates nothing
     spec = catalogue.spec(TOPIC)
     served = app.Table(
         SERVED_TABLE,
@@ -136,7 +138,7 @@ def install(app: Any, runtime: Runtime) -> None:
             return
         served[msg.key] = served_bytes(msg.value)
 
-    fed = attach(
+    attach(
         app,
         runtime,
         AgentSpec(
@@ -151,8 +153,6 @@ def install(app: Any, runtime: Runtime) -> None:
             tombstones=True,
         ),
     )
-    if fed is None:
-        return
 
     async def get_config(view: Any, request: Any, public_key: str) -> Any:
         # Keys stay bytes (the raw serializer), as they come back from the changelog.

@@ -15,19 +15,19 @@ yields the same ids (receivers can drop duplicates by ``Request-ID``).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from streams import metrics
-from streams.agents.base import AgentSpec, Message, RetryPolicy, attach
+from streams.agents.base import AgentSpec, Message, Retry, RetryPolicy, attach
 from streams.agents.batch_io import Outgoing, dead_letter, publish_all
 from streams.dlq.headers import Failure, FailureReason
+from streams.errors import RetryLater
 from streams.runtime import Runtime
 from streams.silo import REGION_ONLY
 from streams.webhooks import payloads, resources
@@ -36,10 +36,10 @@ from streams.webhooks.resources import Instance, Project, Resource, UnknownSende
 log = logging.getLogger(__name__)
 
 AGENT = "resource_changes"
-TOPIC = "resource-changes"
-OUT_TOPIC = "webhook-deliveries"
-# Waits before looking a not-yet-visible row up again (about 6 s in all).
-VISIBILITY_BACKOFF = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+TOPIC: Final = "resource-changes"
+OUT_TOPIC: Final = "webhook-deliveries"
+# Looking a not-yet-visible row up again: 6 times, 0.1 s doubling (about 6 s in all).
+VISIBILITY_RETRY = RetryPolicy(times=6, delay=0.1, backoff=2.0, max_delay=3.2)
 DELIVERY_NS = uuid.UUID("6f1c8d3e-2b7a-4f0e-9d51-7d2c43a1b9e5")
 
 CHANGES = metrics.counter(
@@ -120,19 +120,21 @@ class ResourceChanges:
         if not pending:
             return found, []
         pool = await self.runtime.pool()
-        for delay in (0.0, *VISIBILITY_BACKOFF):
-            if delay:
-                log.info("resource_change.instance_not_visible", extra={"count": len(pending)})
-                await asyncio.sleep(delay)
+        attempt, waited = 0, 0.0
+        while True:
             async with pool.connection() as conn:
                 for resource in {c.resource for c in pending}:
                     ids = sorted({c.instance_id for c in pending if c.resource == resource})
                     for iid, inst in (await resources.load(conn, resource, ids)).items():
                         found[resource.name, iid] = inst
             pending = [c for c in pending if (c.resource.name, c.instance_id) not in found]
-            if not pending:
+            attempt += 1
+            decision = VISIBILITY_RETRY.decide(RetryLater("instance not visible"), attempt)
+            if not pending or not isinstance(decision, Retry):
                 break
-        waited = sum(VISIBILITY_BACKOFF)
+            log.info("resource_change.instance_not_visible", extra={"count": len(pending)})
+            await self.runtime.clock.sleep(decision.delay)
+            waited += decision.delay
         missing = []
         for c in pending:
             CHANGES.labels(c.resource.name, "instance_missing").inc()
