@@ -118,6 +118,12 @@ class _Acks:
         return cb
 
 
+# Rows whose topic starts with this are not published: at their due time a local
+# target (e.g. "local:outbox": insert the outbox row) runs in the claim transaction.
+LOCAL_PREFIX = "local:"
+LocalTarget = Callable[[psycopg.Connection[Any], bytes], None]
+
+
 class Pump:
     """Publishes due delayed messages until ``stop`` is set."""
 
@@ -131,6 +137,7 @@ class Pump:
         poll_interval: float = 1.0,
         publish_timeout: float = 30.0,
         retention: float = 7 * 24 * 3600.0,
+        local_targets: dict[str, LocalTarget] | None = None,
     ) -> None:
         self.dsn = dsn
         self.publishers = publishers
@@ -139,6 +146,7 @@ class Pump:
         self.poll_interval = poll_interval
         self.publish_timeout = publish_timeout
         self.retention = retention
+        self.local_targets = local_targets or {}
         self.published = 0
         self._conn: psycopg.Connection[Any] | None = None
         self._listener: psycopg.Connection[Any] | None = None
@@ -169,7 +177,9 @@ class Pump:
             rows = conn.execute(_CLAIM, (self.batch_size,)).fetchall()
             if not rows:
                 return 0
-            acks = self._publish(rows)
+            local = [r for r in rows if r[1].startswith(LOCAL_PREFIX)]
+            acks = self._publish([r for r in rows if not r[1].startswith(LOCAL_PREFIX)])
+            acks.ok += self._run_local(conn, local)
             if acks.ok:
                 conn.execute(_DELETE, (acks.ok,))
                 conn.execute(_MARK, (acks.ok,))
@@ -179,9 +189,29 @@ class Pump:
         self._record(rows, acks, unsettled)
         return len(rows)
 
+    def _run_local(self, conn: psycopg.Connection[Any], rows: list[Any]) -> list[int]:
+        """Run local targets, each in a savepoint; returns the ids that succeeded."""
+        done: list[int] = []
+        for row in rows:
+            target = self.local_targets.get(row[1])
+            try:
+                if target is None:
+                    raise LookupError(f"no local target {row[1]!r} in this process")
+                with conn.transaction():
+                    target(conn, bytes(row[3]))
+                done.append(row[0])
+            except Exception as exc:  # a bad row must not stop the others: backoff + log
+                log.error(
+                    "delayed.pump.local_failed",
+                    extra={"id": row[0], "target": row[1], "error": repr(exc)},
+                )
+        return done
+
     def _publish(self, rows: list[Any]) -> _Acks:
-        publisher: RawSender = self.publishers.get()
         acks = _Acks(len(rows))
+        if not rows:
+            return acks
+        publisher: RawSender = self.publishers.get()
         for row_id, topic, key, value, names, values, _dedupe, due_ms, _att in rows:
             headers = [(n, bytes(v)) for n, v in zip(names, values, strict=True)]
             headers.append((H_DUE_AT, str(due_ms).encode()))

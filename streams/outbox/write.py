@@ -8,6 +8,7 @@ delays a row by the poll interval.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from typing import Any
 
 import psycopg
 
+from streams.delayed.due import delay_seconds
+from streams.delayed.store import Prepared, insert
 from streams.outbox.categories import (
     CategoryInfo,
     OutboxCategory,
@@ -116,6 +119,8 @@ def enqueue_outbox(
     payload: Mapping[str, Any] | None = None,
     region: str | None = None,
     backfill: bool = False,
+    countdown: float | None = None,
+    eta: dt.datetime | None = None,
 ) -> int:
     """Write one outbox row in ``conn``'s current transaction; returns its id.
 
@@ -123,7 +128,13 @@ def enqueue_outbox(
     region-silo row (``region_outbox``). Raises ``OutboxError`` (a ValueError) when the
     category does not belong to the scope or to that outbox, ``TypeError`` for values
     that are not plain data. The row is published only if the transaction commits.
+
+    With ``countdown``/``eta`` the row is checked now but kept in ``scheduled_messages``
+    and written to the outbox when due (by ``streams relay``), so it never holds up its
+    shard meanwhile; the id returned is then that of the scheduled row.
     """
+    if countdown is not None or eta is not None:
+        return _defer(conn, locals(), delay_seconds(countdown, eta))
     _, ins = build_insert(
         scope=scope,
         shard_identifier=shard_identifier,
@@ -163,3 +174,32 @@ async def enqueue_outbox_async(
     row = await cur.fetchone()
     assert row is not None
     return int(row[0])
+
+
+# The scheduled_messages "topic" of deferred outbox rows (see streams.delayed.pump).
+DEFERRED_TARGET = "local:outbox"
+_ROW_ARGS = (
+    "scope",
+    "shard_identifier",
+    "category",
+    "object_identifier",
+    "payload",
+    "region",
+    "backfill",
+)
+
+
+def _defer(conn: psycopg.Connection[Any], call: dict[str, Any], delay: float) -> int:
+    args = {k: call[k] for k in _ROW_ARGS}
+    for k in ("scope", "category"):
+        args[k] = getattr(args[k], "value", args[k])  # enums as their names
+    build_insert(**args)  # every check now: a bad row fails the caller, not the relay
+    text = json.dumps(args, allow_nan=False, separators=(",", ":")).encode()
+    scheduled = insert(conn, Prepared(DEFERRED_TARGET, text, None, []), delay)
+    assert scheduled.id is not None
+    return scheduled.id
+
+
+def write_deferred(conn: psycopg.Connection[Any], data: bytes) -> None:
+    """Write a deferred outbox row (the relay's pump calls this when it is due)."""
+    enqueue_outbox(conn, **json.loads(data))

@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 from streams import metrics
 from streams.delayed.pump import start_pump
 from streams.outbox.categories import CONTROL_OUTBOX, REGION_OUTBOX, OutboxTable
-from streams.outbox.write import NOTIFY_CHANNEL
+from streams.outbox.write import DEFERRED_TARGET, NOTIFY_CHANNEL, write_deferred
 from streams.publisher import Publisher
 from streams.relay import claim
 from streams.relay import metrics as m
@@ -229,6 +229,7 @@ def run_relay(settings: Settings, *, concurrency: int | None = None) -> int:
         relay.stop,
         poll_interval=settings.relay_poll_interval,
         publish_timeout=settings.relay_publish_timeout,
+        local_targets={DEFERRED_TARGET: write_deferred},
     )
     relay.run()
     pump.join(timeout=settings.relay_publish_timeout + 15)
