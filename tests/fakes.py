@@ -75,16 +75,18 @@ class FakePublisher:
         self.fail_next = 0
         self.closed = False
 
-    def _deliver(self, sent: Sent, on_delivery: OnDelivery | None) -> Delivered:
+    def _deliver(self, sent: Sent, on_delivery: OnDelivery | None) -> None:
+        """Accept ``sent`` or refuse it; the answer goes to ``on_delivery`` (else a
+        refusal raises ``PublishError``, as a failed synchronous publish would)."""
         if self.fail_next > 0:
             self.fail_next -= 1
-            if on_delivery is not None:
-                on_delivery(FakeError("fake broker refused"), None)  # type: ignore[arg-type]
-            raise PublishError(f"{sent.topic}: fake broker refused")
+            if on_delivery is None:
+                raise PublishError(f"{sent.topic}: fake broker refused")
+            on_delivery(FakeError("fake broker refused"), None)  # type: ignore[arg-type]
+            return
         self.sent.append(sent)
         if on_delivery is not None:
             on_delivery(None, None)  # type: ignore[arg-type]
-        return Delivered(sent.topic, 0, len(self.sent) - 1)
 
     def send(
         self,
@@ -101,28 +103,7 @@ class FakePublisher:
             self.codec.encode(topic, value)  # raises SchemaMismatch (a TypeError)
         raw_key = key if key is None or isinstance(key, bytes) else str(key).encode()
         hdrs = _headers(headers, tracing.metadata_headers(self.producer, attempt))
-        sent = Sent(full, value, raw_key, hdrs, tracing.current())
-        try:
-            self._deliver(sent, on_delivery)
-        except PublishError:
-            if on_delivery is None:
-                raise
-
-    def send_future(
-        self,
-        topic: str,
-        value: Any,
-        *,
-        key: str | bytes | int | None = None,
-        headers: HeaderInput = None,
-        attempt: int = 1,
-    ) -> asyncio.Future[Delivered]:
-        fut: asyncio.Future[Delivered] = asyncio.get_running_loop().create_future()
-        try:
-            fut.set_result(self._sync(topic, value, key=key, headers=headers, attempt=attempt))
-        except PublishError as exc:
-            fut.set_exception(exc)
-        return fut
+        self._deliver(Sent(full, value, raw_key, hdrs, tracing.current()), on_delivery)
 
     def _sync(self, topic: str, value: Any, **kw: Any) -> Delivered:
         result: list[Delivered | PublishError] = []
@@ -159,12 +140,7 @@ class FakePublisher:
         headers: list[tuple[str, bytes]],
         on_delivery: OnDelivery | None = None,
     ) -> None:
-        sent = Sent(full_topic, value, key, list(headers), tracing.current())
-        try:
-            self._deliver(sent, on_delivery)
-        except PublishError:
-            if on_delivery is None:
-                raise
+        self._deliver(Sent(full_topic, value, key, list(headers), tracing.current()), on_delivery)
 
     def close(self, timeout: float = 10.0) -> None:
         self.closed = True
