@@ -15,48 +15,21 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from streams import catalogue, kafka_config
 from streams.db.pool import connect
-from streams.dlq import headers as dl
+from streams.dlq.replay import DeadLetter, replay_once
 from streams.offsets import true_end_offsets
 from streams.publisher import Publisher
 from streams.settings import Settings
-from streams.tracing import H_ATTEMPT
 
 SCAN_PER_PARTITION = 1_000
 PAGE_SIZE = 25
 READ_TIMEOUT = 5.0
-H_REPLAYED_FROM = "streams-replayed-from"
 
-
-@dataclass(frozen=True)
-class Letter:
-    """One dead letter as read back from the topic."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-    timestamp_ms: int
-
-    def header(self, name: str) -> str:
-        for k, v in self.headers:
-            if k == name:
-                return v.decode("utf-8", "replace")
-        return ""
-
-    @property
-    def source_topic(self) -> str:
-        return self.header(dl.H_SOURCE_TOPIC)
-
-    @property
-    def reason(self) -> str:
-        return self.header(dl.H_REASON)
+Letter = DeadLetter  # one dead letter as read back from the topic
 
 
 @dataclass(frozen=True)
@@ -89,14 +62,7 @@ def dlq_topic(settings: Settings) -> str:
 
 
 def _letter(m: Message) -> Letter:
-    raw: Any = m.headers() or []
-    items = raw.items() if isinstance(raw, dict) else raw
-    headers = tuple(
-        (str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in items
-    )
-    return Letter(
-        m.partition() or 0, m.offset() or 0, m.key(), m.value(), headers, m.timestamp()[1]
-    )
+    return Letter.of(m)
 
 
 def read_recent(settings: Settings) -> tuple[list[Letter], bool]:
@@ -195,17 +161,8 @@ def replay_one(settings: Settings, letter: Letter, publisher: Publisher) -> bool
     ``publisher`` should be the console's own: ``flush`` waits for all it holds.
     """
     with connect(settings) as conn:
-        inserted = conn.execute(
-            "INSERT INTO streams_dlq_replays (dlq_topic, dlq_partition, dlq_offset, "
-            "source_topic) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (dlq_topic(settings), letter.partition, letter.offset, letter.source_topic),
-        ).rowcount
-        if not inserted:
-            return False
-        headers = [(k, v) for k, v in dl.original_headers(letter.headers) if k != H_ATTEMPT]
-        headers.append((H_REPLAYED_FROM, f"{letter.partition}:{letter.offset}".encode()))
-        publisher.send_raw(letter.source_topic, letter.value, key=letter.key, headers=headers)
         # Raises PublishError when not acknowledged: the record then rolls back.
-        publisher.flush()
+        if not replay_once(conn, publisher, dlq_topic(settings), letter):
+            return False
         conn.commit()
     return True

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 
 from streams import catalogue, kafka_config
 from streams.db.pool import connect
@@ -18,17 +20,34 @@ from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.tracing import H_ATTEMPT
 
+H_REPLAYED_FROM = "streams-replayed-from"
+
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """One dead letter as read back from the topic."""
+
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: tuple[tuple[str, bytes], ...]
     timestamp_ms: int
 
+    @classmethod
+    def of(cls, m: KafkaMessage) -> DeadLetter:
+        """The dead letter of a consumed record."""
+        raw: Any = m.headers() or []
+        items = raw.items() if isinstance(raw, dict) else raw
+        headers = tuple(
+            (str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in items
+        )
+        return cls(
+            m.partition() or 0, m.offset() or 0, m.key(), m.value(), headers, m.timestamp()[1]
+        )
+
     def header(self, name: str) -> str:
+        """The value of header ``name`` as text ("" when absent)."""
         for k, v in self.headers:
             if k == name:
                 return v.decode("utf-8", "replace")
@@ -46,9 +65,27 @@ class DeadLetter:
         return dl.original_headers(self.headers)
 
 
-def _header_list(raw: object) -> list[tuple[str, bytes]]:
-    items: Any = raw.items() if isinstance(raw, dict) else (raw or [])
-    return [(str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in items]
+def replay_once(
+    conn: psycopg.Connection[Any], publisher: Publisher, dlq_topic: str, letter: DeadLetter
+) -> bool:
+    """Record ``letter`` in ``streams_dlq_replays`` and re-publish its original bytes to
+    its source topic; False (nothing sent) when it was replayed before.
+
+    Waits for the broker's ack (``PublishError`` if none). The caller commits ``conn``
+    afterwards, so a letter whose re-publish failed is not recorded as replayed.
+    """
+    inserted = conn.execute(
+        "INSERT INTO streams_dlq_replays (dlq_topic, dlq_partition, dlq_offset, "
+        "source_topic) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (dlq_topic, letter.partition, letter.offset, letter.source_topic),
+    ).rowcount
+    if not inserted:
+        return False
+    headers = [(k, v) for k, v in letter.original_headers() if k != H_ATTEMPT]
+    headers.append((H_REPLAYED_FROM, f"{letter.partition}:{letter.offset}".encode()))
+    publisher.send_raw(letter.source_topic, letter.value, key=letter.key, headers=headers)
+    publisher.flush()
+    return True
 
 
 def read(settings: Settings, *, source_topic: str | None = None) -> Iterator[DeadLetter]:
@@ -74,14 +111,7 @@ def read(settings: Settings, *, source_topic: str | None = None) -> Iterator[Dea
                     if m.error() is not None:
                         continue
                     offset = (m.offset() or 0) + 1
-                    letter = DeadLetter(
-                        p,
-                        offset - 1,
-                        m.key(),
-                        m.value(),
-                        _header_list(m.headers()),
-                        m.timestamp()[1],
-                    )
+                    letter = DeadLetter.of(m)
                     if source_topic is None or letter.source_topic in (
                         source_topic,
                         f"{settings.topic_prefix}{source_topic}",
@@ -120,21 +150,9 @@ def replay(
                     continue
                 if key is not None and letter.key != key:
                     continue
-                inserted = conn.execute(
-                    "INSERT INTO streams_dlq_replays (dlq_topic, dlq_partition, dlq_offset, "
-                    "source_topic) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (dlq_topic, letter.partition, letter.offset, letter.source_topic),
-                ).rowcount
-                if not inserted:
-                    continue
-                headers = [(k, v) for k, v in letter.original_headers() if k != H_ATTEMPT]
-                headers.append(
-                    ("streams-replayed-from", f"{letter.partition}:{letter.offset}".encode())
-                )
-                pub.send_raw(letter.source_topic, letter.value, key=letter.key, headers=headers)
-                pub.flush()
-                conn.commit()
-                count += 1
+                if replay_once(conn, pub, dlq_topic, letter):
+                    conn.commit()
+                    count += 1
     finally:
         if own:
             pub.close()
