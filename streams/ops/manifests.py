@@ -40,6 +40,8 @@ def kafka_topics(prefix: str = "", replicas: int = 3) -> list[dict[str, Any]]:
                     "labels": {
                         "strimzi.io/cluster": CLUSTER,
                         "app.kubernetes.io/part-of": "streams",
+                        # docs/deploy.md: the topics are applied before the workloads.
+                        "streams.io/deploy-step": "topics",
                     },
                     "annotations": {"streams.io/doc": spec.doc, "streams.io/key": spec.key},
                 },

@@ -73,3 +73,19 @@ def test_the_example_overlay_names_a_registry_and_the_database_secret() -> None:
             refs = [e["secretRef"]["name"] for e in c["envFrom"] if "secretRef" in e]
             # kustomize rewrote the reference to the generated (hash-suffixed) name.
             assert refs == [secret["metadata"]["name"]]
+
+
+def test_the_deploy_steps_select_the_cluster_then_the_topics() -> None:
+    """docs/deploy.md applies `-l streams.io/deploy-step=kafka`, then `=topics`."""
+    docs = overlay_documents()
+    steps: dict[str, set[str]] = {}
+    for d in docs:
+        step = d["metadata"].get("labels", {}).get("streams.io/deploy-step")
+        if step:
+            steps.setdefault(step, set()).add(d["kind"])
+    assert steps == {"kafka": {"Kafka", "KafkaNodePool"}, "topics": {"KafkaTopic"}}
+    topics = [d for d in docs if d["kind"] == "KafkaTopic"]
+    assert all(d["metadata"]["labels"]["streams.io/deploy-step"] == "topics" for d in topics)
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    for step in steps:
+        assert f"-l streams.io/deploy-step={step}" in guide
