@@ -608,7 +608,8 @@ def markdown_table() -> str:
         ]
         for f, decl in decls:
             shown = "required" if decl.required else decl.shown_default(default(f.name))
-            rows.append(f"| `{decl.env}` | {shown} | {decl.doc}{decl.bounds_text()} |")
+            doc = decl.doc.replace("|", "\\|")  # a bar would end the table cell
+            rows.append(f"| `{decl.env}` | {shown} | {doc}{decl.bounds_text()} |")
     return "\n".join(rows).strip() + "\n"
 
 
