@@ -188,6 +188,20 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedules(args: argparse.Namespace) -> int:
+    from streams.db.pool import connect
+    from streams.schedules.listing import render, rows
+    from streams.schedules.model import CatchUp
+    from streams.schedules.modules import load
+
+    settings = _settings()
+    catch_up, grace = CatchUp(settings.schedule_catch_up), settings.schedule_grace
+    declared = [s.with_defaults(catch_up, grace) for s in load(settings)]
+    with connect(settings) as conn:
+        print(render(rows(conn, declared)))
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from streams.up import run
 
@@ -274,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--countdown", type=float, default=5.0, help="seconds to wait (default 5)")
     inv.set_defaults(func=cmd_invalidate)
 
+    schedules = sub.add_parser("schedules", help="periodic schedules: next and last run")
+    schedules.add_argument("action", choices=["list"])
+    schedules.set_defaults(func=cmd_schedules)
     return p
 
 
