@@ -153,13 +153,19 @@ class Ticker:
         last = await state.last_slot(conn, schedule.name)
         for claim in plan(schedule, last, now):
             if not await self._run_one(conn, schedule, claim):
-                break
+                # Retried after the back-off; meanwhile the gauge shows the overdue slot.
+                NEXT_RUN.labels(schedule.name).set(claim.slot.timestamp())
+                return
             last = claim.slot
-        if last is not None:
-            self._known_last[schedule.name] = last
-            following = schedule.next_slot(last)
-            if following is not None:
-                NEXT_RUN.labels(schedule.name).set(following.timestamp())
+        # Nothing left to claim up to ``now``: a schedule that never ran (and whose
+        # current slot was too old to run) waits for its next slot like the others.
+        known = last if last is not None else schedule.latest_slot(now)
+        if known is None:
+            return
+        self._known_last[schedule.name] = known
+        following = schedule.next_slot(known)
+        if following is not None:
+            NEXT_RUN.labels(schedule.name).set(following.timestamp())
 
     async def _run_one(self, conn: state.AsyncConn, schedule: Schedule, claim: Claim) -> bool:
         """Claim and run one slot; False if the run failed (later slots wait)."""
