@@ -33,6 +33,11 @@ TAG=${IMAGE_TAG:-streams:$VERSION}
 START=$SECONDS
 step() { printf 'image: %-40s (%ds)\n' "$1" $((SECONDS - START)); }
 
+mkdir -p "$CACHE"
+# One build at a time per cache directory (a test and `make image` may overlap).
+exec 9>"$CACHE/.lock"
+flock 9
+
 # 1. The wheels. The streams wheel is reproducible (hatch pins file dates), so its
 #    hash changes only with its content.
 rm -rf "$CACHE/dist" "$CACHE/wheels"

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import tomllib
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from streams.db.migrate import discover
+from streams.settings import Settings
 from tests.ops.conftest import ROOT, require_tool
 from tests.support import harness
 
@@ -112,3 +116,58 @@ def test_the_image_migrates_the_database(
         assert outbox is not None and outbox[0] is not None
     finally:
         harness.drop_database(real_stack.admin_dsn, name)
+
+
+def health(port: int) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            answer: dict[str, Any] = json.loads(r.read())
+            return answer
+    except OSError:
+        return {}
+
+
+def test_a_worker_in_the_image_becomes_ready(
+    container: str, settings: Settings, image: dict[str, Any], tmp_path: Path
+) -> None:
+    """The image's main workload: a worker joins the session's broker and takes partitions."""
+    env = {
+        k: v
+        for k, v in harness.env_for(settings).items()
+        if k.startswith(("STREAMS_", "KAFKA_", "DATABASE_URL"))
+    }
+    env["STREAMS_STATE_DIR"] = "/var/lib/streams"  # the image's writable home
+    flags = [f"--env={k}={v}" for k, v in env.items()]
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                "buildah",
+                "run",
+                "--isolation",
+                "chroot",
+                *flags,
+                container,
+                "--",
+                *image["Entrypoint"],
+                "worker",
+            ],
+            env=ENV,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # buildah and the worker under it stop together
+        )
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            return health(settings.web_port).get("status") == "ready"
+
+        harness.wait_for(ready, timeout=180, interval=0.5, what="the worker in the image")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
