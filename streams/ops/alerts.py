@@ -28,6 +28,8 @@ class AlertParams:
     absent_for: str = "2m"
     target_down_for: str = "5m"
     broker_down_for: str = "5m"
+    schedule_missed_seconds: float = 600.0
+    schedule_missed_for: str = "5m"
     # Silos that run workers and relays; per silo an alert fires when none of them is up.
     silos: tuple[str, ...] = ("region", "control")
 
@@ -131,6 +133,18 @@ def alerts(p: AlertParams | None = None) -> list[Alert]:
             "critical",
             "The lag exporter cannot reach the Kafka cluster",
             "Polls of the cluster fail; lag values shown are the last good reading.",
+        ),
+        Alert(
+            "StreamsScheduleMissed",
+            "time() - max by (schedule) (streams_schedule_next_run_timestamp_seconds)"
+            f" > {_num(p.schedule_missed_seconds)}",
+            p.schedule_missed_for,
+            "warning",
+            "Schedule {{ $labels.schedule }} missed its run",
+            "Its next slot is {{ $value | humanizeDuration }} overdue (more than "
+            f"{_num(p.schedule_missed_seconds)}s). `streams schedules list` shows its last run "
+            "and status; see streams_schedule_failures_total and the workers' logs "
+            "(schedule.run.failed).",
         ),
     ]
     return found
