@@ -63,6 +63,8 @@ MetricName = Literal[
     "streams_buffer_flush_seconds",
     "streams_buffer_pending_rows",
     "streams_buffer_held_messages",
+    "streams_offset_mark_resets_total",
+    "streams_commit_outcomes_resolved_total",
     "streams_schedule_runs_total",
     "streams_schedule_failures_total",
     "streams_schedule_run_seconds",
