@@ -81,6 +81,17 @@ class Settings:
             required="export it (`streams dev start` prints the line), or run `streams up`",
         )
     )
+    connect_timeout: float = field(
+        default=5.0,
+        metadata=_d(
+            "STREAMS_CONNECT_TIMEOUT",
+            PROC,
+            "how long every command waits for the broker and the database at start-up "
+            "before it fails with one line, seconds",
+            number(float),
+            low=0.1,
+        ),
+    )
     schema_registry_url: str | None = field(
         default=None,
         metadata=_d(
