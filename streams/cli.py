@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streams import logs
-from streams.errors import StreamsError
+from streams.errors import ConfigurationError, StreamsError
 from streams.settings import Settings, help_default, read
 from streams.settings_parse import LOG_LEVELS
 
@@ -119,7 +119,7 @@ def _add_backfill_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     backfill.add_argument(
         "--synchronous", action="store_true", help="process batches here, not in a worker"
     )
-    backfill.set_defaults(func=cmd_backfill)
+    backfill.set_defaults(func=cmd_backfill, needs=BOTH)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
@@ -209,6 +209,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     return code
 
 
+# What each command must reach before it starts (``streams.preflight``).
+KAFKA, DB, BOTH = ("kafka",), ("database",), ("kafka", "database")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streams", description=__doc__)
     p.add_argument(
@@ -230,17 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database")
     db.add_argument("action", choices=["migrate"])
-    db.set_defaults(func=cmd_db)
+    db.set_defaults(func=cmd_db, needs=DB)
 
     topics = sub.add_parser("topics", help="the topic catalogue on the cluster")
     topics.add_argument("action", choices=["create", "list"])
-    topics.set_defaults(func=cmd_topics)
+    topics.set_defaults(func=cmd_topics, needs=KAFKA)
 
     worker = sub.add_parser("worker", help="run every agent of this silo (a Faust worker)")
     worker.add_argument(
         "--loglevel", type=str.upper, choices=LOG_LEVELS, help=help_default("log_level")
     )
-    worker.set_defaults(func=cmd_worker)
+    worker.set_defaults(func=cmd_worker, needs=BOTH)
 
     relay = sub.add_parser("relay", help="publish committed outbox rows to Kafka")
     relay.add_argument(
@@ -248,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"parallel id ranges ({help_default('relay_concurrency')})",
     )
-    relay.set_defaults(func=cmd_relay)
+    relay.set_defaults(func=cmd_relay, needs=BOTH)
     _add_backfill_parser(sub)
 
     dlq = sub.add_parser("dlq", help="the dead-letter topic")
@@ -257,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--since", help="replay only those dead-lettered at or after (ISO time)")
     dlq.add_argument("--reason", help="replay only this failure reason (e.g. retry_exhausted)")
     dlq.add_argument("--key", help="replay only dead letters with this message key")
-    dlq.set_defaults(func=cmd_dlq)
+    dlq.set_defaults(func=cmd_dlq, needs=BOTH)
 
     lag = sub.add_parser("lag-exporter", help="Prometheus exporter of consumer-group lag")
     lag.add_argument("--host", help=f"bind address ({help_default('web_host')})")
@@ -277,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lag.add_argument("--timeout", type=float, help="per-request timeout talking to the broker")
     lag.add_argument("--once", action="store_true", help="poll once, print the metrics, exit")
-    lag.set_defaults(func=cmd_lag_exporter)
+    lag.set_defaults(func=cmd_lag_exporter, needs=KAFKA)
 
     inv = sub.add_parser("invalidate", help="recompute the project configs of one scope")
     scope = inv.add_mutually_exclusive_group(required=True)
@@ -286,11 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--public-key", help="one key")
     inv.add_argument("--trigger", default="cli", help="label for the metrics (default cli)")
     inv.add_argument("--countdown", type=float, default=5.0, help="seconds to wait (default 5)")
-    inv.set_defaults(func=cmd_invalidate)
+    inv.set_defaults(func=cmd_invalidate, needs=BOTH)
 
     schedules = sub.add_parser("schedules", help="periodic schedules: next and last run")
     schedules.add_argument("action", choices=["list"])
-    schedules.set_defaults(func=cmd_schedules)
+    schedules.set_defaults(func=cmd_schedules, needs=DB)
     return p
 
 
@@ -305,13 +309,35 @@ def _log_level(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from streams.preflight import PortBusy, Unreachable
+
     try:
         logs.configure(_log_level(args), read("log_format"))
+        _preflight(args)
         code: int = args.func(args)
+    except (ConfigurationError, Unreachable, PortBusy) as exc:
+        # Exit 2: the command could not start (settings, addresses, ports), as usage errors.
+        print(f"streams: {exc}", file=sys.stderr)
+        return 2
     except StreamsError as exc:
         print(f"streams: {exc}", file=sys.stderr)
         return 1
     return code
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """Validate every setting, then reach the broker and the database within seconds."""
+    needs = getattr(args, "needs", ())
+    if not needs:
+        return
+    from streams import preflight
+
+    settings = _settings()
+    preflight.check(settings, kafka="kafka" in needs, database="database" in needs)
+    if args.command == "relay":
+        preflight.check_port_free(
+            settings.web_host, settings.metrics_port, "STREAMS_METRICS_PORT", "the relay's /metrics"
+        )
 
 
 if __name__ == "__main__":
