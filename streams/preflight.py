@@ -14,6 +14,7 @@ import logging
 import math
 import socket
 import time
+from typing import Any
 
 from streams.errors import ConfigurationError, StreamsError
 from streams.logs import redact
@@ -97,7 +98,8 @@ def _metadata(servers: str, remaining: float, timeout: float) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": servers, "logger": _SILENT, "log_level": 0})
+    config: dict[str, Any] = {"bootstrap.servers": servers, "logger": _SILENT, "log_level": 0}
+    admin = AdminClient(config)
     try:
         admin.list_topics(timeout=remaining)
     except KafkaException as exc:
