@@ -41,9 +41,11 @@ class PortBusy(StreamsError, OSError):
 def check(settings: Settings, *, kafka: bool = False, database: bool = False) -> None:
     """Raise ``Unreachable`` unless the named dependencies answer within the timeout."""
     if database:
-        check_database(settings.database_url.get(), settings.connect_timeout)
+        database_address(settings.database_url.get())  # a malformed DSN needs no network
     if kafka:
         check_kafka(settings.kafka_bootstrap_servers, settings.connect_timeout)
+    if database:
+        check_database(settings.database_url.get(), settings.connect_timeout)
 
 
 def _addresses(servers: str) -> list[tuple[str, int]]:
