@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams import kafka_config, metrics
+from streams.errors import StreamsError
 from streams.lag.collector import LagCollector
 from streams.lag.poller import EMPTY, LagPoller, Snapshot
 from streams.lag.source import KafkaOffsetSource
@@ -151,11 +152,21 @@ def build(settings: Settings, opts: ExporterOptions) -> tuple[LagExporter, LagCo
     return exporter, LagCollector(exporter.snapshot, opts.cluster)
 
 
+class LagPollFailed(StreamsError):
+    """One poll of ``--once`` could not read the cluster."""
+
+
 def render_once(settings: Settings, opts: ExporterOptions) -> str:
-    """One poll, rendered as exposition text (``streams lag-exporter --once``)."""
+    """One poll, rendered as exposition text (``streams lag-exporter --once``); raises
+    ``LagPollFailed`` when the poll fails, so the command exits non-zero."""
     exporter, collector = build(settings, opts)
     try:
-        exporter.poll_once()
+        if not exporter.poll_once():
+            raise LagPollFailed(
+                f"cannot read consumer-group offsets from Kafka at "
+                f"{settings.kafka_bootstrap_servers} within {opts.timeout:g} s — see "
+                "KAFKA_BOOTSTRAP_SERVERS and lag.poll.failed in the log"
+            )
         metrics.REGISTRY.register(collector)
         try:
             return generate_latest(metrics.REGISTRY).decode()
