@@ -39,6 +39,7 @@ from streams.buffers.models import Increment
 from streams.buffers.store import Emit, FlushOutcome, FlushStore
 from streams.buffers.window import PartitionWindow
 from streams.errors import StreamsError
+from streams.marks import resolved
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Buffer:
         self._max_held = max_held
         self.windows: dict[int, PartitionWindow] = {}
         self._generation: dict[int, int] = {}
+        self._loaded: dict[int, int] = {}  # the mark each window was loaded with
         self.lock = asyncio.Lock()  # admit/add/hold vs. the window swap of a flush
         self._flushing = asyncio.Lock()
         self._received: dict[str, Counter] = {}  # labelled children: labels() per message is slow
@@ -99,6 +101,8 @@ class Buffer:
             for p, mark in (await self.store.load_marks(unknown)).items():
                 gen = self._generation.get(p, 0)
                 self.windows[p] = PartitionWindow(p, mark, mark, gen)
+                self._loaded[p] = mark
+        await self._recheck_rewinds(items)
         fresh: list[Item] = []
         applied: list[object] = []
         for item in items:
@@ -113,6 +117,29 @@ class Buffer:
             m.REPLAYED.inc(len(applied))
             await self._ack(applied)
         return fresh
+
+    async def _recheck_rewinds(self, items: Sequence[Item]) -> None:
+        """Offsets below a mark this assignment already moved past: the consumer went
+        back, which a new log under the same assignment (broker restarted) looks like.
+        Check the mark against the log again (load_marks voids one of another log)."""
+        rewound = sorted(
+            {
+                i.partition
+                for i in items
+                if i.offset < self.windows[i.partition].start
+                and self.windows[i.partition].start > self._loaded.get(i.partition, 0)
+            }
+        )
+        # A window still holding increments of the old log keeps its mark until they
+        # are flushed (its flush compares against that mark); checked on the next batch.
+        rewound = [p for p in rewound if self.windows[p].empty]
+        if not rewound:
+            return
+        for p, mark in (await self.store.load_marks(rewound)).items():
+            w = self.windows[p]
+            if mark != w.start:
+                self.windows[p] = PartitionWindow(p, mark, mark, w.generation)
+            self._loaded[p] = mark
 
     def add(self, partition: int, offset: int, inc: Increment) -> None:
         self.windows[partition].add(inc, offset)
@@ -132,6 +159,7 @@ class Buffer:
         for p in partitions:
             self._generation[p] = self._generation.get(p, 0) + 1
             self.windows.pop(p, None)
+            self._loaded.pop(p, None)
         self._gauges()
 
     # -- the flush side -------------------------------------------------------------
@@ -160,15 +188,48 @@ class Buffer:
             started = time.perf_counter()
             try:
                 outcome = await self.store.apply(due, self._emit)
-            except Exception:
+            except Exception as exc:
                 m.FLUSHES.labels("error").inc()
+                # The connection may have been lost after COMMIT reached PostgreSQL:
+                # the stored marks tell which windows committed (never guess).
+                learnt, uncommitted = await self._resolve(due, exc)
                 async with self.lock:
-                    self._put_back(due)
-                raise
+                    self._put_back(uncommitted)
+                if learnt is None:
+                    raise
+                outcome = learnt
             finally:
                 m.FLUSH_SECONDS.observe(time.perf_counter() - started)
             await self._settle(due, outcome)
             return outcome
+
+    async def _resolve(
+        self, due: list[PartitionWindow], exc: Exception
+    ) -> tuple[FlushOutcome | None, list[PartitionWindow]]:
+        """After a failed flush: (outcome of the windows that did commit, or None; the
+        windows that did not). Re-reads the marks until PostgreSQL answers."""
+        delay = self.tick
+        while True:
+            try:
+                stored = await self.store.stored_marks([w.partition for w in due])
+                break
+            except Exception as again:
+                log.warning(
+                    "buffers.flush.outcome_unknown",
+                    extra={"error": repr(exc), "reread_error": repr(again), "retry_in": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+        committed = [w for w in due if stored.get(w.partition) == w.next]
+        uncommitted = [w for w in due if stored.get(w.partition) == w.start]
+        others = {w.partition: stored.get(w.partition, 0) for w in due}
+        for w in committed + uncommitted:
+            others.pop(w.partition)
+        resolved(kind="buffer_flush", committed=bool(committed))
+        if not committed and not others:
+            return None, uncommitted
+        out = FlushOutcome(applied={w.partition for w in committed}, conflicts=others)
+        return out, uncommitted
 
     def _take_due(self, force: bool) -> list[PartitionWindow]:
         now = self._clock()

@@ -60,6 +60,16 @@ MARKS_LOAD = sql.SQL(
     "WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)"
 )
 
+# A mark found beyond its partition's end (a new log) goes back to 0, once: the
+# compare-and-set on the voided value keeps a second worker from voiding a new mark.
+MARK_VOID = sql.SQL(
+    """UPDATE buffer_flush_marks
+          SET prev_offset = 0, next_offset = 0, resets = resets + 1,
+              reset_from = next_offset, reset_log_end = %s, reset_at = now(),
+              updated_at = now()
+        WHERE consumer_group = %s AND topic = %s AND partition = %s AND next_offset = %s"""
+)
+
 # Compare-and-set of every partition's mark in one statement: a partition is returned
 # only if its stored mark is still the one its window started from (or it has none
 # and the window starts at 0). The row lock it takes is held until commit, so two

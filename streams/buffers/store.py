@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from streams.buffers import sql as q
 from streams.buffers.window import PartitionWindow, RowSums
+from streams.marks import LogEnds, beyond_end, report_reset
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,13 @@ class FlushOutcome:
 
 
 class FlushStore(Protocol):
-    async def load_marks(self, partitions: Sequence[int]) -> dict[int, int]: ...
+    async def load_marks(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The marks to continue from: stored marks, those of another log voided."""
+        ...
+
+    async def stored_marks(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The stored marks as they are (to learn a lost commit's outcome)."""
+        ...
 
     async def apply(self, windows: Sequence[PartitionWindow], emit: Emit) -> FlushOutcome: ...
 
@@ -49,19 +56,50 @@ class PostgresFlushStore:
     """The real store: one transaction per flush, marks compare-and-set first."""
 
     def __init__(
-        self, pool: Callable[[], Awaitable[AsyncConnectionPool]], *, group: str, topic: str
+        self,
+        pool: Callable[[], Awaitable[AsyncConnectionPool]],
+        *,
+        group: str,
+        topic: str,
+        ends: LogEnds | None = None,
     ) -> None:
         self._pool = pool
         self.group = group
         self.topic = topic
+        self._ends = ends  # None: marks are trusted as they are (unit tests)
 
-    async def load_marks(self, partitions: Sequence[int]) -> dict[int, int]:
+    async def stored_marks(self, partitions: Sequence[int]) -> dict[int, int]:
         """The stored mark of each partition (0 where none was ever written)."""
         pool = await self._pool()
         async with pool.connection() as conn:
             cur = await conn.execute(q.MARKS_LOAD, (self.group, self.topic, list(partitions)))
             stored = {int(p): int(o) for p, o in await cur.fetchall()}
         return {p: stored.get(p, 0) for p in partitions}
+
+    async def load_marks(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The mark of each partition; one beyond its partition's true end belongs to
+        another log (broker restarted, topic recreated): it is reported and voided."""
+        marks = await self.stored_marks(partitions)
+        if self._ends is None:
+            return marks
+        suspects = {p: o for p, o in marks.items() if o > 0}
+        if not suspects:
+            return marks
+        ends = await self._ends(self.topic, sorted(suspects))
+        for p, end in beyond_end(suspects, ends).items():
+            marks[p] = await self._void(p, suspects[p], end)
+        return marks
+
+    async def _void(self, partition: int, mark: int, end: int) -> int:
+        """Set a stale mark back to 0 (compare-and-set); the mark to continue from."""
+        pool = await self._pool()
+        async with pool.connection() as conn:
+            cur = await conn.execute(q.MARK_VOID, (end, self.group, self.topic, partition, mark))
+            if cur.rowcount == 1:
+                report_reset("buffer_flush", self.topic, partition, mark, end)
+                return 0
+        # Another worker moved it meanwhile (it voided it first, or flushed): take its.
+        return (await self.stored_marks([partition]))[partition]
 
     async def apply(self, windows: Sequence[PartitionWindow], emit: Emit) -> FlushOutcome:
         out = FlushOutcome()

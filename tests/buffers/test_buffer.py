@@ -21,15 +21,31 @@ class FakeStore:
         self.marks: dict[int, int] = {}
         self.counts: Counter[int] = Counter()
         self.fail_next = False
+        self.lose_next_outcome = False  # commit, then lose the connection
         self.transactions = 0
+        self.log_ends: dict[int, int] | None = None  # the log's true ends, when known
+
+    async def stored_marks(self, partitions: Sequence[int]) -> dict[int, int]:
+        return {p: self.marks.get(p, 0) for p in partitions}
 
     async def load_marks(self, partitions: Sequence[int]) -> dict[int, int]:
-        return {p: self.marks.get(p, 0) for p in partitions}
+        marks = await self.stored_marks(partitions)
+        for p, mark in marks.items():
+            if self.log_ends is not None and mark > self.log_ends.get(p, 0):
+                self.marks[p] = marks[p] = 0  # another log: voided, like the real store
+        return marks
 
     async def apply(self, windows: Sequence[PartitionWindow], emit: Emit) -> FlushOutcome:
         if self.fail_next:
             self.fail_next = False
             raise ConnectionError("database went away")
+        if self.lose_next_outcome:
+            self.lose_next_outcome = False
+            await self._commit(windows)
+            raise ConnectionError("server closed the connection unexpectedly")
+        return await self._commit(windows)
+
+    async def _commit(self, windows: Sequence[PartitionWindow]) -> FlushOutcome:
         self.transactions += 1
         out = FlushOutcome()
         for w in windows:
@@ -175,5 +191,66 @@ def test_revoked_partitions_are_dropped_unacked() -> None:
         h.buffer.forget([2])
         assert await h.buffer.flush(force=True) is None
         assert h.acked == [] and store.counts == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_commit_whose_answer_was_lost_is_learnt_from_the_mark_not_a_conflict() -> None:
+    async def scenario() -> None:
+        store = FakeStore()
+        h = Harness(store)
+        await h.consume(0, range(0, 10))
+        store.lose_next_outcome = True
+        outcome = await h.buffer.flush(force=True)
+        assert outcome is not None and outcome.applied == {0}
+        assert len(h.acked) == 10  # committed: acknowledged, not merged back
+        await h.consume(0, range(10, 15))
+        await h.buffer.flush(force=True)  # before: FlushConflict (its own commit)
+        assert store.counts[1] == 15 and store.marks[0] == 15 and len(h.acked) == 15
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_answer_of_a_commit_that_did_not_happen_retries_the_window() -> None:
+    async def scenario() -> None:
+        store = FakeStore()
+        h = Harness(store)
+        await h.consume(0, range(0, 10))
+        store.fail_next = True
+        with pytest.raises(ConnectionError):
+            await h.buffer.flush(force=True)
+        assert h.acked == [] and store.marks == {}
+        await h.buffer.flush(force=True)
+        assert store.counts[1] == 10 and len(h.acked) == 10
+
+    asyncio.run(scenario())
+
+
+def test_a_new_log_under_the_same_assignment_is_applied_not_skipped() -> None:
+    async def scenario() -> None:
+        store = FakeStore()
+        store.log_ends = {0: 100}
+        h = Harness(store)
+        await h.consume(0, range(0, 100))
+        await h.buffer.flush(force=True)
+        assert store.marks[0] == 100
+        store.log_ends = {0: 5}  # the broker restarted: its log starts again at 0
+        fresh = await h.consume(0, range(0, 5))
+        assert [i.offset for i in fresh] == [0, 1, 2, 3, 4]
+        await h.buffer.flush(force=True)
+        assert store.counts[1] == 105 and store.marks[0] == 5
+
+    asyncio.run(scenario())
+
+
+def test_replays_after_a_restart_below_a_mark_of_this_log_are_still_skipped() -> None:
+    async def scenario() -> None:
+        store = FakeStore()
+        store.marks = {0: 50}
+        store.log_ends = {0: 60}
+        h = Harness(store)
+        fresh = await h.consume(0, range(40, 60))
+        assert [i.offset for i in fresh] == list(range(50, 60))
+        assert store.marks[0] == 50
 
     asyncio.run(scenario())

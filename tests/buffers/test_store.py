@@ -6,8 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import psycopg
+import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from streams.buffers.buffer import Buffer, Item
 from streams.buffers.models import check_increment
 from streams.buffers.store import FlushOutcome, PostgresFlushStore
 from streams.buffers.window import PartitionWindow, RowSums
@@ -110,3 +113,88 @@ def test_signal_only_rows_are_emitted_and_write_nothing(database: str) -> None:
     assert out.signalled == 1 and out.statements == 0
     assert [(r.columns, r.increments) for _, r in emitted] == [({"times_seen": 5}, 2)]
     assert s.times_seen(database) == {a: 0}
+
+
+async def _with_store(
+    database: str, body: Callable[[PostgresFlushStore], Awaitable[Any]], **kw: Any
+) -> Any:
+    pool = AsyncConnectionPool(database, min_size=1, max_size=2, open=False)
+    await pool.open()
+
+    async def get() -> AsyncConnectionPool:
+        return pool
+
+    try:
+        return await body(PostgresFlushStore(get, group="g", topic="t", **kw))
+    finally:
+        await pool.close()
+
+
+async def _no_emit(rows: Sequence[tuple[PartitionWindow, RowSums]]) -> None:
+    return None
+
+
+@pytest.mark.allow_errors  # the reset is logged as an error, by design
+def test_a_mark_beyond_the_partitions_end_is_voided_and_recorded(database: str) -> None:
+    (a,) = s.seed_groups(database, 1)
+    flush(database, [window(0, 0, [(a, 1, {}, False)] * 4), window(1, 0, [(a, 1, {}, False)])])
+    probed: list[tuple[str, list[int]]] = []
+
+    async def ends(topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        probed.append((topic, list(partitions)))
+        return {0: 2, 1: 9}  # partition 0: a new log, shorter than its mark
+
+    async def body(store: PostgresFlushStore) -> dict[int, int]:
+        return await store.load_marks([0, 1, 2])
+
+    assert asyncio.run(_with_store(database, body, ends=ends)) == {0: 0, 1: 1, 2: 0}
+    assert probed == [("t", [0, 1])]  # partitions without a mark are not probed
+    with psycopg.connect(database) as conn:
+        row = conn.execute(
+            "SELECT next_offset, resets, reset_from, reset_log_end FROM buffer_flush_marks "
+            "WHERE partition = 0"
+        ).fetchone()
+    assert row == (0, 1, 4, 2)
+    flush(database, [window(0, 0, [(a, 1, {}, False)] * 2)])  # the new log, from 0
+    assert s.times_seen(database) == {a: 7}
+    assert s.marks(database)[0][1] == 2
+
+
+class LosesCommitAnswers(PostgresFlushStore):
+    """Commits, then fails as if the connection dropped before COMMIT's answer came."""
+
+    lose = 1
+
+    async def apply(self, windows: Sequence[PartitionWindow], emit: Any) -> FlushOutcome:
+        out = await super().apply(windows, emit)
+        if self.lose:
+            self.lose -= 1
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return out
+
+
+def test_a_flush_whose_commit_answer_was_lost_continues_exactly(database: str) -> None:
+    (a,) = s.seed_groups(database, 1)
+    acked: list[object] = []
+
+    async def ack(tokens: Sequence[object]) -> None:
+        acked.extend(tokens)
+
+    async def body(store: PostgresFlushStore) -> None:
+        lossy = LosesCommitAnswers(store._pool, group="g", topic="t")
+        buffer = Buffer(lossy, interval=1.0, ack=ack, emit=_no_emit)
+        for batch in (range(0, 10), range(10, 25)):
+            items = [Item(0, o, o) for o in batch]
+            async with buffer.lock:
+                fresh = await buffer.admit(items)
+                for i in fresh:
+                    buffer.add(
+                        0, i.offset, check_increment("issue_group", {"times_seen": 1}, {"id": a})
+                    )
+                buffer.hold(fresh)
+            await buffer.flush(force=True)  # before: the second raised FlushConflict
+
+    asyncio.run(_with_store(database, body))
+    assert s.times_seen(database) == {a: 25}
+    assert s.marks(database) == [(0, 25, 2, 25)]
+    assert acked == list(range(25))
