@@ -17,6 +17,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from streams.db.pool import pool_options
+
 NOTIFY_CHANNEL = "streams_scheduled"
 
 _INSERT = b"""
@@ -95,7 +97,12 @@ class DelayedWriter:
 
     def __init__(self, dsn: str, *, max_size: int = 4) -> None:
         self._pool = ConnectionPool(
-            dsn, min_size=1, max_size=max_size, open=False, name="streams-delayed"
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            name="streams-delayed",
+            **pool_options(sync=True),
         )
         self._lock = threading.Lock()
         self._opened = False

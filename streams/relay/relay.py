@@ -22,6 +22,7 @@ from prometheus_client import start_http_server
 from psycopg_pool import ConnectionPool
 
 from streams import metrics
+from streams.db.pool import pool_options
 from streams.delayed.pump import start_pump
 from streams.outbox.categories import CONTROL_OUTBOX, REGION_OUTBOX, OutboxTable
 from streams.outbox.write import DEFERRED_TARGET, NOTIFY_CHANNEL, write_deferred
@@ -81,6 +82,7 @@ class Relay:
             configure=_configure,
             open=False,
             name="streams-relay",
+            **pool_options(sync=True),
         )
         slot = f"{settings.producer_name}:{os.getpid()}"
         self.drainers = {
