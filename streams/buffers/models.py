@@ -142,6 +142,11 @@ def _check_scalar(where: str, kind: Kind, value: object) -> WireExtra:
             raise NotAllowed(f"{where}: text longer than {MAX_TEXT} characters")
         if "\x00" in value:
             raise NotAllowed(f"{where}: text holds a NUL character (PostgreSQL refuses it)")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 form to send
+                raise NotAllowed(f"{where}: text is not valid Unicode ({exc.reason})") from exc
         return value
     if type(value) is not int:  # bool is an int subclass: refused on purpose
         raise NotAllowed(f"{where}: expected int, got {type(value).__name__}")

@@ -79,3 +79,13 @@ def test_the_agent_refuses_a_wire_value_outside_the_allow_list() -> None:
     }
     with pytest.raises(NotAllowed, match="not an allow-listed counter"):
         from_wire(value)
+
+
+def test_a_lone_surrogate_in_extra_is_a_type_error_before_anything_is_sent() -> None:
+    from streams.client import incr
+
+    # Before: UnicodeEncodeError from the encoder, not the documented TypeError.
+    with pytest.raises(TypeError, match="not valid Unicode"):
+        incr("issue_group", {"times_seen": 1}, {"id": 1}, {"level": "err\ud800or"})
+    inc = check_increment("issue_group", {"times_seen": 1}, {"id": 1}, {"level": "erreur ✓"})
+    assert inc.extra == {"level": "erreur ✓"}
