@@ -51,7 +51,8 @@ def value(n: int) -> dict[str, Any]:
 class Arrivals:
     """Counts arrivals on the jobs topic in a thread; lateness from the due-at header."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tag: str) -> None:
+        self.tag = tag.encode()
         self.consumer = Consumer(
             kafka_config.consumer(settings, f"bench-{uuid.uuid4()}", **{"fetch.wait.max.ms": 10})
         )
@@ -69,10 +70,12 @@ class Arrivals:
             msgs = self.consumer.consume(5000, timeout=0.02)
             now = time.time()
             for m in msgs:
-                if m.error() is None:
-                    due = int(dict(m.headers() or [])[H_DUE_AT]) / 1000
-                    self.lateness.append(now - due)
-            self.count += len(msgs)
+                if m.error() is not None or not (m.key() or b"").startswith(self.tag):
+                    continue  # another level's message, or a bare-publish one
+                due_ms = dict(m.headers() or []).get(H_DUE_AT)
+                if due_ms is not None:
+                    self.lateness.append(now - int(due_ms) / 1000)
+                    self.count += 1
 
     def wait(self, n: int, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout
@@ -97,12 +100,12 @@ def bare_publish_rate(pub: Publisher, n: int = 50_000) -> float:
     return n / (time.perf_counter() - started)
 
 
-def store_due(pub: Publisher, dsn: str, n: int, countdown: float) -> float:
+def store_due(pub: Publisher, dsn: str, n: int, countdown: float, tag: str) -> float:
     """Store ``n`` messages in transactions of 1,000; returns messages stored per second."""
     started = time.perf_counter()
     with psycopg.connect(dsn) as conn:
         for i in range(n):
-            pub.schedule(TOPIC, value(i), key=str(i), countdown=countdown, conn=conn)
+            pub.schedule(TOPIC, value(i), key=f"{tag}{i}", countdown=countdown, conn=conn)
             if i % 1000 == 999:
                 conn.commit()
         conn.commit()
@@ -126,20 +129,21 @@ def level(settings: Settings, pub: Publisher, pending: int, probes: int) -> dict
     dsn = settings.database_url.get()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE scheduled_messages")
-    arrivals = Arrivals(settings)
-    stored = store_due(pub, dsn, pending, 0)
+    tag = f"L{pending}:"
+    arrivals = Arrivals(settings, tag)
+    stored = store_due(pub, dsn, pending, 0, tag)
     start = time.perf_counter()
     _pump, stop, thread = run_pump(settings, pub)
     arrivals.wait(pending)
     delivered = pending / (time.perf_counter() - start)
     # Lateness with ``pending`` messages waiting an hour ahead.
-    store_due(pub, dsn, pending, 3600)
+    store_due(pub, dsn, pending, 3600, "later:")
     before = arrivals.count
     arrivals.lateness.clear()
     rnd = random.Random(1)
     t0 = time.perf_counter()
     for i in range(probes):
-        pub.schedule(TOPIC, value(i), key=str(i), countdown=rnd.uniform(0, 5))
+        pub.schedule(TOPIC, value(i), key=f"{tag}p{i}", countdown=rnd.uniform(0, 5))
     one_by_one = probes / (time.perf_counter() - t0)
     arrivals.wait(before + probes)
     stop.set()
