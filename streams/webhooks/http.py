@@ -77,6 +77,11 @@ class AiohttpSender:
             ) as resp:
                 await resp.content.read(MAX_RESPONSE_BYTES)
                 return HttpResult(resp.status, time.perf_counter() - started)
+        except (aiohttp.InvalidURL, ValueError) as exc:
+            # A URL the client cannot use fails the same way at every attempt: refused,
+            # not retried as a connection error.
+            error = f"malformed URL: {type(exc).__name__}: {exc}"
+            return HttpResult(None, time.perf_counter() - started, error, refused=True)
         except TimeoutError:
             return HttpResult(None, time.perf_counter() - started, f"timeout after {timeout}s")
         except (aiohttp.ClientError, OSError) as exc:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
@@ -106,6 +107,7 @@ class SsrfGuard:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise SsrfRefused(f"scheme {parts.scheme!r} is not allowed (http or https only)")
+        malformed_reason(url)
         host = parts.hostname
         if not host:
             raise SsrfRefused(f"URL {url!r} has no host")
@@ -132,6 +134,30 @@ class SsrfGuard:
         addresses = [r["host"] for r in results]
         self._cache[host] = (now + CACHE_SECONDS, addresses)
         return addresses
+
+
+_MAX_URL = 2048
+
+
+def malformed_reason(url: str) -> None:
+    """Raise ``SsrfRefused`` for a URL that parsers read differently or not at all.
+
+    A backslash, whitespace or a control character can make the host that ``urlsplit``
+    checks and the host the HTTP client connects to disagree, or the client refuses
+    the URL at each attempt (which looked like a connection error and was retried):
+    such a URL, or one with a bad port, is refused before the first attempt.
+    """
+    if len(url) > _MAX_URL:
+        raise SsrfRefused(f"URL longer than {_MAX_URL} characters")
+    for ch in url:
+        if ch == "\\" or ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F:
+            raise SsrfRefused(f"URL {url[:200]!r} holds {ch!r}: malformed")
+    try:
+        urlsplit(url).port  # noqa: B018 (raises on a malformed port)
+        if not yarl.URL(url).host:
+            raise ValueError("the HTTP client finds no host")
+    except ValueError as exc:
+        raise SsrfRefused(f"URL {url[:200]!r} is malformed: {exc}") from exc
 
 
 class GuardedResolver(AbstractResolver):

@@ -103,3 +103,36 @@ def test_guarded_resolver_refuses_at_connect_time() -> None:
     resolver = GuardedResolver(SsrfGuard(), inner)
     with pytest.raises(SsrfRefused, match="link-local"):
         asyncio.run(resolver.resolve("rebind.example.com", 80))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com\\@127.0.0.1/hook",  # a backslash: before, retried as an error
+        "http://93.184.215.14/a\\b",
+        "http://93.184.215.14:99999/",
+        "http://93.184.215.14:port/",
+        "http://exa mple.com/",
+        "http://93.184.215.14/\r\nX-Injected: 1",
+        "http://93.184.215.14/" + "a" * 3000,
+    ],
+)
+def test_malformed_urls_are_refused_before_any_lookup(url: str) -> None:
+    resolver = FakeResolver({"example.com": ["93.184.215.14"]})
+    with pytest.raises(SsrfRefused, match=r"malformed|longer"):
+        check(SsrfGuard(resolver=resolver), url)
+    assert resolver.lookups == []
+
+
+def test_a_url_the_http_client_cannot_use_is_a_refusal_not_a_retry() -> None:
+    from streams.webhooks.http import AiohttpSender
+
+    async def post() -> object:
+        sender = AiohttpSender(SsrfGuard(allow=["127.0.0.0/8"]))
+        try:
+            return await sender.post("http://127.0.0.1:99999/", b"{}", {}, 1.0)
+        finally:
+            await sender.close()
+
+    result = asyncio.run(post())
+    assert getattr(result, "refused", False) and "malformed" in str(getattr(result, "error", ""))
