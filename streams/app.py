@@ -17,6 +17,7 @@ from prometheus_client import generate_latest
 from streams import faust_drain, logs, metrics
 from streams.agents import BUILTIN_AGENT_MODULES
 from streams.avro.faust_codec import register_codecs
+from streams.preflight import DatabaseProbe
 from streams.runtime import Runtime
 from streams.settings import Settings, get_settings
 
@@ -32,6 +33,7 @@ def create_app(settings: Settings) -> faust.App:
         store=settings.table_store,
         datadir=str(datadir),
         web_host=settings.web_host,
+        web_bind=settings.web_host,  # Faust binds web_bind (default 0.0.0.0), not web_host
         web_port=settings.web_port,
         web_in_thread=False,
         broker_session_timeout=settings.kafka_session_timeout,
@@ -79,6 +81,8 @@ def _install_views(app: faust.App, runtime: Runtime) -> None:
             generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4"
         )
 
+    database = DatabaseProbe(runtime.pools, runtime.settings)
+
     @app.page("/health")
     async def health_view(web: Any, request: Any) -> Any:
         assignment = (
@@ -87,14 +91,17 @@ def _install_views(app: faust.App, runtime: Runtime) -> None:
             else []
         )
         ready = bool(assignment) and not app.rebalancing
+        db_down = await database.cause()
         return web.json(
             {
-                "status": "ready" if ready else "starting",
+                "status": "not_ready" if db_down else "ready" if ready else "starting",
+                "database": f"down: {db_down}" if db_down else "up",
                 "silo": runtime.settings.silo_mode.value,
                 "agents": runtime.agents,
                 "skipped_agents": runtime.skipped_agents,
                 "assignment": assignment,
-            }
+            },
+            status=503 if db_down else 200,
         )
 
     from streams.console.views import install as install_console

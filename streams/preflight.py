@@ -170,3 +170,48 @@ def check_port_free(host: str, port: int, variable: str, what: str) -> None:
                 f"cannot listen on {host}:{port} for {what} ({_strerror(exc)}; another one "
                 f"running?) — set {variable} to a free port, or 0 for none"
             ) from None
+
+
+class DatabaseProbe:
+    """The worker's ``/health`` view of PostgreSQL: one ``SELECT 1`` through its pool,
+    bounded by the connect timeout. Logs the cause when the database goes away (once, not
+    per probe) and when it is back."""
+
+    def __init__(self, pools: Any, settings: Settings) -> None:
+        self.pools = pools  # streams.runtime.PoolSource (not imported: no Faust here)
+        self.dsn = settings.database_url
+        self.timeout = settings.connect_timeout
+        self.down: str | None = None
+
+    async def cause(self) -> str | None:
+        """``None`` when the database answers, else one short phrase saying why not."""
+        import asyncio
+
+        try:
+            async with asyncio.timeout(self.timeout):
+                pool = await self.pools.get()
+                async with pool.connection(timeout=self.timeout) as conn:
+                    await conn.execute("SELECT 1")
+        except Exception as exc:  # every failure means "not ready"; the cause is logged
+            cause = await self._direct_cause() or database_cause(exc) or "no answer"
+            if self.down is None:
+                log.error("worker.database.unreachable", extra={"cause": cause})
+            self.down = cause
+            return cause
+        if self.down is not None:
+            log.info("worker.database.recovered", extra={"was": self.down})
+        self.down = None
+        return None
+
+    async def _direct_cause(self) -> str | None:
+        """The pool only says it timed out; one direct connection says why."""
+        import psycopg
+
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn.get(), connect_timeout=max(2, math.ceil(self.timeout))
+            )
+            await conn.close()
+        except psycopg.Error as exc:
+            return database_cause(exc)
+        return None
