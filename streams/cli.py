@@ -177,6 +177,10 @@ def cmd_lag_exporter(args: argparse.Namespace) -> int:
 def cmd_invalidate(args: argparse.Namespace) -> int:
     from streams.client import schedule_invalidate_project_config
 
+    missing = _unknown_scope(args)
+    if missing and not args.force:
+        print(f"streams: {missing}; nothing requested (--force to request anyway)", file=sys.stderr)
+        return 1
     delivered = schedule_invalidate_project_config(
         trigger=args.trigger,
         organization_id=args.organization_id,
@@ -186,6 +190,44 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
     )
     print(f"requested: {delivered.topic} partition {delivered.partition} offset {delivered.offset}")
     return 0
+
+
+_SCOPE_SQL = {
+    "organization": "SELECT 1 FROM organization WHERE id = %s",
+    "project": "SELECT 1 FROM project WHERE id = %s",
+    "key": "SELECT 1 FROM project_key WHERE public_key = %s",
+}
+
+
+def _unknown_scope(args: argparse.Namespace) -> str | None:
+    """``no project 7 in the database`` when the scope names nothing, else ``None``."""
+    from streams.db.pool import connect
+
+    kind, value = (
+        ("organization", args.organization_id)
+        if args.organization_id is not None
+        else ("project", args.project_id)
+        if args.project_id is not None
+        else ("key", args.public_key)
+    )
+    with connect(_settings()) as conn:
+        if conn.execute(_SCOPE_SQL[kind].encode(), (value,)).fetchone():
+            return None
+    return f"no {kind} {value} in the database"
+
+
+def _add_invalidate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    inv = sub.add_parser("invalidate", help="recompute the project configs of one scope")
+    scope = inv.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--organization-id", type=int, help="every key of an organization")
+    scope.add_argument("--project-id", type=int, help="every key of a project")
+    scope.add_argument("--public-key", help="one key")
+    inv.add_argument("--trigger", default="cli", help="label for the metrics (default cli)")
+    inv.add_argument("--countdown", type=float, default=5.0, help="seconds to wait (default 5)")
+    inv.add_argument(
+        "--force", action="store_true", help="request even if the scope is not in the database"
+    )
+    inv.set_defaults(func=cmd_invalidate, needs=BOTH)
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:
@@ -283,14 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     lag.add_argument("--once", action="store_true", help="poll once, print the metrics, exit")
     lag.set_defaults(func=cmd_lag_exporter, needs=KAFKA)
 
-    inv = sub.add_parser("invalidate", help="recompute the project configs of one scope")
-    scope = inv.add_mutually_exclusive_group(required=True)
-    scope.add_argument("--organization-id", type=int, help="every key of an organization")
-    scope.add_argument("--project-id", type=int, help="every key of a project")
-    scope.add_argument("--public-key", help="one key")
-    inv.add_argument("--trigger", default="cli", help="label for the metrics (default cli)")
-    inv.add_argument("--countdown", type=float, default=5.0, help="seconds to wait (default 5)")
-    inv.set_defaults(func=cmd_invalidate, needs=BOTH)
+    _add_invalidate_parser(sub)
 
     schedules = sub.add_parser("schedules", help="periodic schedules: next and last run")
     schedules.add_argument("action", choices=["list"])
