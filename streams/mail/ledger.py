@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from email.message import EmailMessage
+from email.message import Message
 from typing import Any, Literal
 
 import psycopg
@@ -41,27 +41,28 @@ def message_id(kind: str, key: str, user_id: int, domain: str = "streams.local")
 async def _lease(
     conn: AsyncConn, kind: str, key: str, user_id: int, *, token: uuid.UUID, lease: float
 ) -> tuple[bool, str, int]:
-    """Take the row's lease: (ours, status, attempts)."""
-    async with conn.transaction():
-        cur = await conn.execute(
-            "INSERT INTO mail_sent AS m (kind, key, user_id, status, token, lease_until,"
-            " message_id) VALUES (%s, %s, %s, 'sending', %s,"
-            " now() + make_interval(secs => %s), %s)"
-            " ON CONFLICT (kind, key, user_id) DO UPDATE SET token = EXCLUDED.token,"
-            " lease_until = EXCLUDED.lease_until, attempts = m.attempts + 1"
-            " WHERE m.status = 'sending' AND m.lease_until < now()"
-            " RETURNING attempts",
-            (kind, key, user_id, token, lease, message_id(kind, key, user_id)),
-        )
-        row = await cur.fetchone()
-        if row is not None:
-            return True, "sending", int(row[0])
-        cur = await conn.execute(
-            "SELECT status, attempts FROM mail_sent WHERE kind = %s AND key = %s AND user_id = %s",
-            (kind, key, user_id),
-        )
-        found = await cur.fetchone()
-    assert found is not None  # the conflicting row exists (rows are never deleted by others)
+    """Take the row's lease: (ours, status, attempts). One statement, so atomic on its own
+    (and one round trip in the common case)."""
+    cur = await conn.execute(
+        "INSERT INTO mail_sent AS m (kind, key, user_id, status, token, lease_until,"
+        " message_id) VALUES (%s, %s, %s, 'sending', %s,"
+        " now() + make_interval(secs => %s), %s)"
+        " ON CONFLICT (kind, key, user_id) DO UPDATE SET token = EXCLUDED.token,"
+        " lease_until = EXCLUDED.lease_until, attempts = m.attempts + 1"
+        " WHERE m.status = 'sending' AND m.lease_until < now()"
+        " RETURNING attempts",
+        (kind, key, user_id, token, lease, message_id(kind, key, user_id)),
+    )
+    row = await cur.fetchone()
+    if row is not None:
+        return True, "sending", int(row[0])
+    cur = await conn.execute(
+        "SELECT status, attempts FROM mail_sent WHERE kind = %s AND key = %s AND user_id = %s",
+        (kind, key, user_id),
+    )
+    found = await cur.fetchone()
+    if found is None:  # the holder gave the row back in between: try again later
+        return False, "sending", 0
     return False, str(found[0]), int(found[1])
 
 
@@ -72,7 +73,7 @@ async def send_once(
     kind: str,
     key: str,
     user_id: int,
-    build: Callable[[str], EmailMessage],
+    build: Callable[[str], Message],
     lease: float = DEFAULT_LEASE,
 ) -> Outcome:
     """Send the mail ``build(message_id)`` unless (kind, key, user_id) was sent already.

@@ -17,7 +17,8 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.header import Header
+from email.message import Message
 from typing import Protocol
 
 from streams import metrics
@@ -32,6 +33,11 @@ SENT = metrics.counter(
     ("kind", "outcome"),
 )
 SEND_SECONDS = metrics.histogram("streams_mail_send_seconds", "One SMTP transaction.", ("kind",))
+
+
+def header(text: str) -> str:
+    """A header value: as it is when ASCII, else RFC 2047 encoded (UTF-8)."""
+    return text if text.isascii() else Header(text, "utf-8").encode()
 
 
 class MailError(StreamsError):
@@ -74,7 +80,7 @@ class SmtpConfig:
 class Mailer(Protocol):
     """What senders of mail need: hand one message to the mail system."""
 
-    async def send(self, message: EmailMessage, *, kind: str) -> None: ...
+    async def send(self, message: Message, *, kind: str) -> None: ...
 
 
 class SmtpMailer:
@@ -86,7 +92,7 @@ class SmtpMailer:
         self._lock = threading.Lock()
         self._max_idle = max_idle
 
-    async def send(self, message: EmailMessage, *, kind: str) -> None:
+    async def send(self, message: Message, *, kind: str) -> None:
         """Send ``message`` (its To/Cc are the recipients); raises ``MailError``."""
         started = time.perf_counter()
         try:
@@ -100,7 +106,7 @@ class SmtpMailer:
         SENT.labels(kind, "sent").inc()
         SEND_SECONDS.labels(kind).observe(time.perf_counter() - started)
 
-    def send_sync(self, message: EmailMessage) -> None:
+    def send_sync(self, message: Message) -> None:
         """The blocking send, for threads and synchronous callers."""
         conn = self._take()
         try:

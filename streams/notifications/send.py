@@ -7,7 +7,7 @@ import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import Message
 from typing import Any
 
 import psycopg
@@ -111,5 +111,5 @@ async def send_notifications(
     return outcomes
 
 
-def _render(activity: Activity, person: Participant, sender: str, message_id: str) -> EmailMessage:
+def _render(activity: Activity, person: Participant, sender: str, message_id: str) -> Message:
     return render(activity, person.email, sender=sender, message_id=message_id)

@@ -50,19 +50,20 @@ class TopIssue:
 
 
 @dataclass(frozen=True)
+class Recipient:
+    user_id: int
+    email: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Report:
     organization_id: int
     organization: str
     week: Week
     projects: list[ProjectLine]
     top_issues: list[TopIssue]
-
-
-@dataclass(frozen=True)
-class Recipient:
-    user_id: int
-    email: str
-    name: str
+    recipients: list[Recipient]
 
 
 ACTIVE_SQL = """
@@ -77,39 +78,40 @@ WHERE o.status = 0 AND o.id IN (
 ORDER BY o.id
 """
 
-PROJECTS_SQL = """
-SELECT p.slug,
-    (SELECT count(*) FROM issue_group g WHERE g.project_id = p.id
-        AND g.first_seen >= %(start)s AND g.first_seen < %(end)s),
-    (SELECT count(DISTINCT a.group_id) FROM issue_activity a WHERE a.project_id = p.id
-        AND a.type = 'set_resolved' AND a.date_added >= %(start)s AND a.date_added < %(end)s),
-    (SELECT count(*) FROM issue_group g WHERE g.project_id = p.id
-        AND g.status = 0 AND g.first_seen < %(end)s),
-    (SELECT count(*) FROM error_event e WHERE e.project_id = p.id
-        AND e.date_added >= %(start)s AND e.date_added < %(end)s)
-FROM project p WHERE p.organization_id = %(org)s AND p.status = 0
-ORDER BY p.slug
-"""
-
-TOP_SQL = """
-SELECT g.id, p.slug, g.title, count(*) AS events
-FROM error_event e
-JOIN issue_group g ON g.id = e.group_id
-JOIN project p ON p.id = g.project_id
-WHERE p.organization_id = %(org)s AND p.status = 0
-    AND e.date_added >= %(start)s AND e.date_added < %(end)s
-GROUP BY g.id, p.slug, g.title
-ORDER BY events DESC, g.id
-LIMIT %(limit)s
-"""
-
-RECIPIENTS_SQL = """
-SELECT u.id, u.email, u.username FROM organization_member m
-JOIN auth_user u ON u.id = m.user_id
-WHERE m.organization_id = %(org)s AND u.is_active AND u.email <> ''
-    AND NOT EXISTS (SELECT 1 FROM user_mail_opt_out x
-                    WHERE x.user_id = u.id AND x.kind = 'weekly_report')
-ORDER BY u.id
+# One round trip per report: the organization, its project lines, its top issues and its
+# recipients (active members with an email who have not opted out), as JSON arrays.
+REPORT_SQL = """
+SELECT o.slug,
+  (SELECT coalesce(json_agg(json_build_array(slug, new, resolved, open, events) ORDER BY slug),
+                   '[]')
+   FROM (SELECT p.slug,
+           (SELECT count(*) FROM issue_group g WHERE g.project_id = p.id
+              AND g.first_seen >= %(start)s AND g.first_seen < %(end)s) AS new,
+           (SELECT count(DISTINCT a.group_id) FROM issue_activity a WHERE a.project_id = p.id
+              AND a.type = 'set_resolved'
+              AND a.date_added >= %(start)s AND a.date_added < %(end)s) AS resolved,
+           (SELECT count(*) FROM issue_group g WHERE g.project_id = p.id
+              AND g.status = 0 AND g.first_seen < %(end)s) AS open,
+           (SELECT count(*) FROM error_event e WHERE e.project_id = p.id
+              AND e.date_added >= %(start)s AND e.date_added < %(end)s) AS events
+         FROM project p WHERE p.organization_id = o.id AND p.status = 0) lines),
+  (SELECT coalesce(json_agg(json_build_array(id, slug, title, events)
+                            ORDER BY events DESC, id), '[]')
+   FROM (SELECT g.id, p.slug, g.title, count(*) AS events
+         FROM error_event e
+         JOIN issue_group g ON g.id = e.group_id
+         JOIN project p ON p.id = g.project_id
+         WHERE p.organization_id = o.id AND p.status = 0
+           AND e.date_added >= %(start)s AND e.date_added < %(end)s
+         GROUP BY g.id, p.slug, g.title
+         ORDER BY events DESC, g.id
+         LIMIT %(limit)s) top),
+  (SELECT coalesce(json_agg(json_build_array(u.id, u.email, u.username) ORDER BY u.id), '[]')
+   FROM organization_member m JOIN auth_user u ON u.id = m.user_id
+   WHERE m.organization_id = o.id AND u.is_active AND u.email <> ''
+     AND NOT EXISTS (SELECT 1 FROM user_mail_opt_out x
+                     WHERE x.user_id = u.id AND x.kind = 'weekly_report'))
+FROM organization o WHERE o.id = %(org)s AND o.status = 0
 """
 
 
@@ -120,23 +122,20 @@ async def active_organizations(conn: AsyncConn, week: Week) -> list[int]:
 
 
 async def build_report(conn: AsyncConn, organization_id: int, week: Week) -> Report | None:
-    """The report of one organization for ``week``; None if it no longer exists or is
-    inactive (status other than 0)."""
-    cur = await conn.execute(
-        "SELECT slug FROM organization WHERE id = %s AND status = 0", (organization_id,)
-    )
-    org = await cur.fetchone()
-    if org is None:
-        return None
+    """The report of one organization for ``week``, with its recipients (active members
+    with an email who have not opted out); None if the organization no longer exists or
+    is inactive (status other than 0)."""
     params = {"org": organization_id, "start": week.start, "end": week.end, "limit": TOP_ISSUES}
-    cur = await conn.execute(PROJECTS_SQL, params)
-    projects = [ProjectLine(*r) for r in await cur.fetchall()]
-    cur = await conn.execute(TOP_SQL, params)
-    top = [TopIssue(*r) for r in await cur.fetchall()]
-    return Report(organization_id, str(org[0]), week, projects, top)
-
-
-async def recipients(conn: AsyncConn, organization_id: int) -> list[Recipient]:
-    """Active members with an email who have not opted out of weekly reports."""
-    cur = await conn.execute(RECIPIENTS_SQL, {"org": organization_id})
-    return [Recipient(int(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
+    cur = await conn.execute(REPORT_SQL, params)
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    slug, lines, top, people = row
+    return Report(
+        organization_id,
+        str(slug),
+        week,
+        [ProjectLine(*line) for line in lines],
+        [TopIssue(*issue) for issue in top],
+        [Recipient(*person) for person in people],
+    )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from email.message import EmailMessage
+from email.mime.text import MIMEText
 from email.utils import formatdate
 
+from streams.mail.smtp import header
 from streams.reports.build import Recipient, Report
 
 
@@ -42,15 +43,15 @@ def body(report: Report, recipient: Recipient) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(report: Report, recipient: Recipient, *, sender: str, message_id: str) -> EmailMessage:
+def render(report: Report, recipient: Recipient, *, sender: str, message_id: str) -> MIMEText:
     """The email for one recipient."""
-    msg = EmailMessage()
+    # MIMEText (compat32 headers): the default policy's header parsing cost 3 ms a mail.
+    msg = MIMEText(body(report, recipient), "plain", "utf-8")
     msg["From"] = sender
     msg["To"] = recipient.email
-    msg["Subject"] = subject(report)
+    msg["Subject"] = header(subject(report))
     msg["Message-ID"] = message_id
     msg["Date"] = formatdate(usegmt=True)
     msg["X-Streams-Kind"] = "weekly_report"
     msg["X-Streams-Organization"] = str(report.organization_id)
-    msg.set_content(body(report, recipient))
     return msg

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from email.message import EmailMessage
+from email.message import Message
 from typing import Any
 
 import psycopg
@@ -13,7 +13,7 @@ import psycopg
 from streams import metrics
 from streams.mail.ledger import send_once
 from streams.mail.smtp import Mailer
-from streams.reports.build import Recipient, Report, Week, build_report, recipients
+from streams.reports.build import Recipient, Report, Week, build_report
 from streams.reports.render import render
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ async def send_report(
     if report is None:
         outcomes["gone"] += 1
     else:
-        members = await recipients(conn, organization_id)
+        members = report.recipients
         if not members:
             outcomes["no_recipients"] += 1
         key = f"{organization_id}:{week.key}"
@@ -67,5 +67,5 @@ async def send_report(
     return outcomes
 
 
-def _render(report: Report, member: Recipient, sender: str, message_id: str) -> EmailMessage:
+def _render(report: Report, member: Recipient, sender: str, message_id: str) -> Message:
     return render(report, member, sender=sender, message_id=message_id)
