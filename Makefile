@@ -34,6 +34,9 @@ fmt: $(STAMP) ## Apply ruff formatting and safe fixes
 test: $(STAMP) lint promtool chromium image-tools ## Lint, then the whole test suite against a real broker and PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+chaos: $(STAMP) ## Chaos suite: outages, broker reset, kill -9 (short; STREAMS_SOAK=1 for 70 s and 5 min outages)
+	$(BIN)/python -m pytest tests/chaos -q -s
+
 promtool: ## Install prometheus + promtool (Debian package) for the ops tests, if missing
 	@command -v promtool >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -72,4 +75,4 @@ dev-stop: $(STAMP) ## Stop them
 clean: ## Remove the venv and local data
 	rm -rf $(VENV) .streams .mypy_cache .ruff_cache
 
-.PHONY: help install run lint fmt test promtool chromium image-tools image manifests bench dev-start dev-stop clean
+.PHONY: help install run lint fmt test chaos promtool chromium image-tools image manifests bench dev-start dev-stop clean
