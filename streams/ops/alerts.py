@@ -85,6 +85,18 @@ def alerts(p: AlertParams | None = None) -> list[Alert]:
             "`streams dlq replay --topic ...` once fixed.",
         ),
         Alert(
+            "StreamsOffsetMarkReset",
+            "sum by (kind, topic) (increase(streams_offset_mark_resets_total[1h])) > 0",
+            "0m",
+            "critical",
+            "Offset marks of {{ $labels.kind }} on {{ $labels.topic }} were beyond the log",
+            "A mark kept in PostgreSQL pointed past its partition's end: the topic's log was "
+            "replaced (broker restarted without its data, topic deleted and recreated). The "
+            "marks were voided and the new log is applied from its start; messages of the old "
+            "log that were never consumed are gone with it. Find out why the log was lost "
+            "(worker logs: marks.reset.detected).",
+        ),
+        Alert(
             "StreamsRelayBacklogOld",
             "max by (table) (streams_relay_oldest_pending_seconds)"
             f" > {_num(p.relay_backlog_seconds)}",
