@@ -71,6 +71,9 @@ class Scope:
         return self.key
 
 
+MAX_PUBLIC_KEY_LENGTH = 256  # keys are 32 hex characters; leave room, refuse the absurd
+
+
 def validate_scope(
     organization_id: object, project_id: object, public_key: object
 ) -> tuple[ScopeKind, int | str]:
@@ -94,6 +97,12 @@ def validate_scope(
     if kind is ScopeKind.PUBLIC_KEY:
         if not isinstance(value, str) or not value:
             raise TypeError(f"public_key must be a non-empty str, got {type(value).__name__}")
+        if len(value) > MAX_PUBLIC_KEY_LENGTH:
+            # It travels in message keys and headers: a huge one makes the message exceed
+            # the topic's limit and be retried for minutes before it is dead-lettered.
+            raise TypeError(
+                f"public_key is {len(value)} characters long; at most {MAX_PUBLIC_KEY_LENGTH}"
+            )
         return kind, value
     if type(value) is not int:
         raise TypeError(f"{kind.value}_id must be an int, got {type(value).__name__}")
