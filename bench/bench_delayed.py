@@ -167,7 +167,8 @@ def main() -> None:
     with bench_stack("delayed") as settings:
         migrate(settings.database_url.get())
         topics.create_all(settings)
-        pub = Publisher(settings, **{"linger.ms": 5})
+        overrides: dict[str, Any] = {"linger.ms": 5}
+        pub = Publisher(settings, **overrides)
         bare = bare_publish_rate(pub)
         print(f"bare publish (same broker, same run): {bare:,.0f} msg/s")
         print(

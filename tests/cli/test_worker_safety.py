@@ -3,6 +3,7 @@ also logged) while its database refuses connections, then ready again."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,7 @@ def test_worker_binds_loopback_and_reports_lost_database(
 
         def not_ready() -> dict[str, Any] | None:
             status, body = proc.get("/health", timeout=15)
-            return harness.json.loads(body) if status == 503 else None
+            return json.loads(body) if status == 503 else None
 
         health = harness.wait_for(not_ready, 30, 0.5, "health 503")
         assert health["status"] == "not_ready"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,14 +20,18 @@ def test_a_deferred_row_is_published_when_due_without_holding_up_its_shard(
 ) -> None:
     start_relay(settings, processes, tmp_path / "relay.log")
     reader = TopicReader(settings, ["outbox.region"])
-    row = {"scope": "organization_scope", "shard_identifier": 7, "category": "organization_update"}
+    row: dict[str, Any] = {
+        "scope": "organization_scope",
+        "shard_identifier": 7,
+        "category": "organization_update",
+    }
     try:
         with psycopg.connect(settings.database_url.get()) as conn:
             started = time.monotonic()
             enqueue_outbox(conn, **row, object_identifier=1, countdown=3)
             enqueue_outbox(conn, **row, object_identifier=2)
             with pytest.raises(TypeError):  # checked at call time, not when due
-                enqueue_outbox(conn, **row, object_identifier="3", countdown=3)
+                enqueue_outbox(conn, **row, object_identifier="3", countdown=3)  # type: ignore[arg-type]
             conn.commit()
         first = reader.wait_for(lambda rs: len(rs) >= 1, 10, "the immediate row")
         assert [r.value["object_identifier"] for r in first] == [2]

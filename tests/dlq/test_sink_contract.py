@@ -98,6 +98,6 @@ class TestKafkaSink(DeadLetterSinkContract):
         sink = KafkaDeadLetterSink(publisher, settings.topic_prefix)
 
         def stored() -> list[Stored]:
-            return [(d.value, d.key, d.headers) for d in replay.read(settings)]
+            return [(d.value, d.key, list(d.headers)) for d in replay.read(settings)]
 
         return SinkUnderTest(sink, stored)
