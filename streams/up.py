@@ -26,6 +26,7 @@ from streams.demo import configs as configs_demo
 from streams.demo import lag as lag_status
 from streams.demo import outbox as relay_demo
 from streams.demo import webhooks as webhooks_demo
+from streams.dev import stack
 from streams.settings import Settings, read
 
 # Settings for the embedded stack (docs/broker.md #1, #8); the environment wins.
@@ -79,32 +80,104 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Child
         stdout=out,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        # Its own session: the terminal's Ctrl-C reaches `up` alone, which stops the
+        # components in order (SIGTERM, then SIGKILL after STOP_GRACE).
+        start_new_session=True,
     )
     return Child(name, popen, log)
 
 
-def _stop(children: list[Child]) -> None:
+# Seconds a component gets to stop after SIGTERM before SIGKILL; the whole Ctrl-C stays
+# under 5 s (the stack's own stop takes well under a second).
+STOP_GRACE = 3.0
+
+
+def _stop(children: list[Child], grace: float = STOP_GRACE) -> list[str]:
+    """SIGTERM every component at once, SIGKILL what is left after ``grace`` seconds;
+    returns the names of those that had to be killed."""
     for c in children:
         if c.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 c.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    killed = []
     for c in children:
         try:
-            c.popen.wait(15)
+            c.popen.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            killed.append(c.name)
             c.popen.kill()
             c.popen.wait(5)
+    return killed
+
+
+def _stop_stack(state: Path, started: stack.StackInfo) -> None:
+    """Stop the broker and PostgreSQL only if this run started them (a stack from
+    `streams dev start`, or named by the environment, keeps running)."""
+    if started.broker_pid:
+        # The memory-only broker lingers on SIGTERM while clients (the demo threads'
+        # producers) stay connected; it holds nothing worth waiting for.
+        stack.stop_pid(started.broker_pid, signal.SIGTERM, timeout=0.5)
+    if started.postgres_pid:
+        # SIGINT is PostgreSQL's fast shutdown; SIGQUIT (immediate) if that lingers.
+        stack.stop_pid(started.postgres_pid, signal.SIGINT, timeout=1.5)
+    left = stack.read_stack(state)
+    if left.broker_pid == started.broker_pid:
+        left.broker_pid = left.kafka_bootstrap_servers = None
+    if left.postgres_pid == started.postgres_pid:
+        left.postgres_pid = left.database_url = None
+    if left.broker_pid or left.postgres_pid:
+        stack.write_stack(state, left)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            stack.stack_file(state).unlink()
+
+
+def _started_here(before: stack.StackInfo, after: stack.StackInfo) -> stack.StackInfo:
+    """The part of the stack this run started: PIDs in ``after`` that ``before`` lacked."""
+
+    def new(pid: int | None, old: int | None) -> int | None:
+        return pid if pid and not (old and old == pid and stack.pid_alive(old)) else None
+
+    return stack.StackInfo(
+        broker_pid=new(after.broker_pid, before.broker_pid),
+        postgres_pid=new(after.postgres_pid, before.postgres_pid),
+    )
+
+
+def _watch(
+    children: list[Child], settings: Settings, stop: threading.Event, duration: float | None
+) -> int:
+    """Print a status line every 5 s until ``stop``, ``duration`` or a component dies."""
+    started = time.monotonic()
+    while not stop.is_set():
+        if duration is not None and time.monotonic() - started >= duration:
+            break
+        stop.wait(5.0)
+        dead = [c for c in children if c.popen.poll() is not None]
+        if dead:
+            for c in dead:
+                print(f"!! {c.name} exited with {c.popen.returncode}; see {c.log}", flush=True)
+            return 1
+        parts = []
+        for status in STATUS:
+            with contextlib.suppress(Exception):
+                parts.append(status(settings))
+        print(f"[{time.strftime('%H:%M:%S')}] " + "  ".join(parts), flush=True)
+    return 0
 
 
 def run(*, demo: bool = True, duration: float | None = None) -> int:
     from streams import topics
     from streams.db.migrate import migrate
-    from streams.dev import stack
     from streams.settings import reset_settings
 
     state: Path = read("state_dir")
-    owned = not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("DATABASE_URL"))
-    info = stack.start(state, detach=False, env=dict(os.environ))
+    before = stack.read_stack(state)
+    # Detached (own session): Ctrl-C must not stop the broker and PostgreSQL before the
+    # components that use them; `up` stops them last, and only if it started them.
+    info = stack.start(state, detach=True, env=dict(os.environ))
+    owned = _started_here(before, info)
     addresses = {
         "KAFKA_BOOTSTRAP_SERVERS": info.kafka_bootstrap_servers or "",
         "DATABASE_URL": info.database_url or "",
@@ -144,27 +217,15 @@ def run(*, demo: bool = True, duration: float | None = None) -> int:
         if demo:
             for d in DEMOS:
                 threading.Thread(target=d, args=(settings, stop), daemon=True).start()
-        started = time.monotonic()
-        while not stop.is_set():
-            if duration is not None and time.monotonic() - started >= duration:
-                break
-            stop.wait(5.0)
-            dead = [c for c in children if c.popen.poll() is not None]
-            if dead:
-                for c in dead:
-                    print(f"!! {c.name} exited with {c.popen.returncode}; see {c.log}", flush=True)
-                return 1
-            parts = []
-            for status in STATUS:
-                with contextlib.suppress(Exception):
-                    parts.append(status(settings))
-            print(f"[{time.strftime('%H:%M:%S')}] " + "  ".join(parts), flush=True)
+        return _watch(children, settings, stop, duration)
     except KeyboardInterrupt:
-        pass
+        return 0  # Ctrl-C is how `up` is meant to end
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: the stop is bounded
         stop.set()
-        print("streams up: stopping", flush=True)
-        _stop(children)
-        if owned:
-            stack.stop(state)
-    return 0
+        began = time.monotonic()
+        print("\nstreams up: stopping", flush=True)
+        killed = _stop(children)
+        _stop_stack(state, owned)
+        note = f" (killed after {STOP_GRACE:g} s: {', '.join(killed)})" if killed else ""
+        print(f"streams up: stopped in {time.monotonic() - began:.1f} s{note}", flush=True)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pty
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from psycopg.conninfo import make_conninfo
 
@@ -105,3 +110,126 @@ def test_up_shows_messages_flowing_within_60s_and_stops_everything(
     while any(stack.pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [p for p in pids if stack.pid_alive(p)], "a component outlived `streams up`"
+
+
+# --- Ctrl-C on a terminal (issue 15, "stopping") ------------------------------------------
+
+
+class Terminal:
+    """``streams ARGS`` on a pseudo-terminal, as typed by a user; Ctrl-C is ``\\x03``."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: a session leader with the pty as its terminal
+            os.chdir(ROOT)
+            os.execve(sys.executable, [sys.executable, "-m", "streams", *args], env)
+        self.text = ""
+        self.code: int | None = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:  # EIO: the terminal's last writer is gone
+                return
+            if not chunk:
+                return
+            self.text += chunk.decode(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, self.text, re.MULTILINE):
+            assert self.exited() is None, f"exited early:\n{self.text[-3000:]}"
+            assert time.monotonic() < deadline, f"no {pattern!r}:\n{self.text[-3000:]}"
+            time.sleep(0.1)
+
+    def exited(self) -> int | None:
+        if self.code is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.code = os.waitstatus_to_exitcode(status)
+        return self.code
+
+    def ctrl_c(self, timeout: float = 30.0) -> tuple[float, list[str]]:
+        """Press Ctrl-C; (seconds until the command exited, lines it printed after)."""
+        before = len(self.text)
+        os.write(self.fd, b"\x03")
+        started = time.monotonic()
+        while self.exited() is None and time.monotonic() - started < timeout:
+            time.sleep(0.02)
+        elapsed = time.monotonic() - started
+        self._reader.join(5)
+        after = [ln for ln in self.text[before:].splitlines() if ln.strip() not in ("", "^C")]
+        return elapsed, after
+
+    def close(self) -> None:
+        if self.exited() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
+def _clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMS_", "KAFKA_"))}
+    env.pop("DATABASE_URL", None)
+    return {
+        **env,
+        "PYTHONPATH": str(ROOT),
+        "STREAMS_STATE_DIR": str(tmp_path / "state"),
+        "STREAMS_WEB_PORT": str(stack.free_port()),
+        "STREAMS_LAG_EXPORTER_PORT": str(stack.free_port()),
+        "STREAMS_METRICS_PORT": str(stack.free_port()),
+    }
+
+
+def _alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+    return out
+
+
+def test_ctrl_c_stops_components_then_its_own_stack_within_5s(tmp_path: Path) -> None:
+    term = Terminal(["up"], _clean_env(tmp_path))
+    try:
+        term.wait_for(r"^\[\d\d:\d\d:\d\d\] ", 120)  # the first status line: all running
+        family = [p.pid for p in psutil.Process(term.pid).children(recursive=True)]
+        info = stack.read_stack(tmp_path / "state")
+        assert info.broker_pid in family and info.postgres_pid in family
+        elapsed, printed = term.ctrl_c()
+    finally:
+        term.close()
+    assert term.code == 0, term.text[-3000:]
+    assert elapsed < 5.0, f"stop took {elapsed:.1f}s:\n{term.text[-3000:]}"
+    assert len(printed) <= 3, printed
+    assert not _alive(family), "a process outlived `streams up`"
+    assert not stack.stack_file(tmp_path / "state").exists()
+
+
+def test_ctrl_c_leaves_a_dev_stack_running(tmp_path: Path) -> None:
+    env = _clean_env(tmp_path)
+    run = [sys.executable, "-m", "streams", "dev"]
+    subprocess.run([*run, "start"], env=env, cwd=ROOT, check=True, capture_output=True)
+    dev = stack.read_stack(tmp_path / "state")
+    dev_pids = [p for p in (dev.broker_pid, dev.postgres_pid) if p]
+    try:
+        term = Terminal(["up", "--no-demo"], env)
+        try:
+            term.wait_for(r"^\[\d\d:\d\d:\d\d\] ", 120)
+            components = [p.pid for p in psutil.Process(term.pid).children()]
+            elapsed, printed = term.ctrl_c()
+        finally:
+            term.close()
+        assert term.code == 0, term.text[-3000:]
+        assert elapsed < 5.0, f"stop took {elapsed:.1f}s"
+        assert len(printed) <= 3, printed
+        assert not _alive(components)
+        assert _alive(dev_pids) == dev_pids, "`streams up` stopped a stack it did not start"
+        assert stack.read_stack(tmp_path / "state").broker_pid == dev.broker_pid
+    finally:
+        subprocess.run([*run, "stop"], env=env, cwd=ROOT, check=False, capture_output=True)
+    assert not _alive(dev_pids)
