@@ -33,6 +33,11 @@ TopicName = Literal[
 ]
 
 
+# Bytes of a record batch around one record's value, key and headers (batch header,
+# record framing, compression slack): a message must leave this much of the limit free.
+RECORD_OVERHEAD = 512
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -44,6 +49,13 @@ class TopicSpec:
     publishers: frozenset[SiloMode] = field(default=ALL_SILOS)
     # Raw topics carry bytes that are not ours to decode (the dead-letter topic).
     avro: bool = True
+    # The largest record the topic takes (Kafka's max.message.bytes; its default is
+    # 1048588). Publishers refuse a bigger message before sending it.
+    max_message_bytes: int = 1_048_576
+
+    def fits(self, size: int) -> bool:
+        """Whether a record of ``size`` bytes (value, key and headers) fits the topic."""
+        return size + RECORD_OVERHEAD <= self.max_message_bytes
 
     def full_name(self, prefix: str = "") -> str:
         return f"{prefix}{self.name}"

@@ -41,6 +41,11 @@ class PublishError(StreamsError):
     """The broker did not acknowledge a message."""
 
 
+class MessageTooLarge(StreamsError, ValueError):
+    """A message larger than its topic accepts (``max.message.bytes``), refused before
+    anything is sent or stored, so the caller can still react (nothing is truncated)."""
+
+
 class RetryLater(StreamsError):
     """A handler asks for the message to be retried after a delay (e.g. row not yet visible)."""
 

@@ -24,7 +24,7 @@ from streams.avro.codec import SingleObjectCodec, build_codec
 from streams.avro.store import SchemaStore, default_store
 from streams.delayed.due import delay_seconds
 from streams.delayed.store import DelayedWriter, Prepared, Scheduled, insert
-from streams.errors import PublishError, SchemaMismatch, WrongSilo
+from streams.errors import MessageTooLarge, PublishError, SchemaMismatch, WrongSilo
 from streams.settings import Settings
 
 HeaderInput = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None
@@ -177,6 +177,7 @@ class Publisher:
         route = self._route(topic)
         data = self._encode(route, value)
         hdrs = _headers(headers, tracing.metadata_headers(self._producer_name, attempt))
+        key_bytes = _checked_size(route, data, _key_bytes(key), hdrs)
         if on_delivery is None:
             cb = route.delivered
         else:
@@ -185,7 +186,7 @@ class Publisher:
                 route.delivered(err, msg)
                 on_delivery(err, msg)
 
-        self._produce(route.full, data, _key_bytes(key), hdrs, cb)
+        self._produce(route.full, data, key_bytes, hdrs, cb)
         route.seconds.observe(time.perf_counter() - started)
 
     def send_raw(
@@ -269,7 +270,7 @@ class Publisher:
         route = self._route(topic)
         data = self._encode(route, value)
         hdrs = _headers(headers, tracing.metadata_headers(self._producer_name, attempt))
-        return Prepared(route.full, data, _key_bytes(key), hdrs)
+        return Prepared(route.full, data, _checked_size(route, data, _key_bytes(key), hdrs), hdrs)
 
     def schedule(
         self,
@@ -378,3 +379,16 @@ def raw_future(
         full_topic, value, key=key, headers=headers, on_delivery=_resolver(loop, fut, full_topic)
     )
     return fut
+
+
+def _checked_size(
+    route: _Route, data: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
+) -> bytes | None:
+    """``key`` once the whole record is known to fit its topic; else ``MessageTooLarge``."""
+    size = len(data or b"") + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
+    if not route.spec.fits(size):
+        raise MessageTooLarge(
+            f"{route.topic}: a message of {size} bytes exceeds the topic's limit of "
+            f"{route.spec.max_message_bytes} bytes (max.message.bytes); nothing was sent"
+        )
+    return key

@@ -16,8 +16,10 @@ from typing import Any
 
 import psycopg
 
+from streams import catalogue
 from streams.delayed.due import delay_seconds
 from streams.delayed.store import Prepared, insert
+from streams.errors import MessageTooLarge
 from streams.outbox.categories import (
     CategoryInfo,
     OutboxCategory,
@@ -70,6 +72,25 @@ def _payload_text(payload: Mapping[str, Any] | None) -> str | None:
         raise TypeError(f"outbox payload is not plain JSON data: {exc}") from exc
 
 
+# The relay's envelope around a payload (ids, scope, category, dates, Avro framing,
+# headers) stays well under this; a payload that leaves less room cannot be published.
+ENVELOPE_BYTES = 4096
+
+
+def _check_size(table: OutboxTable, text: str | None) -> None:
+    """Refuse, in the caller's transaction, a row its topic could never take."""
+    if text is None:
+        return
+    size = len(text.encode()) + ENVELOPE_BYTES
+    spec = catalogue.lookup(table.topic)
+    if not spec.fits(size):
+        raise MessageTooLarge(
+            f"outbox payload of {size - ENVELOPE_BYTES} bytes cannot be published to "
+            f"{table.topic} (limit {spec.max_message_bytes} bytes with its envelope); "
+            "nothing was written"
+        )
+
+
 def build_insert(
     *,
     scope: OutboxScope | str,
@@ -86,6 +107,7 @@ def build_insert(
     _check_id("object_identifier", object_identifier)
     _check_payload(cat, info, payload)
     text = _payload_text(payload)
+    _check_size(table, text)
     columns = ["shard_scope", "shard_identifier", "category", "object_identifier", "payload"]
     params: list[Any] = [sc.value, shard_identifier, cat.value, object_identifier, text]
     if table.has_region:
