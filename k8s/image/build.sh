@@ -12,13 +12,15 @@
 #      cached in $CACHE (a minute saved per build); delete it to refresh Debian.
 #   3. The venv is created and the wheels installed inside the image by
 #      `buildah run --isolation chroot` (works without user namespaces).
-#   4. The image carries the label io.streams.build, a hash of every wheel: when the
-#      image under $TAG has the same hash, the build stops early ("up to date").
+#   4. The image carries the label io.streams.build, a hash of every wheel, the Debian
+#      package list and this script: when the image under $TAG has the same hash, the
+#      build stops early ("up to date").
 # Environment: IMAGE_TAG (default streams:<version>), STORAGE_DRIVER (default vfs),
 # DEBIAN_MIRROR, STREAMS_IMAGE_CACHE (default .streams/image), PYTHON.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 CACHE=${STREAMS_IMAGE_CACHE:-$ROOT/.streams/image}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -45,7 +47,9 @@ mkdir -p "$CACHE/dist" "$CACHE/wheels"
 "$PY" -m pip wheel --no-deps -q -w "$CACHE/dist" "$ROOT" 2> >(grep -v 'is ignored' >&2)
 WHEEL=$(ls "$CACHE"/dist/streams-*.whl)
 "$PY" -m pip wheel -q -w "$CACHE/wheels" "$WHEEL" 2> >(grep -v 'is ignored' >&2)
-BUILD_KEY=$(cd "$CACHE/wheels" && sha256sum ./*.whl | sha256sum | cut -c1-16)-$PACKAGES
+# What the image is made of: the wheels, the Debian packages and this script's steps.
+BUILD_KEY=$( (cd "$CACHE/wheels" && sha256sum ./*.whl; echo "$PACKAGES"; cat "$HERE/build.sh") |
+  sha256sum | cut -c1-16)
 step "wheels built ($(ls "$CACHE/wheels" | wc -l) files)"
 
 if [ "$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "io.streams.build"}}' "$TAG" 2>/dev/null || true)" = "$BUILD_KEY" ]; then
