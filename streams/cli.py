@@ -123,6 +123,7 @@ def _add_backfill_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
+    from streams.dlq import outbox
     from streams.dlq import replay as dlq
 
     settings = _settings()
@@ -138,12 +139,15 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             )
         print(f"{n} dead letters")
         return 0
-    if not args.topic:
-        print("dlq replay needs --topic", file=sys.stderr)
-        return 2
     since = dt.datetime.fromisoformat(args.since) if args.since else None
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=dt.UTC)
+    if args.to_outbox:
+        return _replay_to_outbox(args, settings, since)
+    if not args.topic:
+        print("streams: dlq replay needs --topic (or --to-outbox)", file=sys.stderr)
+        return 2
+    outbox.check_topic(settings, args.topic)
     count = dlq.replay(
         settings,
         source_topic=args.topic,
@@ -152,6 +156,25 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         key=args.key.encode() if args.key else None,
     )
     print(f"replayed {count} dead letters to {args.topic}")
+    return 0
+
+
+def _replay_to_outbox(
+    args: argparse.Namespace, settings: Settings, since: dt.datetime | None
+) -> int:
+    from streams.dlq.outbox import replay_to_outbox
+
+    put_back, skipped = replay_to_outbox(
+        settings,
+        table=args.topic,
+        since=since,
+        reason=args.reason,
+        key=args.key.encode() if args.key else None,
+    )
+    print(f"put {put_back} relay dead letters back into their outbox table")
+    if skipped:
+        print(f"streams: {skipped} skipped: their row was cut to fit a message", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -303,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--since", help="replay only those dead-lettered at or after (ISO time)")
     dlq.add_argument("--reason", help="replay only this failure reason (e.g. retry_exhausted)")
     dlq.add_argument("--key", help="replay only dead letters with this message key")
+    dlq.add_argument(
+        "--to-outbox",
+        action="store_true",
+        help="relay dead letters (source region_outbox / control_outbox): insert the rows "
+        "back into their outbox table",
+    )
     dlq.set_defaults(func=cmd_dlq, needs=BOTH)
 
     lag = sub.add_parser("lag-exporter", help="Prometheus exporter of consumer-group lag")
@@ -344,13 +373,13 @@ def _log_level(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from streams.preflight import PortBusy, Unreachable
+    from streams.preflight import PortBusy, Refused, Unreachable
 
     try:
         logs.configure(_log_level(args), read("log_format"))
         _preflight(args)
         code: int = args.func(args)
-    except (ConfigurationError, Unreachable, PortBusy) as exc:
+    except (ConfigurationError, Unreachable, PortBusy, Refused) as exc:
         # Exit 2: the command could not start (settings, addresses, ports), as usage errors.
         print(f"streams: {exc}", file=sys.stderr)
         return 2

@@ -38,6 +38,10 @@ class PortBusy(StreamsError, OSError):
     """A port this process must listen on is taken (the CLI exits 2)."""
 
 
+class Refused(StreamsError, ValueError):
+    """The command refuses what it was asked (e.g. an unknown replay target; exit 2)."""
+
+
 def check(settings: Settings, *, kafka: bool = False, database: bool = False) -> None:
     """Raise ``Unreachable`` unless the named dependencies answer within the timeout."""
     if database:
