@@ -27,8 +27,16 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 PACKAGES=python3,python3-venv,ca-certificates
 APP_UID=10001
-# vfs works everywhere (no overlay mounts inside this sandbox); buildah reads it from here.
+# vfs needs no overlay support from the kernel (works inside containers and CI runners);
+# buildah reads the driver from here.
 export STORAGE_DRIVER=${STORAGE_DRIVER:-vfs}
+
+# The dependencies' binary wheels are built for the Python that runs pip: it must be
+# the image's (Debian bookworm's CPython 3.11).
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "image: $PY is not CPython 3.11 (the image's Python); set PYTHON" >&2
+  exit 2
+fi
 
 VERSION=$("$PY" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$ROOT/pyproject.toml")
 TAG=${IMAGE_TAG:-streams:$VERSION}
