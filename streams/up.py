@@ -25,6 +25,7 @@ from streams.demo import buffers as buffers_demo
 from streams.demo import configs as configs_demo
 from streams.demo import lag as lag_status
 from streams.demo import outbox as relay_demo
+from streams.demo import reports as reports_demo
 from streams.demo import webhooks as webhooks_demo
 from streams.dev import stack
 from streams.settings import Settings, read
@@ -36,7 +37,7 @@ LOCAL: dict[str, Any] = {
     "consumer_fetch_max_wait": 0.1,  # streams/faust_fetch.py
 }
 # Settings the demo workloads need: the webhook demo's receiver is on 127.0.0.1.
-DEMO: dict[str, Any] = {"ssrf_allow": ("127.0.0.1",)}
+DEMO: dict[str, Any] = {"ssrf_allow": ("127.0.0.1",), **reports_demo.SETTINGS}
 
 # Long-running components: (name, argv after `python -m streams`). Each capability
 # that adds a process appends itself here.
@@ -52,6 +53,7 @@ DEMOS: list[Callable[[Settings, threading.Event], None]] = [
     buffers_demo.run_demo,
     configs_demo.run_demo,
     webhooks_demo.run_demo,
+    reports_demo.run_demo,
 ]
 
 # Status providers: each returns a short "name=value" fragment for the status line.
@@ -61,6 +63,7 @@ STATUS: list[Callable[[Settings], str]] = [
     buffers_demo.status,
     configs_demo.status,
     webhooks_demo.status,
+    reports_demo.status,
 ]
 
 
