@@ -30,12 +30,15 @@ class Sink:
     port: int = 0
     messages: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    refuse: bool = False  # answer DATA with 550
 
     @property
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.refuse:
+            return "550 mailbox unavailable"
         msg = email.message_from_bytes(envelope.original_content or envelope.content)
         with self.lock:
             self.messages.append(Received(list(envelope.rcpt_tos), msg))
