@@ -79,6 +79,7 @@ MetricName = Literal[
     "streams_delayed_publish_errors_total",
     "streams_delayed_pending",
     "streams_jobs_runs_total",
+    "streams_faust_drains_total",
 ]
 
 _LATENCY_BUCKETS = (
