@@ -61,25 +61,26 @@ TICK = 0.01
 
 
 def seed(dsn: str, tag: str) -> list[tuple[int, int]]:
-    """(organization id, project id) of PROJECTS projects, one key each."""
+    """(organization id, project id) of PROJECTS projects, one key each (set-based inserts)."""
     out: list[tuple[int, int]] = []
+    per_org = max(1, PROJECTS // ORGS)
     with psycopg.connect(dsn, autocommit=True) as conn:
         for o in range(ORGS):
             org = conn.execute(
                 "INSERT INTO organization (slug) VALUES (%s) RETURNING id", (f"bench-{tag}-{o}",)
             ).fetchone()
             assert org is not None
-            for p in range(PROJECTS // ORGS):
-                row = conn.execute(
-                    "INSERT INTO project (organization_id, slug) VALUES (%s, %s) RETURNING id",
-                    (org[0], f"p{p}"),
-                ).fetchone()
-                assert row is not None
-                conn.execute(
-                    "INSERT INTO project_key (project_id, public_key) VALUES (%s, %s)",
-                    (row[0], uuid.uuid4().hex),
-                )
-                out.append((org[0], row[0]))
+            rows = conn.execute(
+                "INSERT INTO project (organization_id, slug)"
+                " SELECT %s, 'p' || g FROM generate_series(1, %s) g RETURNING id",
+                (org[0], per_org),
+            ).fetchall()
+            conn.execute(
+                "INSERT INTO project_key (project_id, public_key)"
+                " SELECT id, md5(random()::text || id) FROM unnest(%s::bigint[]) id",
+                ([r[0] for r in rows],),
+            )
+            out += [(org[0], r[0]) for r in rows]
     return out
 
 
@@ -89,6 +90,17 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return _stack.worker_env(
         settings, invalidation_countdown=COUNTDOWN, consumer_fetch_max_wait=wait
     )
+
+
+def profile(pid: int, settings: Settings) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PROFILE=<file>, py-spy samples the worker for the offering period
+    (raw collapsed stacks; ``bench/topframes.py`` summarises them)."""
+    out = os.environ.get("BENCH_PROFILE")
+    if not out:
+        return None
+    spy = Path(sys.executable).with_name("py-spy")
+    cmd = [str(spy), "record", "-p", str(pid), "-d", str(int(DURATION)), "-r", "50"]
+    return subprocess.Popen([*cmd, "-f", "raw", "-o", out, "--nonblocking"])
 
 
 def http(settings: Settings, path: str) -> str:
@@ -198,9 +210,11 @@ def run(settings: Settings) -> None:
         cwd=ROOT,
     )
     reader = ConfigReader(settings)
+    profiler: subprocess.Popen[bytes] | None = None
     try:
         wait_ready(settings, proc)
         print(f"worker pid {proc.pid} ready (log {log.name})", flush=True)
+        profiler = profile(proc.pid, settings)
         reader.start()
         print(
             f"offering {RATE} req/s for {DURATION:.0f} s across {len(projects)} projects",
@@ -236,6 +250,8 @@ def run(settings: Settings) -> None:
         )
     finally:
         reader.stop.set()
+        if profiler is not None:
+            profiler.wait(DURATION + 60)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(20)
