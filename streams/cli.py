@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streams import logs
+from streams.backfill.command import add_parser as add_backfill_parser
 from streams.errors import ConfigurationError, StreamsError
 from streams.settings import Settings, help_default, read
 from streams.settings_parse import LOG_LEVELS
@@ -92,34 +93,6 @@ def cmd_relay(args: argparse.Namespace) -> int:
     from streams.relay.relay import run_relay
 
     return run_relay(_settings(), concurrency=args.concurrency)
-
-
-def cmd_backfill(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from streams.backfill import models
-    from streams.backfill.run import run
-
-    settings = _settings()
-    chosen = [models.model(args.model)] if args.model else models.for_silo(settings.silo_mode)
-    rate = settings.backfill_max_rate if args.rate is None else args.rate
-    asyncio.run(run(settings, chosen, rate=rate, synchronous=args.synchronous))
-    print(f"backfill complete: {', '.join(m.name for m in chosen)}")
-    return 0
-
-
-def _add_backfill_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    backfill = sub.add_parser("backfill", help="re-emit outbox rows of outbox-producing tables")
-    backfill.add_argument("--model", help="only this model (default: every model of the silo)")
-    backfill.add_argument(
-        "--rate",
-        type=int,
-        help=f"rows per minute, 0 = no limit ({help_default('backfill_max_rate')})",
-    )
-    backfill.add_argument(
-        "--synchronous", action="store_true", help="process batches here, not in a worker"
-    )
-    backfill.set_defaults(func=cmd_backfill, needs=BOTH)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
@@ -318,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"parallel id ranges ({help_default('relay_concurrency')})",
     )
     relay.set_defaults(func=cmd_relay, needs=BOTH)
-    _add_backfill_parser(sub)
+    add_backfill_parser(sub)
 
     dlq = sub.add_parser("dlq", help="the dead-letter topic")
     dlq.add_argument("action", choices=["list", "replay"])

@@ -18,42 +18,59 @@ from typing import TextIO
 import psycopg
 from psycopg import sql
 
+from streams.backfill import lease
 from streams.backfill.batch import Batch, process_batch
 from streams.backfill.models import OutboxProducingModel
 from streams.backfill.scheduler import Limits, done, schedule
-from streams.backfill.state import AConn, get_state, target_version
+from streams.backfill.state import AConn, budget, get_state, target_version
 from streams.publisher import Publisher
 from streams.settings import Settings
 
 
 @dataclass
 class Progress:
-    """rows done / total, rate and ETA, printed at most once a second."""
+    """rows done / total, rate (or the wait for budget) and ETA, at most once a second.
+
+    With a rate limit (rows per minute) the ETA counts at most that rate, so it does not
+    swing while the command waits for the next minute's budget."""
 
     total: int
     out: TextIO = sys.stderr
+    limit: int = 0  # rows per minute; 0 = no limit
     started: float = 0.0
     first_done: int | None = None
     last_print: float = 0.0
 
-    def show(self, done_rows: int, final: bool = False) -> None:
+    def show(self, done_rows: int, final: bool = False, waiting: float | None = None) -> None:
+        """``waiting``: seconds until the budget renews (printed instead of the rate)."""
         now = time.monotonic()
         if self.first_done is None:
             self.first_done, self.started = done_rows, now
         if not final and now - self.last_print < 1.0:
             return
         self.last_print = now
-        elapsed = max(1e-6, now - self.started)
-        rate = (done_rows - self.first_done) / elapsed
+        rate = (done_rows - self.first_done) / max(1e-6, now - self.started)
         left = max(0, self.total - done_rows)
-        eta = f"{left / rate:,.0f}s" if rate > 0 else "?"
         pct = 100.0 * done_rows / self.total if self.total else 100.0
-        line = (
-            f"backfill: {done_rows:,}/{self.total:,} rows ({pct:5.1f}%)"
-            f"  {rate:,.0f} rows/s  ETA {eta}"
+        speed = (
+            f"waiting for budget ({self.limit:,} rows/min), next in {waiting:.0f}s"
+            if waiting is not None
+            else f"{rate:,.0f} rows/s"
         )
+        line = f"backfill: {done_rows:,}/{self.total:,} rows ({pct:5.1f}%)  {speed}"
+        if not final:
+            line += f"  ETA {self._eta(left, rate)}"
         end = "\n" if final or not self.out.isatty() else "\r"
-        print(line, end=end, file=self.out, flush=True)
+        print(line.ljust(100) if end == "\r" else line, end=end, file=self.out, flush=True)
+
+    def _eta(self, left: int, rate: float) -> str:
+        capped = min(rate, self.limit / 60) if self.limit and rate > 0 else rate
+        speed = capped or self.limit / 60
+        return f"{left / speed:,.0f}s" if speed > 0 else "?"
+
+
+def _seconds_to_next_minute() -> float:
+    return 60.0 - time.time() % 60.0
 
 
 async def _count(conn: AConn, table: str, below: int | None = None) -> int:
@@ -87,14 +104,17 @@ async def run(
     """Backfill ``models`` to their target version; returns the rows written here."""
     limits = Limits(rate, settings.backfill_batch_size)
     dsn = settings.database_url.get()
-    publisher = None if synchronous else Publisher(settings)
+    silo, holder = settings.silo_mode, lease.holder_name()
     written = 0
     async with (
         await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn,
         await psycopg.AsyncConnection.connect(dsn, autocommit=True) as work,
     ):
+        # The only scheduler while this runs: the workers' timer yields to the lease.
+        await lease.acquire(conn, silo, holder, rate)
+        publisher = None if synchronous else Publisher(settings)
         by_table = {m.table: m for m in models}
-        progress = Progress(sum([await _count(conn, m.table) for m in models]), out)
+        progress = Progress(sum([await _count(conn, m.table) for m in models]), out, rate)
         done_rows = 0
 
         async def emit(batch: Batch) -> None:
@@ -113,17 +133,20 @@ async def run(
 
         try:
             while True:
+                await lease.acquire(conn, silo, holder, rate)  # renew
                 pending = [m for m in models if not await done(conn, m)]
                 done_rows = await rows_done(conn, models)
-                progress.show(done_rows)
                 if not pending:
                     break
-                emitted = await schedule(conn, pending, settings.silo_mode, limits, emit)
+                broke = await budget(conn, silo, rate) == 0
+                progress.show(done_rows, waiting=_seconds_to_next_minute() if broke else None)
+                emitted = await schedule(conn, pending, silo, limits, emit, holder=holder)
                 if not emitted:
                     # Budget used up this minute, or the worker is still on its batches.
                     await asyncio.sleep(0.2 if synchronous else 0.5)
-            progress.show(await rows_done(conn, models), final=True)
+            progress.show(done_rows, final=True)
         finally:
             if publisher is not None:
                 publisher.close()
+            await lease.release(conn, silo, holder)
     return written

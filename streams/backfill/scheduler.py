@@ -13,11 +13,13 @@ becomes (0, version + 1).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from psycopg import sql
 
+from streams.backfill import lease
 from streams.backfill import metrics as m
 from streams.backfill.batch import Batch
 from streams.backfill.models import OutboxProducingModel
@@ -31,6 +33,8 @@ from streams.backfill.state import (
     target_version,
 )
 from streams.silo import SiloMode
+
+log = logging.getLogger(__name__)
 
 Emit = Callable[[Batch], Awaitable[None]]
 
@@ -80,6 +84,12 @@ async def plan(
     if flight is not None and fresh:
         expect = flight
     lower = max(expect, await _min_id(conn, table))
+    if remaining is not None and remaining <= 0:
+        # No budget left this minute, but a table with nothing left must still be marked
+        # done now, not at the next minute (the command's progress would sit at 100%).
+        if expect == state.lower and (await _ids_from(conn, table, lower, 1))[1] is None:
+            await compare_and_set(conn, table, state.key, (0, state.version + 1))
+        return []
     batches: list[Batch] = []
     while remaining is None or remaining > 0:
         limit = limits.batch_size + 1
@@ -103,13 +113,21 @@ async def schedule(
     silo: SiloMode,
     limits: Limits,
     emit: Emit,
+    *,
+    holder: str | None = None,
 ) -> list[Batch]:
-    """Plan and emit this run's batches for ``models``; returns them."""
+    """Plan and emit this run's batches for ``models``; returns them.
+
+    Emits nothing while a ``streams backfill`` other than ``holder`` holds the silo's
+    lease (``streams.backfill.lease``): its rate is then the only one.
+    """
+    held = await lease.current(conn, silo)
+    if held is not None and held.holder != holder:
+        log.info("backfill.schedule.yielded", extra={"holder": held.holder})
+        return []
     remaining = await budget(conn, silo, limits.max_rate)
     emitted: list[Batch] = []
     for model in models:
-        if remaining is not None and remaining <= 0:
-            break
         batches = await plan(conn, model, limits, remaining)
         for b in batches:
             await emit(b)
