@@ -67,12 +67,14 @@ class DeadLetterSinkContract:
         assert got[dl.H_AGENT] == b"contract"
         assert int(got[dl.H_FAILED_AT]) > 1_600_000_000_000
 
-    def test_letters_keep_their_order_reason_and_empty_values(
+    def test_letters_of_one_key_keep_their_order_reason_and_empty_values(
         self, under_test: SinkUnderTest
     ) -> None:
         async def both() -> None:
             await under_test.sink.send(letter(1, FailureReason.http(410)))
-            await under_test.sink.send(letter(2, FailureReason.DECODE, value=None, truncated=True))
+            # Same key: one partition, so the order is kept (across keys it is not).
+            again = letter(2, FailureReason.DECODE, key=b"key-1", value=None, truncated=True)
+            await under_test.sink.send(again)
 
         asyncio.run(both())
         stored = under_test.stored()
