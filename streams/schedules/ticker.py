@@ -69,10 +69,12 @@ def plan(schedule: Schedule, last: dt.datetime | None, now: dt.datetime) -> list
     if latest is None or (last is not None and latest <= last):
         return []
     cutoff = now - dt.timedelta(seconds=schedule.grace_seconds)
+    if last is None:  # first run ever: its current slot if on time, none of its history
+        return [Claim(latest, "run", 0)] if latest >= cutoff else []
     claims: list[Claim] = []
-    if last is not None and last < cutoff - _TINY:
+    if last < cutoff - _TINY:
         claims.extend(_catch_up(schedule, last, cutoff - _TINY))
-    fresh_after = cutoff - _TINY if last is None else max(last, cutoff - _TINY)
+    fresh_after = max(last, cutoff - _TINY)
     limit = max(1, schedule.max_catch_up)
     claims.extend(Claim(s, "run", 0) for s in schedule.slots_between(fresh_after, now, limit))
     return claims

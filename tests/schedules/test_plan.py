@@ -87,3 +87,6 @@ def test_a_new_schedule_does_not_run_its_history() -> None:
     s = every(60, grace=5)
     assert plan(s, None, t(2026, 1, 1, 0, 0, 30)) == []
     assert plan(s, None, t(2026, 1, 1, 0, 1, 3)) == [Claim(t(2026, 1, 1, 0, 1), "run", 0)]
+    # Only the current slot, even when earlier ones are within the grace.
+    fast = every(2, grace=30)
+    assert plan(fast, None, t(2026, 1, 1, 0, 0, 9)) == [Claim(t(2026, 1, 1, 0, 0, 8), "run", 0)]

@@ -11,6 +11,7 @@ import psycopg
 
 from streams.dev.stack import free_port
 from streams.settings import Settings
+from tests.reports.support import metric
 from tests.schedules.probe import TABLE_SQL
 from tests.support import harness
 
@@ -83,7 +84,7 @@ def test_one_run_per_slot_with_a_worker_killed_then_one_catch_up(
     )
     restarted_at = dt.datetime.now(dt.UTC)
     # Grace 1 s: every slot that passed while nobody ran is missed.
-    _start(settings, tmp_path, processes, 3, grace=1.0)
+    back = _start(settings, tmp_path, processes, 3, grace=1.0)
     catch_up = harness.wait_for(
         lambda: [r for r in _rows(settings) if r[1] == "catch_up"], 90, 0.2, "catch-up run"
     )
@@ -99,3 +100,12 @@ def test_one_run_per_slot_with_a_worker_killed_then_one_catch_up(
     resumed = Counter(r[0] for r in _rows(settings) if r[0] > catch_up[0][0])
     assert set(resumed.values()) == {1}
     assert all(r[1] == "run" for r in _rows(settings) if r[0] > catch_up[0][0])
+    # The worker's metrics tell the same story.
+    assert metric(back, "streams_schedule_runs_total", schedule="probe.tick", kind="catch_up") == 1
+    assert metric(back, "streams_schedule_runs_total", schedule="probe.tick", kind="run") >= 1
+    assert (
+        metric(back, "streams_schedule_last_success_timestamp_seconds", schedule="probe.tick") > 0
+    )
+    assert metric(back, "streams_schedule_next_run_timestamp_seconds", schedule="probe.tick") > (
+        catch_up[0][0].timestamp()
+    )
