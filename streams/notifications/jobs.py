@@ -8,12 +8,19 @@ from streams.agents.base import RetryPolicy
 from streams.jobs.declare import job
 from streams.mail.runtime import mail_runtime
 from streams.notifications.send import send_notifications
+from streams.silo import REGION_ONLY
 
 # SMTP outages last minutes: retry for about half an hour before dead-lettering.
 RETRY = RetryPolicy(times=8, delay=5.0, backoff=2.0, max_delay=600.0)
 
 
-@job("notifications.activity", args={"activity_id": "long"}, retry=RETRY, deadline=120.0)
+@job(
+    "notifications.activity",
+    args={"activity_id": "long"},
+    silos=REGION_ONLY,  # issues and their activity live in the region silo
+    retry=RETRY,
+    deadline=120.0,
+)
 async def notify_activity(ctx: Any, activity_id: int) -> None:
     """Mail the activity's participants but the actor (each once)."""
     rt = await mail_runtime()

@@ -146,6 +146,7 @@ class Ticker:
                 finally:
                     await conn.set_autocommit(False)
         except Exception as exc:  # the database itself failed: retried on a later tick
+            FAILURES.labels(schedule.name).inc()
             self._back_off(schedule, now_ts)
             log.warning(
                 "schedule.tick.failed", extra={"schedule": schedule.name, "error": repr(exc)}
