@@ -53,6 +53,13 @@ BACKFILL, LAG, SCHED = Group.BACKFILL, Group.LAG, Group.SCHEDULES
 PORT = {"low": 1, "high": 65535}
 PORT_OR_OFF = {"low": 0, "high": 65535}
 
+# Variables that changed meaning: refused with how to say it now, never misread.
+RETIRED = {
+    "STREAMS_WEBHOOK_MAX_ATTEMPTS": "set STREAMS_WEBHOOK_MAX_RETRIES instead, the retries "
+    "after the first attempt (MAX_ATTEMPTS=N is MAX_RETRIES=N-1; the default 5 retries "
+    "means 6 attempts)",
+}
+
 
 def _d(env: str, group: Group, doc: str, parser: Any, **kw: Any) -> dict[str, Declaration]:
     return {"setting": Declaration(env, group, doc, parser, **kw)}
@@ -330,14 +337,15 @@ class Settings:
             low=0.1,
         ),
     )
-    webhook_max_attempts: int = field(
+    webhook_max_retries: int = field(
         default=5,
         metadata=_d(
-            "STREAMS_WEBHOOK_MAX_ATTEMPTS",
+            "STREAMS_WEBHOOK_MAX_RETRIES",
             HOOKS,
-            "attempts before a delivery is dead-lettered",
+            "retries after a delivery's first attempt before it is dead-lettered "
+            "(5: 1 + 5 attempts)",
             number(int),
-            low=1,
+            low=0,
         ),
     )
     webhook_retry_delay: float = field(
@@ -346,6 +354,27 @@ class Settings:
             "STREAMS_WEBHOOK_RETRY_DELAY",
             HOOKS,
             "delay between attempts, seconds",
+            number(float),
+            low=0.0,
+        ),
+    )
+    resource_change_retries: int = field(
+        default=5,
+        metadata=_d(
+            "STREAMS_RESOURCE_CHANGE_RETRIES",
+            HOOKS,
+            "delayed retries of a resource change whose row is not visible yet, before "
+            "it is dead-lettered (`instance_missing`)",
+            number(int),
+            low=0,
+        ),
+    )
+    resource_change_retry_delay: float = field(
+        default=300.0,
+        metadata=_d(
+            "STREAMS_RESOURCE_CHANGE_RETRY_DELAY",
+            HOOKS,
+            "delay between those retries, seconds (sent by the relay's pump)",
             number(float),
             low=0.0,
         ),
@@ -528,6 +557,9 @@ class Settings:
         Only the environment counts: no file in the working directory supplies a value.
         """
         env = os.environ if env is None else env
+        for retired, why in RETIRED.items():
+            if env.get(retired, "") != "":
+                raise ConfigurationError(f"{retired} is no longer read: {why}")
         values = {f.name: read(f.name, env) for f in fields(cls)}
         values = {k: v for k, v in values.items() if v is not MISSING}
         settings = cls(**values)

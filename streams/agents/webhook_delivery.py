@@ -36,6 +36,7 @@ from streams.agents.base import AgentSpec, Message, RetryPolicy, attach
 from streams.agents.batch_io import Outgoing, dead_letter, publish_all
 from streams.dlq.headers import Failure, FailureReason
 from streams.runtime import Runtime
+from streams.settings import Settings
 from streams.silo import REGION_ONLY
 from streams.webhooks.breaker import CircuitBreaker
 from streams.webhooks.deliver import Deliverer, Outcome, Target, TargetKey, Verdict
@@ -261,17 +262,21 @@ def _log_entry(v: dict[str, Any], out: Outcome, sent_at: dt.datetime) -> LogEntr
     )
 
 
-def build(runtime: Runtime) -> WebhookDeliveries:
-    s = runtime.settings
+def build_deliverer(s: Settings) -> Deliverer:
+    """The deliverer ``s`` describes: 1 + ``webhook_max_retries`` attempts."""
     guard = SsrfGuard(s.ssrf_allow)
-    deliverer = Deliverer(
+    return Deliverer(
         AiohttpSender(guard),
         guard,
         CircuitBreaker(s.webhook_breaker_threshold, s.webhook_breaker_pause),
         timeout=s.webhook_timeout,
-        max_attempts=s.webhook_max_attempts,
+        max_attempts=1 + s.webhook_max_retries,  # the first attempt, then the retries
         retry_delay=s.webhook_retry_delay,
     )
+
+
+def build(runtime: Runtime) -> WebhookDeliveries:
+    deliverer = build_deliverer(runtime.settings)
     return WebhookDeliveries(runtime, deliverer, DeliveryStore(runtime.pool))
 
 

@@ -7,8 +7,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
+
 from streams.agents.base import Message
-from streams.agents.webhook_delivery import RETRY_TOPIC, WebhookDeliveries
+from streams.agents.webhook_delivery import RETRY_TOPIC, WebhookDeliveries, build_deliverer
+from streams.errors import ConfigurationError
+from streams.settings import Settings
 from streams.webhooks.breaker import CircuitBreaker
 from streams.webhooks.deliver import Deliverer, Target, TargetKey
 from streams.webhooks.http import HttpResult
@@ -100,3 +104,12 @@ def test_what_is_not_due_within_the_hold_goes_back_unchanged() -> None:
     assert time.monotonic() - started < 1.0  # held about 0.3 s, not 30
     assert [body for _, body in sender.sent] == [b'{"n":1}', b'{"n":2}']
     assert runtime.publisher.sent == [(RETRY_TOPIC, late.value, "sentry_app:3")]
+
+
+def test_max_retries_counts_retries_and_the_old_variable_is_refused() -> None:
+    base = {"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "DATABASE_URL": "postgresql://x"}
+    assert Settings.from_env(base).webhook_max_retries == 5  # 1 + 5 attempts
+    s = Settings.from_env({**base, "STREAMS_WEBHOOK_MAX_RETRIES": "2"})
+    assert build_deliverer(s).max_attempts == 3
+    with pytest.raises(ConfigurationError, match="STREAMS_WEBHOOK_MAX_RETRIES instead"):
+        Settings.from_env({**base, "STREAMS_WEBHOOK_MAX_ATTEMPTS": "5"})

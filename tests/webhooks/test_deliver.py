@@ -129,7 +129,7 @@ def test_open_circuit_defers_without_sending_or_spending_an_attempt() -> None:
     assert len(failing.sent) == 2
 
 
-def test_defaults_are_five_attempts_five_minutes_apart() -> None:
+def test_defaults_are_five_retries_five_minutes_apart() -> None:
     s = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "DATABASE_URL": "postgresql://x"})
-    assert (s.webhook_max_attempts, s.webhook_retry_delay) == (5, 300.0)
+    assert (s.webhook_max_retries, s.webhook_retry_delay) == (5, 300.0)
     assert s.database_url == Secret("postgresql://x")
