@@ -15,6 +15,11 @@ returns when the callback finishes or the flow is suspended / the consumer stops
 crashes, cancelling an unfinished callback, and re-raises the callback's exception.
 Any other call goes to ``Service.wait_first``. ``STREAMS_CONSUMER_FAST_DRAIN=0``
 turns it off (see ``streams/app.py``).
+
+It is applied only on the versions it was verified on (``streams/faust_versions.py``;
+otherwise an ERROR line ``faust.patch.unverified`` and Faust's own drain), and
+``streams_faust_drains_total{path="fast"|"fallback"}`` counts every record handed
+over, so a worker that silently lost the fast path shows on a dashboard.
 """
 
 from __future__ import annotations
@@ -27,9 +32,22 @@ from typing import Any
 from faust.transport import consumer as faust_consumer
 from mode import Service
 
+from streams import metrics
+from streams.faust_versions import DRAIN_VERIFIED, verified
+
 _EVENT_WAIT = asyncio.Event.wait.__code__
 _ORIGINAL = Service.wait_first
 _GATE = "_streams_flow_gate"
+
+DRAINS = metrics.counter(
+    "streams_faust_drains_total",
+    "Records Faust's consumer handed to the streams, by path: fast (streams/faust_drain.py) "
+    "or fallback (Faust's own wait_first: fast drain off, unverified versions, or flow "
+    "suspended).",
+    ("path",),
+)
+_FAST = DRAINS.labels("fast")
+_FALLBACK = DRAINS.labels("fallback")
 
 
 def _is_flow_wait(consumer: Any, coro: Any) -> bool:
@@ -83,12 +101,27 @@ def _gate(consumer: Any) -> asyncio.Future[Any] | None:
     return gate
 
 
+def _is_drain_call(consumer: Any, coros: tuple[Any, ...], timeout: Any) -> bool:
+    """True for ``_drain_messages``' call: (callback(message), suspend_flow.wait())."""
+    return len(coros) == 2 and timeout is None and _is_flow_wait(consumer, coros[1])
+
+
+async def counted_original(self: Any, *coros: Any, timeout: Any = None) -> Any:
+    """Faust's own ``wait_first``, counting the drains it makes as fallback ones."""
+    if _is_drain_call(self, coros, timeout):
+        _FALLBACK.inc()
+    return await _ORIGINAL(self, *coros, timeout=timeout)
+
+
 async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
-    if len(coros) != 2 or timeout is not None or not _is_flow_wait(self, coros[1]):
+    """``Service.wait_first`` for Faust's consumer, without tasks for the drain call."""
+    if not _is_drain_call(self, coros, timeout):
         return await _ORIGINAL(self, *coros, timeout=timeout)
     gate = _gate(self)
     if gate is None:
+        _FALLBACK.inc()
         return await _ORIGINAL(self, *coros)
+    _FAST.inc()
     callback: Coroutine[Any, Any, Any] = coros[0]
     coros[1].close()  # the gate watches the flow event instead
     # Run the callback's first step right here, in its own context as a task would:
@@ -112,6 +145,13 @@ async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
     return None  # _drain_messages ignores the result
 
 
-def enable(on: bool = True) -> None:
-    """Use the one-task drain (or Faust's own) in every Faust consumer of this process."""
-    faust_consumer.Consumer.wait_first = wait_first if on else _ORIGINAL  # type: ignore[method-assign]
+def enable(on: bool = True) -> bool:
+    """Use the one-task drain (or Faust's own) in every Faust consumer of this process.
+
+    Returns whether the fast drain is in use: ``on`` and the installed Faust and mode
+    are the verified versions (else an ERROR line names both, and Faust's drain runs).
+    """
+    fast = on and verified("fast_drain", DRAIN_VERIFIED)
+    chosen = wait_first if fast else counted_original
+    faust_consumer.Consumer.wait_first = chosen  # type: ignore[method-assign]
+    return fast

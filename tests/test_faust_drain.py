@@ -6,12 +6,19 @@ agent tests, rebalances and kill -9 included)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streams import faust_drain
+from streams.publisher import Publisher
+from streams.silo import SiloMode
+from tests.support import harness
+from tests.support import probe_agent as probe
 
 
 class FakeConsumer:
@@ -127,3 +134,39 @@ def test_other_calls_are_service_wait_first() -> None:
         assert faust_drain._GATE not in consumer.__dict__
 
     asyncio.run(main())
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            got = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            if all(got.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_real_worker_hands_records_over_on_the_fast_path(
+    real_stack: harness.Stack, template_db: str, tmp_path: Path
+) -> None:
+    with harness.isolated_settings(
+        real_stack,
+        template_db,
+        agent_modules=("tests.support.probe_agent",),
+        silo_mode=SiloMode.REGION,
+        agents=("none",),
+    ) as settings:
+        proc = harness.start_worker(settings, tmp_path / "worker.log")
+        try:
+            with contextlib.closing(Publisher(settings)) as pub:
+                for i in range(20):
+                    pub.publish(probe.TOPIC, {"id": i, "action": "ok", "note": ""}, key=str(i))
+                pub.flush()
+
+            def fast_drains() -> float:
+                text = proc.get("/metrics")[1].decode()
+                return _sample(text, "streams_faust_drains_total", path="fast")
+
+            # Every record of the probe topic went through faust_drain.wait_first.
+            harness.wait_for(lambda: fast_drains() >= 20, 60, what="20 fast drains")
+        finally:
+            proc.stop()
