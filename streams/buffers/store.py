@@ -21,7 +21,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from streams.buffers import sql as q
 from streams.buffers.window import PartitionWindow, RowSums
-from streams.marks import LogEnds, beyond_end, report_reset
+from streams.marks import KafkaLogEnds, LogEnds, beyond_end, report_reset
+from streams.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,10 @@ class PostgresFlushStore:
         self._pool = pool
         self.group = group
         self.topic = topic
-        self._ends = ends  # None: marks are trusted as they are (unit tests)
+        # The log's true ends; by default read with the process's settings (those the
+        # worker's agents are built from), on first need: a store whose marks are all
+        # 0 never talks to the broker.
+        self._ends = ends
 
     async def stored_marks(self, partitions: Sequence[int]) -> dict[int, int]:
         """The stored mark of each partition (0 where none was ever written)."""
@@ -80,11 +84,11 @@ class PostgresFlushStore:
         """The mark of each partition; one beyond its partition's true end belongs to
         another log (broker restarted, topic recreated): it is reported and voided."""
         marks = await self.stored_marks(partitions)
-        if self._ends is None:
-            return marks
         suspects = {p: o for p, o in marks.items() if o > 0}
         if not suspects:
             return marks
+        if self._ends is None:
+            self._ends = KafkaLogEnds(get_settings())
         ends = await self._ends(self.topic, sorted(suspects))
         for p, end in beyond_end(suspects, ends).items():
             marks[p] = await self._void(p, suspects[p], end)
