@@ -25,6 +25,8 @@ MetricName = Literal[
     "streams_invalidation_scheduled_total",
     "streams_invalidation_skipped_total",
     "streams_invalidation_recomputes_total",
+    "streams_invalidation_windows_folded_total",
+    "streams_invalidation_deferred_total",
     "streams_invalidation_recompute_failures_total",
     "streams_invalidation_pending",
     "streams_invalidation_lateness_seconds",
