@@ -33,7 +33,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     state = _state_dir()
     if args.action == "start":
         info = stack.start(state, detach=True)
-        print("\n".join(info.exports()))
+        print(_masked("\n".join(info.exports())))
         return 0
     if args.action == "stop":
         info = stack.stop(state)
@@ -43,10 +43,16 @@ def cmd_dev(args: argparse.Namespace) -> int:
     broker = info.broker_pid and stack.pid_alive(info.broker_pid)
     pg = info.postgres_pid and stack.pid_alive(info.postgres_pid)
     print(f"broker:   {'running' if broker else 'stopped'} {info.kafka_bootstrap_servers or ''}")
-    print(f"postgres: {'running' if pg else 'stopped'} {info.database_url or ''}")
+    print(_masked(f"postgres: {'running' if pg else 'stopped'} {info.database_url or ''}"))
     if broker or pg:
-        print("\n".join(info.exports()))
+        print(_masked("\n".join(info.exports())))
     return 0 if (broker and pg) else 3
+
+
+def _masked(text: str) -> str:
+    """``text`` without DSN passwords (a ``DATABASE_URL`` from the environment has one; the
+    embedded server's has none, so its export lines stay usable)."""
+    return logs.redact(text, logs.env_secrets())
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -354,10 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except (ConfigurationError, Unreachable, PortBusy, Refused) as exc:
         # Exit 2: the command could not start (settings, addresses, ports), as usage errors.
-        print(f"streams: {exc}", file=sys.stderr)
+        print(f"streams: {_masked(str(exc))}", file=sys.stderr)
         return 2
     except StreamsError as exc:
-        print(f"streams: {exc}", file=sys.stderr)
+        print(f"streams: {_masked(str(exc))}", file=sys.stderr)
         return 1
     return code
 
