@@ -239,7 +239,10 @@ class Publisher:
 
         self.send(topic, value, key=key, headers=headers, on_delivery=cb)
         if not done.wait(timeout):
-            raise PublishError(f"{topic}: no acknowledgement within {timeout}s")
+            raise PublishError(
+                f"{topic}: no acknowledgement from Kafka at "
+                f"{self.settings.kafka_bootstrap_servers} within {timeout}s"
+            )
         outcome = result[0]
         if isinstance(outcome, PublishError):
             raise outcome
