@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
@@ -26,7 +26,7 @@ from streams.errors import PublishError
 
 log = logging.getLogger(__name__)
 
-TOPIC = "dead-letters"
+TOPIC: Final = "dead-letters"
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
 
