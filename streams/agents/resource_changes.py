@@ -4,13 +4,18 @@ Topic: ``resource-changes`` (key: organization id). For each change: the sender 
 be allow-listed (else dead letter, reason ``unknown_sender``); the instance is read
 from PostgreSQL (for ``deleted`` the change's ``data`` snapshot stands in for the
 gone row). A row that is not visible yet (the change was published before its
-transaction committed) is looked up again with backoff for a bounded time, then
-dead-lettered (reason ``instance_missing``, replayable), never dropped. Every
+transaction committed) is looked up again twice within 0.3 s; if it is still
+missing, the change is sent again later through ``scheduled_messages`` (the relay's
+pump publishes it): ``resource_change_retries`` times (default 5),
+``resource_change_retry_delay`` apart (default 5 minutes), so no partition waits for
+it. Only after the last retry is it dead-lettered (reason ``instance_missing``,
+replayable), never dropped. Every
 installed sentry-app installation of the organization subscribed to
 ``<resource>.<action>`` and every active service hook of the project subscribed to
 ``<hook event>.<action>`` gets exactly one delivery request, keyed by target.
-Delivery ids derive from (topic, partition, offset, target), so a reprocessed change
-yields the same ids (receivers can drop duplicates by ``Request-ID``).
+Delivery ids derive from (topic, partition, offset, target), or for a retried change
+from (its first message's id, retry number, target), so a reprocessed change yields
+the same ids (receivers can drop duplicates by ``Request-ID``).
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from typing import Any, Final
 from streams import metrics
 from streams.agents.base import AgentSpec, Message, Retry, RetryPolicy, attach
 from streams.agents.batch_io import Outgoing, dead_letter, publish_all
+from streams.agents.deferred import Later, store_later
 from streams.dlq.headers import Failure, FailureReason
 from streams.errors import RetryLater
 from streams.runtime import Runtime
 from streams.silo import REGION_ONLY
+from streams.tracing import H_MESSAGE_ID
 from streams.webhooks import payloads, resources
 from streams.webhooks.resources import Instance, Project, Resource, UnknownSender
 
@@ -38,8 +45,11 @@ log = logging.getLogger(__name__)
 AGENT = "resource_changes"
 TOPIC: Final = "resource-changes"
 OUT_TOPIC: Final = "webhook-deliveries"
-# Looking a not-yet-visible row up again: 6 times, 0.1 s doubling (about 6 s in all).
-VISIBILITY_RETRY = RetryPolicy(times=6, delay=0.1, backoff=2.0, max_delay=3.2)
+# A row committed a moment after its change was published: looked up again in process
+# twice (0.1 s, then 0.2 s) before the change is retried later (delayed path).
+VISIBILITY_RETRY = RetryPolicy(times=2, delay=0.1, backoff=2.0, max_delay=0.2)
+# Header of a retried change: the id of the change's first message (dedupe, delivery ids).
+H_ORIGIN = "resource_change.origin"
 DELIVERY_NS = uuid.UUID("6f1c8d3e-2b7a-4f0e-9d51-7d2c43a1b9e5")
 
 CHANGES = metrics.counter(
@@ -88,6 +98,9 @@ class ResourceChanges:
         out: list[Outgoing] = []
         if visible:
             out = await self._plan_all(visible, instances)
+        later, missing = self._retries(missing)
+        # The only output that may raise, so first (and idempotent: dedupe ids).
+        await store_later(self.runtime, later)
         await publish_all(self.runtime, out, agent=AGENT)
         for o in out:
             REQUESTED.labels(o.value["target_kind"]).inc()
@@ -109,10 +122,40 @@ class ResourceChanges:
             )
         return changes, rejects
 
+    def _retries(self, missing: list[Rejected]) -> tuple[list[Later], list[Rejected]]:
+        """Changes to look at again later, and those whose retries are spent."""
+        s = self.runtime.settings
+        later, spent = [], []
+        for msg, failure in missing:
+            retry = msg.attempt  # the first message is attempt 1, its first retry 2
+            if retry > s.resource_change_retries:
+                spent.append((msg, failure))
+                continue
+            origin = _origin(msg)
+            later.append(
+                Later(
+                    TOPIC,
+                    msg.value,
+                    msg.key.decode() if msg.key else str(msg.value["organization_id"]),
+                    s.resource_change_retry_delay,
+                    f"resource_change:{origin}#{retry}",
+                    attempt=retry + 1,
+                    headers={H_ORIGIN: origin},
+                    trace=msg.trace,
+                )
+            )
+            CHANGES.labels(resources.resource_for(msg.value["sender"]).name, "retry_later").inc()
+            log.info(
+                "resource_change.retry_scheduled",
+                extra={"origin": origin, "retry": retry, "delay": s.resource_change_retry_delay},
+            )
+        return later, spent
+
     async def _instances(
         self, changes: list[Change]
     ) -> tuple[dict[tuple[str, int], Instance], list[Rejected]]:
-        """Visible instances; waits (bounded) for rows not committed yet; the rest rejected."""
+        """Visible instances (a short in-process wait for rows not committed yet); the
+        rest as missing, for ``_retries`` to send again later or dead-letter."""
         found: dict[tuple[str, int], Instance] = {
             (c.resource.name, c.instance_id): _snapshot(c) for c in changes if c.action == "deleted"
         }
@@ -137,8 +180,12 @@ class ResourceChanges:
             waited += decision.delay
         missing = []
         for c in pending:
-            CHANGES.labels(c.resource.name, "instance_missing").inc()
-            reason = f"{c.resource.table} {c.instance_id} not visible after {waited:.1f}s"
+            if c.msg.attempt > self.runtime.settings.resource_change_retries:
+                CHANGES.labels(c.resource.name, "instance_missing").inc()
+            reason = (
+                f"{c.resource.table} {c.instance_id} not visible after "
+                f"{c.msg.attempt - 1} delayed retries (+{waited:.1f}s)"
+            )
             missing.append((c.msg, Failure(FailureReason.INSTANCE_MISSING, "RetryLater", reason)))
         return found, missing
 
@@ -239,10 +286,24 @@ def _snapshot(c: Change) -> Instance:
     return Instance(c.resource, c.instance_id, project, data, None)
 
 
+def _origin(msg: Message) -> str:
+    """The id of a change's first message: its origin header once retried, else its
+    message id (or position, from producers that set none)."""
+    for header in (H_ORIGIN, H_MESSAGE_ID):
+        if msg.headers.get(header):
+            return msg.headers[header].decode(errors="replace")
+    return f"{msg.topic}:{msg.partition}:{msg.offset}"
+
+
 def _delivery(
     msg: Message, *, kind: str, target_id: int, event: str, resource: str, payload: str
 ) -> Outgoing:
-    name = f"{msg.topic}:{msg.partition}:{msg.offset}:{kind}:{target_id}"
+    # A retried change may be published twice by the pump (at least once): its copies
+    # share the origin and attempt headers, so they yield the same delivery ids.
+    if H_ORIGIN in msg.headers:
+        name = f"{_origin(msg)}#{msg.attempt}:{kind}:{target_id}"
+    else:
+        name = f"{msg.topic}:{msg.partition}:{msg.offset}:{kind}:{target_id}"
     now = int(time.time() * 1000)
     value = {
         "delivery_id": str(uuid.uuid5(DELIVERY_NS, name)),

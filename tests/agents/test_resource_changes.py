@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,6 +15,7 @@ from streams.webhooks import signing
 from tests.support import harness
 from tests.support.webhooks import Receiver, Rows
 
+RETRY_DELAY = 5.0
 WORKER_ENV = {
     # Only this issue's agents: the test does not depend on the others.
     "STREAMS_AGENTS": "resource_changes,webhook_delivery",
@@ -24,6 +24,9 @@ WORKER_ENV = {
     "STREAMS_WEBHOOK_RETRY_DELAY": "0.5",
     "STREAMS_WEBHOOK_MAX_RETRIES": "2",
     "STREAMS_WEBHOOK_TIMEOUT": "2",
+    # The seed's schedule (5 retries, 5 minutes apart), in seconds.
+    "STREAMS_RESOURCE_CHANGE_RETRIES": "5",
+    "STREAMS_RESOURCE_CHANGE_RETRY_DELAY": str(RETRY_DELAY),
 }
 
 
@@ -39,6 +42,18 @@ def mod_worker(
 ) -> Iterator[harness.Proc]:
     log = tmp_path_factory.mktemp("rc") / "worker.log"
     proc = harness.start_worker(mod_settings, log, env=WORKER_ENV)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def mod_relay(
+    mod_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[harness.Proc]:
+    """Publishes delayed retries (and outbox rows) for the module's tests."""
+    log = tmp_path_factory.mktemp("rc-relay") / "relay.log"
+    env = harness.env_for(mod_settings, STREAMS_RELAY_POLL_INTERVAL="0.1", STREAMS_METRICS_PORT="0")
+    proc = harness.spawn(["relay"], env, log)
     yield proc
     proc.stop()
 
@@ -172,7 +187,11 @@ def test_unsubscribed_action_sends_nothing_and_unknown_sender_is_dead_lettered(
 
 
 def test_change_published_before_commit_is_delivered_after_commit(
-    mod_worker: harness.Proc, pub: Publisher, receiver: Receiver, rows: Rows
+    mod_worker: harness.Proc,
+    mod_relay: harness.Proc,
+    pub: Publisher,
+    receiver: Receiver,
+    rows: Rows,
 ) -> None:
     rows.install(rows.app(receiver.url("/race"), ["issue.created"]))
     with psycopg.connect(rows.dsn) as conn:
@@ -186,15 +205,59 @@ def test_change_published_before_commit_is_delivered_after_commit(
         assert receiver.received() == []
         conn.commit()
         committed = time.time()
-    (req,) = harness.wait_for(receiver.received, 15, what="delivery after commit")
+    (req,) = harness.wait_for(receiver.received, 30, what="delivery after commit")
     assert req.at >= committed
     assert req.json()["data"]["issue"]["title"] == "race"
 
 
-def test_change_whose_row_never_appears_is_dead_lettered_not_dropped(
-    mod_worker: harness.Proc, mod_settings: Settings, pub: Publisher, rows: Rows
+@pytest.mark.usefixtures("mod_worker", "mod_relay")
+def test_row_committed_12s_later_reaches_each_subscriber_exactly_once(
+    mod_settings: Settings,
+    pub: Publisher,
+    receiver: Receiver,
+    rows: Rows,
 ) -> None:
-    missing = 10**12
+    for n in range(2):
+        rows.install(rows.app(receiver.url(f"/late-app{n}"), ["error.created"]))
+    rows.hook(receiver.url("/late-hook"), ["event.created"])
+    group = rows.issue("late")
+    with psycopg.connect(rows.dsn) as conn:
+        row = conn.execute(
+            "INSERT INTO error_event (event_id, project_id, group_id, message, platform, data)"
+            " VALUES (gen_random_uuid(), %s, %s, 'late row', 'python', '{}') RETURNING id",
+            (rows.project_id, group),
+        ).fetchone()
+        assert row is not None
+        published = time.time()
+        pub.publish("resource-changes", rows.change("Event", int(row[0])), key=rows.organization_id)
+        time.sleep(12.0)  # the scenario itself: the row commits 12 s after its change
+        assert receiver.received() == []  # looked up at about 0, 5 and 10 s: not visible
+        conn.commit()
+        committed = time.time()
+
+    harness.wait_for(lambda: len(receiver.received()) >= 3, 30, what="3 POSTs after the commit")
+    time.sleep(RETRY_DELAY + 1.0)  # one more retry would have delivered again by now
+    got = receiver.received()
+    assert sorted(r.path for r in got) == ["/late-app0", "/late-app1", "/late-hook"]
+    assert all(r.at >= committed for r in got)
+    # Delivered by the third delayed retry (due about 15 s after the change), not later.
+    assert max(r.at for r in got) - published < 15.0 + 10.0
+    assert not [
+        x
+        for x in dlq.read(mod_settings, source_topic="resource-changes")
+        if f"error_event {row[0]} " in x.header("dlq.error_message")
+    ]
+
+
+def test_change_whose_row_never_appears_is_dead_lettered_after_the_last_retry(
+    mod_worker: harness.Proc,
+    mod_relay: harness.Proc,
+    mod_settings: Settings,
+    pub: Publisher,
+    rows: Rows,
+) -> None:
+    missing = 10**12 + rows.organization_id
+    published = time.time()
     pub.publish("resource-changes", rows.change("Group", missing), key=rows.organization_id)
 
     def letter() -> list[dlq.DeadLetter]:
@@ -204,18 +267,17 @@ def test_change_whose_row_never_appears_is_dead_lettered_not_dropped(
             if x.reason == "instance_missing"
         ]
 
-    (found,) = harness.wait_for(letter, 30, 0.5, what="instance_missing dead letter")
-    assert f"issue_group {missing} not visible" in found.header("dlq.error_message")
+    (found,) = harness.wait_for(letter, 5 * RETRY_DELAY + 40, 0.5, what="the dead letter")
+    # Five delayed retries, RETRY_DELAY apart, came first.
+    assert time.time() - published >= 5 * RETRY_DELAY
+    error = found.header("dlq.error_message")
+    assert f"issue_group {missing} not visible after 5 delayed retries" in error
     assert found.value is not None
     assert pub.codec.decode("resource-changes", found.value)["instance_id"] == missing
 
 
 def test_outbox_row_committed_with_the_issue_reaches_the_webhook(
-    mod_worker: harness.Proc,
-    mod_settings: Settings,
-    rows: Rows,
-    processes: list[harness.Proc],
-    tmp_path: Path,
+    mod_worker: harness.Proc, mod_relay: harness.Proc, rows: Rows
 ) -> None:
     from streams.outbox.categories import OutboxCategory, OutboxScope
     from streams.outbox.write import enqueue_outbox
@@ -239,8 +301,6 @@ def test_outbox_row_committed_with_the_issue_reaches_the_webhook(
                 payload={"action": "created", "project_id": rows.project_id},
             )
             conn.commit()
-        env = harness.env_for(mod_settings, STREAMS_RELAY_POLL_INTERVAL="0.1")
-        processes.append(harness.spawn(["relay"], env, tmp_path / "relay.log"))
 
         (req,) = harness.wait_for(receiver.received, 30, what="POST via outbox and relay")
     assert req.path == "/via-outbox"
