@@ -218,6 +218,14 @@ def _unknown_scope(args: argparse.Namespace) -> str | None:
     return f"no {kind} {value} in the database"
 
 
+def _port(text: str) -> int:
+    """A TCP port for an option (0 = any free port)."""
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
+    return port
+
+
 def _add_invalidate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inv = sub.add_parser("invalidate", help="recompute the project configs of one scope")
     scope = inv.add_mutually_exclusive_group(required=True)
@@ -315,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lag = sub.add_parser("lag-exporter", help="Prometheus exporter of consumer-group lag")
     lag.add_argument("--host", help=f"bind address ({help_default('web_host')})")
-    lag.add_argument("--port", type=int, help=f"HTTP port ({help_default('lag_exporter_port')})")
+    lag.add_argument("--port", type=_port, help=f"HTTP port ({help_default('lag_exporter_port')})")
     lag.add_argument(
         "--interval",
         type=float,

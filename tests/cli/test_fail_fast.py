@@ -114,3 +114,9 @@ def test_second_relay_names_the_busy_metrics_port(settings: Settings) -> None:
         result = streams("relay", env=env)
     assert_one_line(result, f"streams: cannot listen on 127.0.0.1:{port} for the relay's /metrics")
     assert "STREAMS_METRICS_PORT" in result.err_lines[0]
+
+
+def test_lag_exporter_port_out_of_range_is_a_usage_error() -> None:
+    result = streams("lag-exporter", "--port", "99999")
+    assert result.code == 2
+    assert result.err_lines[-1].endswith("argument --port: 99999 is not a port (0-65535)")
