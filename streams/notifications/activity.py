@@ -15,6 +15,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from streams.notifications.jobs import notify_activity
+
 ACTIVITY_TYPES = frozenset({"note", "assigned", "unassigned", "set_resolved", "set_unresolved"})
 
 _INSERT = (
@@ -57,8 +59,6 @@ def record_activity(
     if, and only if, this transaction commits. ``ValueError`` for an unknown type or an
     issue that does not exist.
     """
-    from streams.notifications.jobs import notify_activity
-
     _check(type, user_id, data)
     row = conn.execute(_INSERT, (type, user_id, Jsonb(dict(data or {})), group_id)).fetchone()
     if row is None:
@@ -79,8 +79,6 @@ async def arecord_activity(
     data: Mapping[str, Any] | None = None,
 ) -> int:
     """``record_activity`` for asyncio code (``conn`` is an ``AsyncConnection``)."""
-    from streams.notifications.jobs import notify_activity
-
     _check(type, user_id, data)
     cur = await conn.execute(_INSERT, (type, user_id, Jsonb(dict(data or {})), group_id))
     row = await cur.fetchone()
