@@ -5,9 +5,14 @@ attempts, each with a not-before time); both keyed by target. A batch is deliver
 concurrently; each outcome is settled without blocking the partition:
 
 - delivered: logged; a failure to retry (408/429/5xx/timeout/connection error) goes
-  to ``webhook-retries`` as the next attempt, ``retry_delay`` later;
+  to ``webhook-retries`` as the next attempt, ``retry_delay`` later (1 + max retries
+  attempts in all);
 - circuit open for the target's origin: to ``webhook-retries``, same attempt, when
   the pause ends (no attempt spent, no request sent);
+- a retry due more than ``DIRECT_WITHIN`` from now (5 minutes by default) waits in
+  ``scheduled_messages`` and the relay's pump publishes it when due, so it never holds
+  a partition; if the database cannot take it, it goes onto the topic at once and the
+  retries agent waits for it as below;
 - final failure (another 4xx, SSRF refusal, last attempt failed): ``dead-letters``
   with the consumed message's original bytes and the reason;
 - target uninstalled/deleted/inactive: skipped.
@@ -34,6 +39,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from streams import metrics
 from streams.agents.base import AgentSpec, Message, RetryPolicy, attach
 from streams.agents.batch_io import Outgoing, dead_letter, publish_all
+from streams.agents.deferred import Later, store_later
 from streams.dlq.headers import Failure, FailureReason
 from streams.runtime import Runtime
 from streams.settings import Settings
@@ -56,6 +62,9 @@ MAX_IN_FLIGHT = 32
 TRIM_INTERVAL = 30.0
 # Longest a retry batch waits for its not-before time before re-queueing the rest.
 MAX_HOLD = 60.0
+# Retries due sooner than this go straight onto the retry topic; later ones are stored
+# for the relay's pump (a database write each, and no partition waits for them).
+DIRECT_WITHIN = 1.0
 
 REQUESTS = metrics.counter(
     "streams_webhook_requests_total",
@@ -178,7 +187,7 @@ class WebhookDeliveries:
             )
 
     async def _settle(self, msgs: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
-        later: list[Outgoing] = []
+        later: list[tuple[Message, Outgoing]] = []
         dead: list[tuple[Message, Failure]] = []
         entries: list[LogEntry] = []
         fired: Counter[int] = Counter()
@@ -188,20 +197,41 @@ class WebhookDeliveries:
             kind, attempt = v["target_kind"], int(v.get("attempt", 1))
             self._observe(v, out)
             if out.verdict in (Verdict.RETRY, Verdict.DEFER):
-                later.append(_retry_of(msg, out))
+                later.append((msg, _retry_of(msg, out)))
             elif out.verdict is Verdict.DEAD:
                 dead.append((msg, _failure(out)))
             if out.logged:
                 entries.append(_log_entry(v, out, sent_at))
                 if kind == "service_hook" and attempt == 1:
                     fired[int(v["target_id"])] += 1
-        await publish_all(self.runtime, later, agent="webhook_delivery")
+        await self._send_later(later)
         for msg, failure in dead:
             await dead_letter(self.runtime, "webhook_delivery", msg, failure)
         try:
             await self.store.record(entries, fired)
         except Exception as exc:  # the log is for people; losing a few rows is acceptable
             log.warning("webhook.log.failed", extra={"error": repr(exc), "rows": len(entries)})
+
+    async def _send_later(self, later: Sequence[tuple[Message, Outgoing]]) -> None:
+        """Next attempts: soon ones onto the retry topic, later ones to the pump. Never
+        raises (requests were sent: the wrapper must not run this batch again)."""
+        now_ms = time.time() * 1000
+        direct: list[Outgoing] = []
+        stored: list[tuple[Outgoing, Later]] = []
+        for consumed, o in later:
+            wait = (o.value["not_before"] - now_ms) / 1000
+            if wait <= DIRECT_WITHIN:
+                direct.append(o)
+            else:
+                stored.append((o, _stored(consumed, o, wait)))
+        try:
+            await store_later(self.runtime, [item for _, item in stored])
+        except Exception as exc:  # the retries agent waits for them instead
+            log.warning(
+                "webhook.retry.store_failed", extra={"error": repr(exc), "retries": len(stored)}
+            )
+            direct += [o for o, _ in stored]
+        await publish_all(self.runtime, direct, agent="webhook_delivery")
 
     def _observe(self, v: dict[str, Any], out: Outcome) -> None:
         kind = v["target_kind"]
@@ -248,6 +278,14 @@ def _retry_of(msg: Message, out: Outcome) -> Outgoing:
     return Outgoing(RETRY_TOPIC, value, f"{v['target_kind']}:{v['target_id']}", msg.trace)
 
 
+def _stored(consumed: Message, o: Outgoing, delay: float) -> Later:
+    # The consumed message's attempt and time identify it: handling it again (after a
+    # crash) stores nothing twice, and two copies of it yield one next attempt.
+    v = consumed.value
+    dedupe = f"webhook:{v['delivery_id']}:{v.get('attempt', 1)}:{_due(consumed):.3f}"
+    return Later(o.topic, o.value, o.key, delay, dedupe, trace=o.trace)
+
+
 def _log_entry(v: dict[str, Any], out: Outcome, sent_at: dt.datetime) -> LogEntry:
     return LogEntry(
         target_kind=v["target_kind"],
@@ -288,7 +326,7 @@ def install(app: Any, runtime: Runtime) -> None:
         "retry": RetryPolicy(times=5, delay=1.0),
         "deadline": None,
         "batch_size": 500,
-        "batch_within": 0.02,
+        "batch_within": 0.005,
     }
     first = AgentSpec(
         name="webhook_delivery",

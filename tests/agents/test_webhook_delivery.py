@@ -20,14 +20,15 @@ from streams.webhooks import signing
 from tests.support import harness
 from tests.support.webhooks import Receiver, Rows
 
-RETRY_DELAY = 1.0
+# Over DIRECT_WITHIN: retries wait in scheduled_messages and the relay's pump sends them.
+RETRY_DELAY = 1.5
 WORKER_ENV = {
     # Only this issue's agents: the test does not depend on the others.
     "STREAMS_AGENTS": "resource_changes,webhook_delivery",
     "STREAMS_CONSUMER_FETCH_MAX_WAIT": "0.1",
     "STREAMS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
     "STREAMS_WEBHOOK_RETRY_DELAY": str(RETRY_DELAY),
-    "STREAMS_WEBHOOK_MAX_RETRIES": "2",
+    # STREAMS_WEBHOOK_MAX_RETRIES: the default, 5 (1 + 5 attempts).
     "STREAMS_WEBHOOK_TIMEOUT": "3",
     "STREAMS_WEBHOOK_BREAKER_THRESHOLD": "3",
     "STREAMS_WEBHOOK_BREAKER_PAUSE": "2",
@@ -41,8 +42,20 @@ def mod_settings(real_stack: harness.Stack, template_db: str) -> Iterator[Settin
 
 
 @pytest.fixture(scope="module")
-def mod_worker(
+def mod_relay(
     mod_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[harness.Proc]:
+    """Publishes the delayed retries (and the deferrals of an open circuit)."""
+    log = tmp_path_factory.mktemp("wd-relay") / "relay.log"
+    env = harness.env_for(mod_settings, STREAMS_RELAY_POLL_INTERVAL="0.1", STREAMS_METRICS_PORT="0")
+    proc = harness.spawn(["relay"], env, log)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def mod_worker(
+    mod_settings: Settings, mod_relay: harness.Proc, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[harness.Proc]:
     log = tmp_path_factory.mktemp("wd") / "worker.log"
     proc = harness.start_worker(mod_settings, log, env=WORKER_ENV)
@@ -148,7 +161,7 @@ def test_flaky_target_gets_it_on_third_attempt_without_delaying_others(
 
 
 @pytest.mark.allow_errors
-def test_always_failing_target_is_dead_lettered_after_the_attempts(
+def test_always_failing_target_gets_1_plus_5_attempts_then_a_dead_letter(
     mod_worker: harness.Proc,
     mod_settings: Settings,
     pub: Publisher,
@@ -167,9 +180,12 @@ def test_always_failing_target_is_dead_lettered_after_the_attempts(
             got = letter_ids(mod_settings, pub)
             return got if {down_id, gone_id} <= set(got) else {}
 
-        dead = harness.wait_for(both, 30, what="two dead letters")
+        dead = harness.wait_for(both, 60, what="two dead letters")
         time.sleep(RETRY_DELAY * 2)
-        assert len(receiver.received("/down")) == 3  # the configured attempts
+        attempts = receiver.received("/down")
+        assert len(attempts) == 6  # max_retries = 5: the first attempt and 5 retries
+        gaps = [b.at - a.at for a, b in itertools.pairwise(attempts)]
+        assert min(gaps) >= RETRY_DELAY * 0.9, gaps
         assert len(other.received("/gone")) == 1  # a 404 is not retried
     assert dead[down_id] == "http_500"
     assert dead[gone_id] == "http_404"
@@ -179,7 +195,13 @@ def test_always_failing_target_is_dead_lettered_after_the_attempts(
             "ORDER BY attempt",
             (down_id,),
         ).fetchall()
-    assert logged == [(1, 500), (2, 500), (3, 500)]
+        # The 5 retries waited in PostgreSQL, not in a held partition.
+        stored = conn.execute(
+            "SELECT count(*) FROM scheduled_messages WHERE dedupe_id LIKE %s",
+            (f"webhook:{down_id}:%",),
+        ).fetchone()
+    assert logged == [(n, 500) for n in range(1, 7)]
+    assert stored is not None and stored[0] >= 5  # and any deferral of an open circuit
 
 
 def test_internal_addresses_are_refused_without_a_request(
