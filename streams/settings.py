@@ -510,7 +510,7 @@ class Settings:
             "STREAMS_SCHEDULE_GRACE",
             SCHED,
             "a slot later than this when first seen counts as missed, seconds (for "
-            "schedules that do not set their own)",
+            "schedules that do not set their own; at most one interval)",
             number(float),
             low=0.0,
         ),

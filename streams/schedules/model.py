@@ -73,9 +73,15 @@ class Schedule:
             raise ConfigurationError(f"schedule {self.name!r}: grace must be >= 0")
 
     def with_defaults(self, catch_up: CatchUp, grace: float) -> Schedule:
-        """This schedule with the process defaults filled in where it sets none."""
+        """This schedule with the process defaults filled in where it sets none.
+
+        The default grace is at most one interval: a slot not run before the next one
+        was due counts as missed (so an outage of a 2 s schedule runs once, not 30 times).
+        """
         if self.catch_up is not None and self.grace is not None:
             return self
+        if self.interval is not None:
+            grace = min(grace, self.interval)
         return replace(
             self,
             catch_up=self.catch_up if self.catch_up is not None else catch_up,

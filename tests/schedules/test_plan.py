@@ -90,3 +90,14 @@ def test_a_new_schedule_does_not_run_its_history() -> None:
     # Only the current slot, even when earlier ones are within the grace.
     fast = every(2, grace=30)
     assert plan(fast, None, t(2026, 1, 1, 0, 0, 9)) == [Claim(t(2026, 1, 1, 0, 0, 8), "run", 0)]
+
+
+def test_defaults_fill_what_a_schedule_leaves_open() -> None:
+    fast = Schedule("f", _noop, interval=2).with_defaults(CatchUp.SKIP, 60)
+    assert (fast.catch_up, fast.grace) == (CatchUp.SKIP, 2)
+    weekly = Schedule("w", _noop, crontab=Crontab.parse("0 9 * * 1")).with_defaults(
+        CatchUp.ONCE, 60
+    )
+    assert weekly.grace == 60
+    own = Schedule("o", _noop, interval=2, grace=10, catch_up=CatchUp.ALL)
+    assert own.with_defaults(CatchUp.SKIP, 60) is own
