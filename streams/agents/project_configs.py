@@ -5,8 +5,13 @@ public key and written with the Java/aiokafka partitioner (murmur2), so the
 partition of a key is the one Faust's router computes: ``GET
 /api/project-configs/{public_key}`` is then answered by the worker that owns that
 key's partition (other workers forward the request), from the
-``project-configs-served`` table that an agent feeds from the topic. Unknown keys
-get 404; deleted keys (tombstones) are removed from the table, so 404 too.
+``project-configs-served`` table that an agent feeds from the topic.
+
+A key the table does not hold (an organization-level invalidation tombstones every
+key of the organization; a key created since the last recompute) is looked up in
+PostgreSQL: if it exists, its current config is computed and served (an inactive key
+gets ``{"disabled": true}``) and a key-scope invalidation is requested, so the table
+holds it again shortly. Only a key that does not exist gets 404.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -25,8 +31,8 @@ from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.errors import DecodeError
 from streams.projectconfigs.debounce import DueWork
 from streams.projectconfigs.documents import served_document
-from streams.projectconfigs.recompute import Publication
-from streams.projectconfigs.scopes import request_value
+from streams.projectconfigs.recompute import Publication, recompute
+from streams.projectconfigs.scopes import Scope, ScopeKind, request_value
 from streams.publisher import Publisher
 from streams.runtime import Runtime
 from streams.silo import REGION_ONLY
@@ -39,6 +45,12 @@ SERVED_TABLE = "project-configs-served"
 FEED = "project-configs-served"  # the agent feeding the table
 # librdkafka's name for the Java client's (and aiokafka's) default partitioner.
 PARTITIONER = "murmur2_random"
+MISS_TRIGGER = "served_miss"  # the trigger of the invalidation a miss requests
+_KEY_OWNERS = """
+SELECT p.organization_id, k.project_id FROM project_key k
+JOIN project p ON p.id = k.project_id
+WHERE k.public_key = %s
+"""
 
 PUBLISHED = metrics.counter(
     "streams_project_configs_published_total",
@@ -109,6 +121,46 @@ class ConfigsOut:
         log.error("invalidation.dead_lettered", extra={"scope": work.scope.key, "reason": reason})
 
 
+@dataclass
+class OnMiss:
+    """Serves a key the table does not hold, computed from PostgreSQL."""
+
+    runtime: Runtime
+
+    async def compute(self, public_key: str) -> bytes | None:
+        """The served document of ``public_key`` as of now; None if there is no such key.
+
+        Also asks for a key-scope recompute (debounced like any other request), so the
+        table holds the key again and the next GET is answered from it.
+        """
+        pool = await self.runtime.pool()
+        async with pool.connection() as conn:
+            async with conn.transaction():
+                cur = await conn.execute(_KEY_OWNERS, (public_key,))
+                owners = await cur.fetchone()
+            if owners is None:
+                return None
+            scope = Scope(ScopeKind.PUBLIC_KEY, int(owners[0]), int(owners[1]), public_key)
+            now = time.time()
+            work = DueWork(
+                scope.kind.value, scope.organization_id, scope.project_id, public_key,
+                MISS_TRIGGER, now, now, -1,
+            )  # fmt: skip
+            (pub,) = await recompute(conn, [work])
+        await self._request(scope)
+        return served_bytes(pub.value)
+
+    async def _request(self, scope: Scope) -> None:
+        value = request_value(scope, trigger=MISS_TRIGGER, countdown=0)
+        try:
+            await self.runtime.publisher.publish_async(REQUESTS, value, key=scope.message_key)
+        except Exception as exc:  # served anyway; the next miss asks again
+            log.warning(
+                "project_configs.miss_request_failed",
+                extra={"public_key": scope.public_key, "error": repr(exc)},
+            )
+
+
 def served_bytes(record: Any) -> bytes:
     """The served JSON document for one decoded ``project-configs`` value."""
     try:
@@ -154,9 +206,19 @@ def install(app: Any, runtime: Runtime) -> None:
         ),
     )
 
+    on_miss = OnMiss(runtime)
+
     async def get_config(view: Any, request: Any, public_key: str) -> Any:
         # Keys stay bytes (the raw serializer), as they come back from the changelog.
         doc = served.get(public_key.encode())
+        if doc is None:
+            try:
+                doc = await on_miss.compute(public_key)
+            except Exception as exc:  # the database is down: say so, not "no such key"
+                extra = {"public_key": public_key, "error": repr(exc)}
+                log.warning("project_configs.miss_failed", extra=extra)
+                SERVED.labels("503").inc()
+                return view.json({"detail": "config not available, try again"}, status=503)
         if doc is None:
             SERVED.labels("404").inc()
             return view.json({"detail": f"no config for {public_key!r}"}, status=404)
