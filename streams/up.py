@@ -148,6 +148,12 @@ def _started_here(before: stack.StackInfo, after: stack.StackInfo) -> stack.Stac
     )
 
 
+def _say(text: str) -> None:
+    """Print, unless the terminal is gone (closed window): the stop must go on anyway."""
+    with contextlib.suppress(OSError):
+        print(text, flush=True)
+
+
 def _watch(
     children: list[Child], settings: Settings, stop: threading.Event, duration: float | None
 ) -> int:
@@ -192,7 +198,10 @@ def run(*, demo: bool = True, duration: float | None = None) -> int:
     reset_settings(settings)
     children: list[Child] = []
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # The components run in their own sessions: a closed terminal (SIGHUP) or a SIGTERM
+    # must still reach them, through `up`'s orderly stop.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         print(
             f"streams up: broker {settings.kafka_bootstrap_servers}, database "
@@ -227,8 +236,8 @@ def run(*, demo: bool = True, duration: float | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: the stop is bounded
         stop.set()
         began = time.monotonic()
-        print("\nstreams up: stopping", flush=True)
+        _say("\nstreams up: stopping")
         killed = _stop(children)
         _stop_stack(state, owned)
         note = f" (killed after {STOP_GRACE:g} s: {', '.join(killed)})" if killed else ""
-        print(f"streams up: stopped in {time.monotonic() - began:.1f} s{note}", flush=True)
+        _say(f"streams up: stopped in {time.monotonic() - began:.1f} s{note}")

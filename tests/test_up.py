@@ -6,6 +6,7 @@ import contextlib
 import os
 import pty
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -125,11 +126,16 @@ class Terminal:
             os.execve(sys.executable, [sys.executable, "-m", "streams", *args], env)
         self.text = ""
         self.code: int | None = None
+        self.hung_up = False
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        while True:
+        while not self.hung_up:
+            # select, not a blocking read: close() cannot end a read already waiting, and
+            # the terminal only hangs up once no reference to it is left.
+            if not select.select([self.fd], [], [], 0.05)[0]:
+                continue
             try:
                 chunk = os.read(self.fd, 4096)
             except OSError:  # EIO: the terminal's last writer is gone
@@ -164,11 +170,20 @@ class Terminal:
         after = [ln for ln in self.text[before:].splitlines() if ln.strip() not in ("", "^C")]
         return elapsed, after
 
+    def hang_up(self) -> None:
+        """Close the terminal, as a closed window does (SIGHUP to its session)."""
+        self.hung_up = True
+        self._reader.join(5)
+        os.close(self.fd)
+
     def close(self) -> None:
         if self.exited() is None:
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
-        os.close(self.fd)
+        if not self.hung_up:
+            self.hung_up = True
+            self._reader.join(5)
+            os.close(self.fd)
 
 
 def _clean_env(tmp_path: Path) -> dict[str, str]:
@@ -233,3 +248,24 @@ def test_ctrl_c_leaves_a_dev_stack_running(tmp_path: Path) -> None:
     finally:
         subprocess.run([*run, "stop"], env=env, cwd=ROOT, check=False, capture_output=True)
     assert not _alive(dev_pids)
+
+
+def test_closing_the_terminal_stops_the_components(settings: Settings, tmp_path: Path) -> None:
+    """A hang-up (terminal closed) reaches `up` alone; it still stops what it started."""
+    env = {**_clean_env(tmp_path), **env_for(settings)}
+    for name in ("STREAMS_STATE_DIR", "STREAMS_WEB_PORT", "STREAMS_METRICS_PORT"):
+        env[name] = _clean_env(tmp_path)[name]
+    env["STREAMS_LAG_EXPORTER_PORT"] = str(stack.free_port())
+    term = Terminal(["up", "--no-demo"], env)
+    try:
+        term.wait_for(r"^\[\d\d:\d\d:\d\d\] ", 120)
+        components = [p.pid for p in psutil.Process(term.pid).children()]
+        assert len(components) >= 3
+        term.hang_up()
+        started = time.monotonic()
+        while _alive([term.pid, *components]) and time.monotonic() - started < 10:
+            time.sleep(0.05)
+        assert not _alive(components), "a component outlived its closed terminal"
+        assert time.monotonic() - started < 5.0
+    finally:
+        term.close()
