@@ -117,8 +117,14 @@ async def run(
         progress = Progress(sum([await _count(conn, m.table) for m in models]), out, rate)
         done_rows = 0
 
+        renewed = time.monotonic()
+
         async def emit(batch: Batch) -> None:
-            nonlocal written, done_rows
+            nonlocal written, done_rows, renewed
+            if time.monotonic() - renewed > lease.LEASE_SECONDS / 3:
+                # One pass without a rate limit may take longer than the lease.
+                await lease.acquire(work, silo, holder, rate)
+                renewed = time.monotonic()
             if publisher is None:
                 _, rows = await process_batch(
                     work, by_table[batch.table], batch, settings.region_names
