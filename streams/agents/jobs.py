@@ -1,22 +1,27 @@
 """The jobs agent: runs declared jobs from the ``jobs`` topic.
 
 Topic ``jobs`` (key: job id) -> look the job up by name -> decode its arguments ->
-run its handler under its deadline -> on success, store its follow-ons; on a failure
-its retry policy allows, store the next attempt (a delayed message); otherwise, or for
-an unknown job, a dead letter. Retries wait in ``scheduled_messages``, not in this
-worker, so a long retry delay never holds up the partition.
+run its handler under its deadline -> on success, store its follow-ons; on a failure,
+its retry policy decides (``RetryPolicy.decide``, as for every agent): store the next
+attempt (a delayed message), ignore, or dead-letter with the decision's reason
+(``handler``, ``deadline``, ``retry_exhausted``, ``permanent``); an unknown job is
+dead-lettered too. Retries wait in ``scheduled_messages``, not in this worker, so a
+long retry delay never holds up the partition. Follow-ons and retries carry
+deterministic dedupe ids (``job:<id>.<n>``, ``job:<id>#<attempt>``): a run repeated
+after a crash stores neither twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
-from streams import tracing
-from streams.agents.base import AgentSpec, RetryPolicy, attach
-from streams.delayed.store import Prepared, insert_many_async
-from streams.errors import DecodeError, PermanentFailure, RetryLater
+from streams.agents.base import AgentSpec, DeadLetter, Ignore, Message, Retry, RetryPolicy, attach
+from streams.agents.batch_io import dead_letter
+from streams.agents.deferred import Later, store_later
+from streams.errors import DeadlineExceeded, DecodeError, PermanentFailure
 from streams.jobs import registry
 from streams.jobs.context import JobContext
 from streams.jobs.declare import Job, RetryLike
@@ -38,7 +43,7 @@ class JobRunner:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    async def handle(self, msg: Any) -> None:
+    async def handle(self, msg: Message) -> None:
         rec = msg.value
         job = self._job(rec["job"])
         try:
@@ -46,22 +51,21 @@ class JobRunner:
         except DecodeError as exc:
             raise PermanentFailure(f"job {job.name!r}: arguments do not decode: {exc}") from exc
         ctx = JobContext(job, rec["job_id"], rec["attempt"], rec.get("parent_id"))
-        retry: RetryLike = job.retry or DEFAULT_RETRY
-        retryable: tuple[type[BaseException], ...] = (TimeoutError, RetryLater, *retry.on)
         try:
             await asyncio.wait_for(job.call(ctx, kwargs), job.deadline)
-        except retry.ignore:
-            RUNS.labels(job.name, "ignored").inc()
+        except TimeoutError as exc:  # reported as the deadline it is
+            await self._failed(job, msg, _past_deadline(job, exc))
             return
-        except PermanentFailure:
-            RUNS.labels(job.name, "failure").inc()
-            raise
-        except retryable as exc:
-            await self._failed(job, rec, retry, exc)
+        except Exception as exc:
+            await self._failed(job, msg, exc)
             return
-        await self._store(
-            [(f.record, f.delay, f"job:{f.record['job_id']}") for f in ctx.follow_ons]
-        )
+        # Deterministic ids: a run repeated after a crash stores its follow-ons once.
+        follow_ons = [
+            Later("jobs", f.record, f.record["job_id"], f.delay, f"job:{f.record['job_id']}")
+            for f in ctx.follow_ons
+        ]
+        traced = [dataclasses.replace(f, trace=msg.trace) for f in follow_ons]
+        await store_later(self.runtime, traced)
         RUNS.labels(job.name, "success").inc()
 
     def _job(self, name: str) -> Job:
@@ -76,51 +80,46 @@ class JobRunner:
             raise PermanentFailure(f"job {name!r} does not run in the {silo.value} silo")
         return job
 
-    async def _failed(
-        self, job: Job, rec: dict[str, Any], retry: RetryLike, exc: BaseException
-    ) -> None:
+    async def _failed(self, job: Job, msg: Message, exc: Exception) -> None:
+        """What the job's retry policy decides for a failed attempt; its follow-ons are
+        dropped (a failed run schedules nothing)."""
+        rec = msg.value
         attempt = int(rec["attempt"])
-        reason = (
-            f"exceeded its {job.deadline}s deadline" if isinstance(exc, TimeoutError) else repr(exc)
-        )
-        if attempt > retry.times:
-            RUNS.labels(job.name, "failure").inc()
-            raise PermanentFailure(
-                f"job {job.name!r} failed after {attempt} attempts: {reason}"
-            ) from exc
-        delay = retry.delay_for(attempt)
-        if isinstance(exc, RetryLater) and exc.delay is not None:
-            delay = exc.delay
-        nxt = {**rec, "attempt": attempt + 1}
-        await self._store([(nxt, delay, f"job:{rec['job_id']}#{attempt + 1}")])
-        RUNS.labels(job.name, "retry").inc()
-        log.warning(
-            "jobs.run.retry",
-            extra={
-                "job": job.name,
-                "job_id": rec["job_id"],
-                "attempt": attempt,
-                "delay": delay,
-                "error": reason,
-            },
-        )
-
-    async def _store(self, items: list[tuple[dict[str, Any], float, str]]) -> None:
-        """Store runs to send later, in one transaction (deduplicated by id)."""
-        if not items:
+        retry: RetryLike = job.retry or DEFAULT_RETRY
+        decision = retry.decide(exc, attempt)
+        if isinstance(decision, Ignore):
+            RUNS.labels(job.name, "ignored").inc()
             return
-        msgs: list[tuple[Prepared, float, str | None]] = [
-            (self._prepare(r), d, i) for r, d, i in items
-        ]
-        pool = await self.runtime.pool()
-        async with pool.connection() as conn:
-            await insert_many_async(conn, msgs)
+        if isinstance(decision, Retry):
+            nxt = {**rec, "attempt": attempt + 1}
+            dedupe = f"job:{rec['job_id']}#{attempt + 1}"
+            later = Later("jobs", nxt, rec["job_id"], decision.delay, dedupe, attempt + 1)
+            await store_later(self.runtime, [dataclasses.replace(later, trace=msg.trace)])
+            RUNS.labels(job.name, "retry").inc()
+            log.warning(
+                "jobs.run.retry",
+                extra={
+                    "job": job.name,
+                    "job_id": rec["job_id"],
+                    "attempt": attempt,
+                    "delay": decision.delay,
+                    "error": repr(exc),
+                },
+            )
+            return
+        if not isinstance(decision, DeadLetter):
+            raise TypeError(f"job {job.name!r}: retry policy decided {decision!r}")
+        RUNS.labels(job.name, "failure").inc()
+        failure = decision.failure
+        text = f"job {job.name!r} failed after {attempt} attempts: {failure.message}"
+        await dead_letter(self.runtime, "jobs", msg, dataclasses.replace(failure, message=text))
 
-    def _prepare(self, rec: dict[str, Any]) -> Prepared:
-        # The trace context of this run is current: follow-ons become its child spans.
-        headers = tracing.metadata_headers(self.runtime.settings.producer_name, rec["attempt"])
-        value = self.runtime.codec.encode("jobs", rec)
-        return Prepared(self.runtime.topic("jobs"), value, rec["job_id"].encode(), headers)
+
+def _past_deadline(job: Job, exc: TimeoutError) -> Exception:
+    """The run's deadline as the failure (dead-letter reason ``deadline`` when spent)."""
+    if isinstance(exc, DeadlineExceeded) or job.deadline is None:
+        return exc
+    return DeadlineExceeded(job.deadline)
 
 
 def install(app: Any, runtime: Runtime) -> None:

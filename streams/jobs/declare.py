@@ -28,18 +28,13 @@ Handler = Callable[..., Awaitable[None] | None]
 
 
 class RetryLike(Protocol):
-    """``streams.agents.base.RetryPolicy`` (not imported: agents sit above jobs)."""
+    """``streams.agents.base.RetryPolicy`` (not imported: agents sit above jobs).
 
-    @property
-    def times(self) -> int: ...
+    The jobs agent asks it what to do after a failed attempt; it answers with one of
+    the wrapper's decisions (``Retry``, ``DeadLetter``, ``Ignore``).
+    """
 
-    @property
-    def on(self) -> tuple[type[BaseException], ...]: ...
-
-    @property
-    def ignore(self) -> tuple[type[BaseException], ...]: ...
-
-    def delay_for(self, retry: int) -> float: ...
+    def decide(self, exc: BaseException, attempt: int) -> object: ...
 
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,199}$")

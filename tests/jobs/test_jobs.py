@@ -87,7 +87,9 @@ def test_a_job_that_never_works_is_dead_lettered_and_schedules_nothing(
     try:
         sample_jobs.hopeless.delay(run="b")
         dead = reader.wait_for(lambda rs: len(rs) >= 1, 30, "a dead letter")
-        assert dead[0].headers[H_REASON] == b"permanent"
+        # RetryPolicy.decide's reason: the handler raised on every attempt.
+        assert dead[0].headers[H_REASON] == b"handler"
+        assert b"'test.hopeless' failed after 2 attempts" in b" ".join(dead[0].headers.values())
         assert [a for _, a, _ in runs(dsn, "test.hopeless", "b")] == [1, 2]
         time.sleep(1.0)
         assert runs(dsn, "test.next", "b") == []
