@@ -1,17 +1,18 @@
 """Project config invalidation: debounce requests, recompute configs when due.
 
-Topic ``project-config-invalidations`` (keyed by organization), two tables, a timer:
+Topic ``project-config-invalidations`` (keyed by organization), one table, a timer:
 
-- ``invalidation-markers``: a Faust *windowed* table (tumbling grid of
-  ``STREAMS_INVALIDATION_COUNTDOWN`` seconds) of (scope, grid window) -> due time:
-  the debounce state the agent reads to skip covered requests
-  (``streams.projectconfigs.debounce``);
-- ``invalidation-due``: a plain changelogged table of the recomputes not yet
-  published. A timer over the partitions this worker owns runs what is due and
-  deletes it only after the broker acknowledged the configs, so a pending recompute
-  survives kill -9 and rebalances (it is recovered from the changelog by whichever
-  worker owns the partition next). Window-close callbacks are not used: Faust fires
-  them for one partition per window and forgets them on a crash (docs/broker.md F1).
+- ``invalidation-due``: a changelogged table of the countdown windows not yet
+  published, one entry per window (nothing is written for a skipped request). The
+  debounce index (scope -> due time of its pending window) is kept in memory and
+  rebuilt from this table after a restart or rebalance
+  (``streams.projectconfigs.debounce``).
+- A timer over the partitions this worker owns starts what is due (and what its
+  partition's requests allow, ``streams.projectconfigs.gate``), folds the windows
+  of one scope into one recompute, and deletes the windows only after the broker
+  acknowledged the configs: a pending recompute survives kill -9 and rebalances.
+  Window-close callbacks are not used: Faust fires them for one partition per
+  window and forgets them on a crash (docs/broker.md F1).
 
 Table writes name their changelog partition explicitly (the request's partition):
 in a batch there is no single "current event" for Faust to take it from.
@@ -19,25 +20,25 @@ in a batch there is no single "current event" for Faust to take it from.
 
 from __future__ import annotations
 
-import heapq
+import asyncio
 import logging
 import math
 import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+from faust.types import TP
+
 from streams import metrics
 from streams.agents.base import AgentSpec, Message, Retry, RetryPolicy, attach, runs_here
 from streams.agents.project_configs import ConfigsOut
 from streams.errors import PermanentFailure
-from streams.projectconfigs.debounce import (
-    DueWork,
-    Request,
-    WindowRange,
-    offer,
-)
+from streams.projectconfigs.debounce import DueWork, Request, fold, offer
+from streams.projectconfigs.duetable import DueTable
+from streams.projectconfigs.gate import PartitionGate
 from streams.projectconfigs.recompute import recompute
 from streams.projectconfigs.scopes import Scope, scope_of
+from streams.projectconfigs.tail import read_tail
 from streams.runtime import Runtime
 from streams.silo import REGION_ONLY
 
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 NAME = "invalidation"
 TOPIC: Final = "project-config-invalidations"
-TICK = 0.1  # timer interval: how late after its due time a recompute may start
+TICK = 0.05  # timer interval: how late after its due time a recompute may start
 MAX_BATCH = 2_000  # due recomputes per tick (one query per scope kind)
 # A failing recompute is retried alone, 11 times with backoff (1 s doubling, up to
 # 30 s: about 4 minutes in all), then its request goes to the dead letters (replayable).
@@ -63,7 +64,17 @@ SKIPPED = metrics.counter(
     ("reason", "trigger"),
 )
 RECOMPUTES = metrics.counter(
-    "streams_invalidation_recomputes_total", "Recomputes published, by scope kind.", ("scope",)
+    "streams_invalidation_recomputes_total",
+    "Scope recomputes whose configs were published, by scope kind (one per scope per run).",
+    ("scope",),
+)
+FOLDED = metrics.counter(
+    "streams_invalidation_windows_folded_total",
+    "Countdown windows served by a recompute of a later window of the same scope.",
+)
+DEFERRED = metrics.counter(
+    "streams_invalidation_deferred_total",
+    "Timer passes that held due windows back until their partition's requests were read.",
 )
 RECOMPUTE_FAILURES = metrics.counter(
     "streams_invalidation_recompute_failures_total", "Recompute batches that failed (retried)."
@@ -94,7 +105,7 @@ class RequestReader:
     """Decoded request values to ``Request``s, reusing one ``Scope`` per distinct scope
     (its covering keys are computed once, not per request)."""
 
-    MAX_SCOPES = 100_000  # then the cache starts over (bounded memory)
+    MAX_SCOPES = 20_000  # then the cache starts over (bounded memory)
 
     def __init__(self) -> None:
         self._scopes: dict[tuple[Any, ...], Scope] = {}
@@ -143,56 +154,16 @@ class Decided:
             child.inc(n)
 
 
-class TableState:
-    """``DebounceState`` over the two Faust tables, plus the timer's due-time heap."""
-
-    def __init__(self, markers: Any, due: Any) -> None:
-        self.markers = markers  # the windowed table (its ``window`` is the grid)
-        self.due = due
-        self.heap: list[tuple[float, str]] = []
-
-    def marker(self, scope_key: str, window: WindowRange) -> float | None:
-        value = self.markers.data.get((scope_key, window))
-        return None if value is None else float(value)
-
-    def set_marker(self, partition: int, scope_key: str, window: WindowRange, due: float) -> None:
-        key = (scope_key, window)
-        self.markers.data[key] = due
-        self.markers.send_changelog(partition, key, due)
-        # Lets Faust's table cleanup expire the marker with its grid window.
-        self.markers._maybe_set_key_ttl(key, partition)
-
-    def add_due(self, work: DueWork) -> None:
-        value = work.to_json()
-        self.due.data[work.key] = value
-        self.due.send_changelog(work.partition, work.key, value)
-        heapq.heappush(self.heap, (work.due, work.key))
-
-    def remove_due(self, work: DueWork) -> None:
-        self.due.data.pop(work.key, None)
-        self.due.send_changelog(work.partition, work.key, None, value_serializer="raw")
-
-    def rebuild(self, now: float, expires: float) -> None:
-        """After recovery: index the recovered due work; drop long-expired markers."""
-        self.heap = [(float(v["due"]), k) for k, v in list(self.due.data.items())]
-        heapq.heapify(self.heap)
-        stale = [k for k in list(self.markers.data.keys()) if k[1][1] < now - expires]
-        for k in stale:
-            # Local only: the changelog's retention removes them on a real cluster.
-            self.markers.data.pop(k, None)
-
-
 class Invalidation:
-    """The request agent's handlers and the timer's work, around one ``TableState``."""
+    """The request agent's handlers and the timer's work, around one ``DueTable``."""
 
-    def __init__(self, app: Any, runtime: Runtime, state: TableState, out: ConfigsOut) -> None:
+    def __init__(self, app: Any, runtime: Runtime, state: DueTable, out: ConfigsOut) -> None:
         self.app = app
         self.runtime = runtime
         self.state = state
         self.out = out
-        self.window = state.markers.window
-        self.grid = float(self.window.size)
         self.source = runtime.topic(TOPIC)
+        self.gate = PartitionGate(self._highwater)
         self.ready = False
         self._attempts: dict[str, int] = {}
         self._single: set[str] = set()
@@ -200,28 +171,26 @@ class Invalidation:
         self._decided = Decided()
         self._gauged = 0.0
 
+    def _highwater(self, partition: int) -> int | None:
+        try:
+            end = self.app.consumer.highwater(TP(self.source, partition))
+        except Exception:  # no consumer yet, or a driver without it: the clock decides
+            return None
+        return None if end is None else int(end)
+
     # -- requests -------------------------------------------------------------------
 
     async def handle_batch(self, msgs: Sequence[Message]) -> None:
         # Validate everything before writing anything: on error the wrapper replays
         # the batch one by one, and the bad message alone goes to the dead letters.
         read = self._reader.read
-        requests = [(read(m.value), m.partition) for m in msgs]
-        # Requests of a batch share few distinct times: one grid lookup per time.
-        windows: dict[float, WindowRange] = {}
-        current = self.window.current
-
-        def window_of(ts: float) -> WindowRange:
-            w = windows.get(ts)
-            if w is None:
-                w = windows[ts] = current(ts)
-            return w
-
+        requests = [(read(m.value), m) for m in msgs]
         counts: dict[tuple[bool, str, str], int] = {}
-        state, grid = self.state, self.grid
+        state, decided, now = self.state, self.gate.decided, time.time()
         try:
-            for req, partition in requests:
-                decision = offer(state, window_of, grid, req, partition)
+            for req, msg in requests:
+                decision = offer(state, req, msg.partition)
+                decided(msg.partition, msg.offset, req.requested_at, now)
                 ident = (decision.scheduled, decision.reason, req.trigger)
                 counts[ident] = counts.get(ident, 0) + 1
         finally:
@@ -239,25 +208,23 @@ class Invalidation:
         }
 
     def take_due(self, now: float) -> list[DueWork]:
-        """Pop what is due on owned partitions; one retried (suspect) work alone."""
-        owned = self.owned()
-        batch: dict[str, DueWork] = {}
-        heap = self.state.heap
-        while heap and heap[0][0] <= now and len(batch) < MAX_BATCH:
-            _, key = heapq.heappop(heap)
-            raw = self.state.due.data.get(key)
-            if raw is None or key in batch:
-                continue  # published already, or a duplicate heap entry
-            work = DueWork.from_json(raw)
-            if work.partition not in owned:
-                continue  # its owner's timer runs it; regained partitions are re-indexed
-            if key in self._single:
-                if batch:
-                    heapq.heappush(heap, (now, key))
-                    break
-                return [work]
-            batch[key] = work
-        return list(batch.values())
+        """What may start now on owned partitions, up to MAX_BATCH; a suspect work alone."""
+        out: list[DueWork] = []
+        for partition in sorted(self.owned()):
+            horizon = self.gate.horizon(partition, now)
+            first = self.state.next_due(partition)
+            if first is not None and horizon < first <= now:
+                DEFERRED.inc()  # due by the clock, but its requests are not all read yet
+            for work in self.state.take(partition, horizon, MAX_BATCH - len(out)):
+                if work.key in self._single:
+                    if out:  # alone, in the next pass
+                        self.state.requeue(work, now)
+                        continue
+                    return [work]
+                out.append(work)
+            if len(out) >= MAX_BATCH:
+                break
+        return out
 
     async def tick(self) -> None:
         if not self.ready or self.app.rebalancing:
@@ -265,21 +232,21 @@ class Invalidation:
         now = time.time()
         works = self.take_due(now)
         if now - self._gauged >= 1.0:
-            # A full scan of the due table: once a second, not every tick.
             self._gauged = now
-            owned = self.owned()
-            PENDING.set(
-                sum(1 for v in list(self.state.due.data.values()) if v["partition"] in owned)
-            )
+            PENDING.set(self.state.count(self.owned()))
         if works:
             await self.run(works)
 
     async def run(self, works: list[DueWork]) -> None:
+        # Pending ends as the recompute starts: a request decided from now on opens
+        # a new window, whatever its requested_at says.
+        self.state.start(works)
         started = time.time()
+        latest, folded = fold(works)
         try:
             pool = await self.runtime.pool()
             async with pool.connection() as conn:
-                pubs = await recompute(conn, works)
+                pubs = await recompute(conn, latest)
             await self.out.publish(pubs)
         except Exception as exc:
             RECOMPUTE_FAILURES.inc()
@@ -290,57 +257,72 @@ class Invalidation:
             await self.retry_later(works, started, exc)
             return
         done = time.time()
+        # Removed only now: a crash before this line recomputes again (at least once).
+        self.state.remove(works)
+        kinds: dict[str, int] = {}
+        for w in latest:
+            kinds[w.scope_kind] = kinds.get(w.scope_kind, 0) + 1
         for w in works:
-            # Cleared only now: a crash before this line recomputes again (at least once).
-            self.state.remove_due(w)
             self._attempts.pop(w.key, None)
             self._single.discard(w.key)
-            RECOMPUTES.labels(w.scope_kind).inc()
             LATENESS.observe(max(0.0, done - w.due))
-        log.info("invalidation.recomputed", extra={"works": len(works), "configs": len(pubs)})
+        for kind, n in kinds.items():
+            RECOMPUTES.labels(kind).inc(n)
+        if folded:
+            FOLDED.inc(folded)
+        log.info(
+            "invalidation.recomputed",
+            extra={"windows": len(works), "folded": folded, "configs": len(pubs)},
+        )
 
     async def retry_later(self, works: list[DueWork], now: float, exc: Exception) -> None:
         if len(works) > 1:
             # Isolate a poison work: retry each alone, right away.
             for w in works:
                 self._single.add(w.key)
-                heapq.heappush(self.state.heap, (now, w.key))
+                self.state.requeue(w, now)
             return
         w = works[0]
         attempts = self._attempts.get(w.key, 0) + 1
         self._attempts[w.key] = attempts
         decision = RECOMPUTE_RETRY.decide(exc, attempts)
         if isinstance(decision, Retry):
-            heapq.heappush(self.state.heap, (now + decision.delay, w.key))
+            self.state.requeue(w, now + decision.delay)
             return
         await self.out.dead_letter(w, f"recompute failed {attempts} times: {exc!r}")
-        self.state.remove_due(w)
+        self.state.remove([w])
         self._attempts.pop(w.key, None)
         self._single.discard(w.key)
 
-    def on_recovered(self) -> None:
-        self.state.rebuild(time.time(), float(self.state.markers.window.expires or 0))
+    async def on_recovered(self) -> None:
+        owned = sorted(self.owned())
+        topic = self.state.table.changelog_topic.get_topic_name()
+        try:
+            tail = await asyncio.to_thread(read_tail, self.runtime.settings, topic, owned)
+        except Exception as exc:
+            # Loud, not fatal: what Faust recovered is still run.
+            log.error("invalidation.recovery.tail_failed", extra={"error": repr(exc)})
+            tail = []
+        data = self.state.table.data
+        for _, key, value in tail:
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        self.state.rebuild()
         self.ready = True
         log.info(
             "invalidation.recovered",
-            extra={"due": len(self.state.heap), "partitions": sorted(self.owned())},
+            extra={"due": len(data), "tail": len(tail), "partitions": owned},
         )
 
 
 def install(app: Any, runtime: Runtime) -> None:
-    settings = runtime.settings
     if not runs_here(runtime, NAME, REGION_ONLY):
         return  # before the tables and the timer: a skipped agent creates nothing
     from streams import catalogue
 
     partitions = catalogue.spec(TOPIC).partitions
-    grid = max(1, round(settings.invalidation_countdown))
-    markers = app.Table(
-        "invalidation-markers",
-        default=None,
-        partitions=partitions,
-        help="Debounce markers: (scope, grid window) -> due time of its recompute.",
-    ).tumbling(grid, expires=max(60.0, 10.0 * grid))
     due = app.Table(
         "invalidation-due",
         default=None,
@@ -348,10 +330,10 @@ def install(app: Any, runtime: Runtime) -> None:
         help="Recomputes scheduled and not yet published, by '<scope>@<window start ms>'.",
     )
     out = ConfigsOut.for_runtime(runtime)
-    inv = Invalidation(app, runtime, TableState(markers.table, due), out)
+    inv = Invalidation(app, runtime, DueTable(due), out)
 
     async def recovered() -> None:
-        inv.on_recovered()
+        await inv.on_recovered()
 
     async def run_due() -> None:
         await inv.tick()

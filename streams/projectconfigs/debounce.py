@@ -1,39 +1,36 @@
 """The debounce rule, as pure functions over a small state Protocol.
 
 A request made at ``t`` (its ``requested_at``) is *skipped* when a scope covering it
-(its organization, its project, itself) has a recompute scheduled to start after
-``t``: that recompute will read the database after the change that caused the
-request, so nothing is lost. Otherwise the request opens a *countdown window*
-``[t, t + countdown)`` for its scope and a recompute is due at ``t + countdown``.
+(its organization, its project, itself) has a recompute that is *pending*, i.e. due
+after ``t`` and **not started yet**: that recompute will read the database after the
+worker saw the request, so the change is served. Otherwise the request opens a
+*countdown window* ``[t, t + countdown)`` for its scope, due at ``t + countdown``.
 
-So "pending" means "a recompute is due after your request was made": once a
-recompute starts (at or after its due time) it no longer covers anything new, and
-a request made during it opens another window. Deciding on the request's own time,
-not on when the worker happens to see it, makes the outcome deterministic: a
-replayed request after a crash is skipped again, and the number of recomputes is
-the number of distinct (scope, countdown window) pairs.
+"Not started" is judged on the worker's own state, never by comparing the
+producer's clock with the worker's: a recompute stops covering anything the moment
+the timer takes it (``DebounceState.start``). A request that arrives after that,
+however early its ``requested_at``, opens another window. So with skewed clocks
+there may be an extra recompute, never an unserved change.
 
-The markers live in a windowed table: a countdown window is written into every
-fixed grid window it overlaps, so a lookup is one read of the grid window holding
-``t``, and old markers expire with their grid window.
+Without skew the count is exact: the timer does not start a window due at ``D``
+on a partition before it has decided every request of that partition made before
+``D`` (``streams.agents.invalidation``), so the number of windows scheduled is the
+number of distinct (scope, countdown window) pairs of the request times, also when
+the worker is behind. Windows of one scope that are due together are *folded* into
+one recompute (counted as such).
+
+State per scope is one float (the due time of its latest pending window) plus the
+durable due work; nothing is written per skipped request.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from streams.projectconfigs.scopes import Scope, ScopeKind
-
-WindowRange = tuple[float, float]
-WindowOf = Callable[[float], WindowRange]
-
-# A countdown window longer than this many grid windows is only marked in the first
-# ones: later requests then open a new window (an extra recompute, never a lost one).
-MAX_MARKED_WINDOWS = 4
 
 
 class Request(NamedTuple):
@@ -42,12 +39,12 @@ class Request(NamedTuple):
     scope: Scope
     trigger: str
     countdown: float
-    requested_at: float  # seconds since the epoch
+    requested_at: float  # seconds since the epoch, producer's clock
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DueWork:
-    """One scheduled recompute: the durable record the timer works from."""
+    """One scheduled recompute (a countdown window): the durable record the timer uses."""
 
     scope_kind: str
     organization_id: int | None
@@ -65,19 +62,41 @@ class DueWork:
         )
 
     @property
+    def scope_key(self) -> str:
+        """The debounce key of the scope ('o:1', 'p:2', 'k:abc'), as ``Scope.key``."""
+        if self.scope_kind == "organization":
+            return f"o:{self.organization_id}"
+        if self.scope_kind == "project":
+            return f"p:{self.project_id}"
+        return f"k:{self.public_key}"
+
+    @property
     def key(self) -> str:
         """Unique per (scope, countdown window); a replayed request rewrites the same key."""
-        return f"{self.scope.key}@{round(self.requested_at * 1000)}"
+        return f"{self.scope_key}@{round(self.requested_at * 1000)}"
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_json(self) -> list[Any]:
+        """A compact positional record (the changelog carries one per window)."""
+        return [
+            self.scope_kind,
+            self.organization_id,
+            self.project_id,
+            self.public_key,
+            self.trigger,
+            self.requested_at,
+            self.due,
+            self.partition,
+        ]
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DueWork:
-        return cls(**data)
+    def from_json(cls, data: list[Any] | dict[str, Any]) -> DueWork:
+        """Reads both the positional record and the older named one (a dict)."""
+        if isinstance(data, dict):
+            return cls(**data)
+        return cls(*data)
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_json(), sort_keys=True).encode()
+        return json.dumps(self.to_json()).encode()
 
 
 @dataclass(frozen=True)
@@ -88,59 +107,34 @@ class Decision:
 
 
 class DebounceState(Protocol):
-    """Where markers and due work live (Faust tables in the worker, dicts in tests)."""
+    """Pending windows and due work (Faust table + dict in the worker, dicts in tests)."""
 
-    def marker(self, scope_key: str, window: WindowRange) -> float | None:
-        """Due time of the latest countdown window of ``scope_key`` marked in ``window``."""
-
-    def set_marker(self, partition: int, scope_key: str, window: WindowRange, due: float) -> None:
-        """Record that ``scope_key`` has a recompute due at ``due`` (overlapping ``window``)."""
+    def pending_due(self, scope_key: str) -> float | None:
+        """Due time of the latest window of ``scope_key`` whose recompute has not started."""
 
     def add_due(self, work: DueWork) -> None:
-        """Persist ``work`` until its recompute has been published."""
+        """Persist ``work`` until its recompute has been published; it is now pending."""
 
 
 # Most requests are skipped: their decisions are shared, not built per request.
 _SKIPPED = {kind: Decision(False, f"pending_{kind.value}") for kind in ScopeKind}
 
 
-def covering_due(
-    state: DebounceState, window_of: WindowOf, req: Request
-) -> tuple[ScopeKind, float] | None:
-    """(kind, due) of a covering scope's recompute due after the request, if any."""
-    window = window_of(req.requested_at)
+def covering_due(state: DebounceState, req: Request) -> tuple[ScopeKind, float] | None:
+    """(kind, due) of a covering scope's pending recompute due after the request, if any."""
     for kind, key in req.scope.covering():
-        due = state.marker(key, window)
+        due = state.pending_due(key)
         if due is not None and due > req.requested_at:
             return kind, due
     return None
 
 
-def marked_windows(window_of: WindowOf, start: float, due: float, size: float) -> list[WindowRange]:
-    """The grid windows that the countdown window ``[start, due)`` overlaps (capped)."""
-    out: list[WindowRange] = []
-    t = start
-    while t < due and len(out) < MAX_MARKED_WINDOWS:
-        w = window_of(t)
-        out.append(w)
-        # Step to the next grid window's start; ``size`` is the grid step.
-        t = math.floor(t / size) * size + size
-    return out
-
-
-def offer(
-    state: DebounceState,
-    window_of: WindowOf,
-    grid_size: float,
-    req: Request,
-    partition: int,
-) -> Decision:
+def offer(state: DebounceState, req: Request, partition: int) -> Decision:
     """Skip ``req`` or schedule its recompute; updates ``state`` when it schedules."""
-    covered = covering_due(state, window_of, req)
+    covered = covering_due(state, req)
     if covered is not None:
         return _SKIPPED[covered[0]]
     scope = req.scope
-    due = req.requested_at + max(0.0, req.countdown)
     work = DueWork(
         scope.kind.value,
         scope.organization_id,
@@ -148,41 +142,71 @@ def offer(
         scope.public_key,
         req.trigger,
         req.requested_at,
-        due,
+        req.requested_at + max(0.0, req.countdown),
         partition,
     )
-    # Due work first: if the markers were written and the worker died before the due
-    # work, a replay would be skipped and the recompute lost.
     state.add_due(work)
-    for window in marked_windows(window_of, req.requested_at, due, grid_size):
-        previous = state.marker(scope.key, window)
-        if previous is None or previous < due:
-            state.set_marker(partition, scope.key, window, due)
     return Decision(True, scope.kind.value, work)
 
 
-def tumbling(size: float) -> WindowOf:
-    """Epoch-aligned tumbling grid, the same ranges Faust's ``TumblingWindow`` gives."""
+class PendingIndex:
+    """Scope key -> due time of its latest pending window: the in-memory debounce index.
 
-    def window_of(ts: float) -> WindowRange:
-        start = (ts // size) * size
-        return (float(start), float(start + size - 0.1))
+    Rebuilt from the durable due work after a restart or rebalance; one float per
+    scope with a pending window, nothing for scopes that are idle.
+    """
 
-    return window_of
+    def __init__(self) -> None:
+        self.due: dict[str, float] = {}
+
+    def get(self, scope_key: str) -> float | None:
+        return self.due.get(scope_key)
+
+    def add(self, scope_key: str, due: float) -> None:
+        previous = self.due.get(scope_key)
+        if previous is None or previous < due:
+            self.due[scope_key] = due
+
+    def start(self, works: Iterable[DueWork]) -> None:
+        """``works`` are starting: they cover nothing new from now on.
+
+        A later window of the same scope that is not among them stays pending.
+        """
+        due = self.due
+        for w in works:
+            key = w.scope_key
+            pending = due.get(key)
+            if pending is not None and pending <= w.due:
+                del due[key]
+
+
+def fold(works: Iterable[DueWork]) -> tuple[list[DueWork], int]:
+    """One work per scope (its latest window), and how many windows were folded into them."""
+    latest: dict[str, DueWork] = {}
+    n = 0
+    for w in works:
+        n += 1
+        key = w.scope_key
+        seen = latest.get(key)
+        if seen is None or seen.due < w.due:
+            latest[key] = w
+    return list(latest.values()), n - len(latest)
 
 
 class MemoryState:
     """A dict-backed ``DebounceState`` (unit tests, and the reference for the tables)."""
 
     def __init__(self) -> None:
-        self.markers: dict[tuple[str, WindowRange], float] = {}
+        self.pending = PendingIndex()
         self.due: dict[str, DueWork] = {}
 
-    def marker(self, scope_key: str, window: WindowRange) -> float | None:
-        return self.markers.get((scope_key, window))
-
-    def set_marker(self, partition: int, scope_key: str, window: WindowRange, due: float) -> None:
-        self.markers[(scope_key, window)] = due
+    def pending_due(self, scope_key: str) -> float | None:
+        return self.pending.get(scope_key)
 
     def add_due(self, work: DueWork) -> None:
         self.due[work.key] = work
+        self.pending.add(work.scope_key, work.due)
+
+    def start(self, works: Iterable[DueWork]) -> None:
+        """The timer took ``works``: they are running and no longer pending."""
+        self.pending.start(works)

@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import random
 
-from streams.projectconfigs.debounce import (
-    MAX_MARKED_WINDOWS,
-    Decision,
-    DueWork,
-    MemoryState,
-    Request,
-    marked_windows,
-    offer,
-    tumbling,
-)
+from streams.projectconfigs.debounce import Decision, DueWork, MemoryState, Request, fold, offer
 from streams.projectconfigs.scopes import Scope, ScopeKind
 
-GRID = 5.0
-WINDOW_OF = tumbling(GRID)
-T0 = 1_700_000_001.0  # 1 s into a grid window
+T0 = 1_700_000_001.0
 
 ORG = Scope(ScopeKind.ORGANIZATION, organization_id=1)
 PROJECT = Scope(ScopeKind.PROJECT, organization_id=1, project_id=10)
@@ -27,7 +16,7 @@ KEY = Scope(ScopeKind.PUBLIC_KEY, organization_id=1, project_id=10, public_key="
 
 
 def ask(state: MemoryState, scope: Scope, at: float, countdown: float = 5.0) -> Decision:
-    return offer(state, WINDOW_OF, GRID, Request(scope, "test", countdown, at), partition=0)
+    return offer(state, Request(scope, "test", countdown, at), partition=0)
 
 
 def test_requests_within_the_countdown_schedule_one_recompute() -> None:
@@ -39,9 +28,8 @@ def test_requests_within_the_countdown_schedule_one_recompute() -> None:
     assert (work.requested_at, work.due) == (T0, T0 + 5.0)
 
 
-def test_the_countdown_window_is_anchored_at_the_first_request_not_the_grid() -> None:
+def test_the_countdown_window_is_anchored_at_the_first_request() -> None:
     state = MemoryState()
-    # 4.5 s apart and across a grid boundary: still one countdown window.
     assert ask(state, PROJECT, T0 + 3.0).scheduled
     assert not ask(state, PROJECT, T0 + 7.5).scheduled
 
@@ -57,6 +45,26 @@ def test_a_request_at_or_after_the_due_time_opens_a_new_window() -> None:
     assert len(state.due) == 2
 
 
+def test_a_started_recompute_covers_nothing_whatever_the_request_time_says() -> None:
+    """Pending ends when the recompute starts, not when the producer's clock says so."""
+    state = MemoryState()
+    first = ask(state, PROJECT, T0)
+    assert first.work is not None
+    state.start([first.work])
+    late = ask(state, PROJECT, T0 + 1.0)  # made "before" the due time by its own clock
+    assert late.scheduled and late.work is not None
+    assert late.work.due == T0 + 6.0
+
+
+def test_starting_an_earlier_window_leaves_a_later_one_pending() -> None:
+    state = MemoryState()
+    first = ask(state, PROJECT, T0)
+    second = ask(state, PROJECT, T0 + 5.0)
+    assert first.work is not None and second.work is not None
+    state.start([first.work])
+    assert not ask(state, PROJECT, T0 + 6.0).scheduled  # the second window still pends
+
+
 def test_a_pending_organization_covers_its_projects_and_keys_not_the_reverse() -> None:
     state = MemoryState()
     assert ask(state, ORG, T0).scheduled
@@ -70,12 +78,10 @@ def test_a_pending_organization_covers_its_projects_and_keys_not_the_reverse() -
     assert ask(state, ORG, T0 + 1).scheduled  # a project does not cover its organization
 
 
-def test_a_replayed_request_is_skipped_and_rewrites_nothing() -> None:
+def test_a_replayed_request_is_skipped_and_writes_nothing() -> None:
     state = MemoryState()
     first = ask(state, PROJECT, T0)
-    before = dict(state.markers)
     assert not ask(state, PROJECT, T0).scheduled
-    assert state.markers == before
     assert first.work is not None and list(state.due) == [first.work.key]
 
 
@@ -85,16 +91,11 @@ def test_a_zero_countdown_covers_nothing() -> None:
     assert ask(state, PROJECT, T0 + 0.001, countdown=0).scheduled
 
 
-def test_long_countdowns_mark_a_bounded_number_of_grid_windows() -> None:
-    windows = marked_windows(WINDOW_OF, T0, T0 + 3600, GRID)
-    assert len(windows) == MAX_MARKED_WINDOWS
-    assert windows[0] == WINDOW_OF(T0) and windows[1] == WINDOW_OF(T0 + GRID)
+def test_a_long_countdown_covers_its_whole_window() -> None:
     state = MemoryState()
     assert ask(state, PROJECT, T0, countdown=3600).scheduled
-    assert not ask(state, PROJECT, T0 + 3 * GRID, countdown=3600).scheduled
-    # Beyond the marked windows a request opens its own window: an extra recompute,
-    # never a lost one.
-    assert ask(state, PROJECT, T0 + 10 * GRID, countdown=3600).scheduled
+    assert not ask(state, PROJECT, T0 + 3599, countdown=3600).scheduled
+    assert ask(state, PROJECT, T0 + 3600, countdown=3600).scheduled
 
 
 def test_out_of_order_requests_are_skipped_only_when_the_recompute_starts_after_them() -> None:
@@ -125,8 +126,20 @@ def test_recomputes_equal_distinct_scope_and_countdown_window_pairs() -> None:
     assert scheduled == sum(reference_count(ts, 5.0) for ts in times.values())
 
 
+def test_windows_due_together_fold_into_one_recompute_per_scope() -> None:
+    state = MemoryState()
+    for at in (T0, T0 + 5, T0 + 10):  # three windows of one project, none started
+        assert ask(state, PROJECT, at).scheduled
+    assert ask(state, OTHER_PROJECT, T0).scheduled
+    latest, folded = fold(state.due.values())
+    assert folded == 2
+    assert sorted((w.scope_key, w.due) for w in latest) == [("p:10", T0 + 15), ("p:11", T0 + 5)]
+
+
 def test_due_work_round_trips_and_keys_by_scope_and_window_start() -> None:
     work = DueWork("public_key", 1, 10, "abc", "test", T0 + 0.0004, T0 + 5, 3)
     assert DueWork.from_json(work.to_json()) == work
+    named = {f: getattr(work, f) for f in DueWork.__dataclass_fields__}
+    assert DueWork.from_json(named) == work  # records written before 0.x
     assert work.key == f"k:abc@{round((T0 + 0.0004) * 1000)}"
-    assert work.scope == KEY
+    assert work.scope == KEY and work.scope_key == KEY.key

@@ -1,0 +1,106 @@
+"""The timer's view of the due windows: a changelogged table, per-partition heaps, the index.
+
+``DueTable`` is the worker's ``DebounceState``. Each countdown window costs two
+changelog records in all (its entry, then its tombstone once published); skipped
+requests cost nothing. The table object is duck-typed (a Faust ``Table`` in the
+worker), so this module does not import Faust.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from typing import Any
+
+from streams.projectconfigs.debounce import DueWork, PendingIndex
+
+
+class DueTable:
+    """Due windows by key, heaps of (due, key) per partition, and the pending index."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.pending = PendingIndex()
+        self.heaps: dict[int, list[tuple[float, str]]] = {}
+        self.running: set[str] = set()  # keys started and not yet removed
+
+    # -- DebounceState ----------------------------------------------------------------
+
+    def pending_due(self, scope_key: str) -> float | None:
+        return self.pending.due.get(scope_key)
+
+    def add_due(self, work: DueWork) -> None:
+        key = work.key
+        if key in self.running:
+            # The same (scope, ms) is running: its removal must not take this one with it.
+            work = DueWork(
+                work.scope_kind,
+                work.organization_id,
+                work.project_id,
+                work.public_key,
+                work.trigger,
+                work.requested_at + 0.001,
+                work.due + 0.001,
+                work.partition,
+            )
+            key = work.key
+        value = work.to_json()
+        self.table.data[key] = value
+        self.table.send_changelog(work.partition, key, value)
+        heapq.heappush(self.heaps.setdefault(work.partition, []), (work.due, key))
+        self.pending.add(work.scope_key, work.due)
+
+    # -- timer ------------------------------------------------------------------------
+
+    def take(self, partition: int, horizon: float, limit: int) -> list[DueWork]:
+        """Pop up to ``limit`` windows of ``partition`` due at or before ``horizon``."""
+        heap = self.heaps.get(partition)
+        out: list[DueWork] = []
+        data = self.table.data
+        while heap and heap[0][0] <= horizon and len(out) < limit:
+            _, key = heapq.heappop(heap)
+            raw = data.get(key)
+            if raw is None or key in self.running:
+                continue  # published already, or a duplicate heap entry
+            out.append(DueWork.from_json(raw))
+        return out
+
+    def next_due(self, partition: int) -> float | None:
+        heap = self.heaps.get(partition)
+        return heap[0][0] if heap else None
+
+    def start(self, works: Iterable[DueWork]) -> None:
+        """``works`` start now: they cover no request from here on."""
+        works = list(works)
+        self.running.update(w.key for w in works)
+        self.pending.start(works)
+
+    def requeue(self, work: DueWork, at: float) -> None:
+        """Run ``work`` again at ``at`` (a retry); it stays started."""
+        self.running.discard(work.key)
+        heapq.heappush(self.heaps.setdefault(work.partition, []), (at, work.key))
+
+    def remove(self, works: Iterable[DueWork]) -> None:
+        """Published (or dead-lettered): forget ``works`` durably."""
+        data, send = self.table.data, self.table.send_changelog
+        for w in works:
+            key = w.key
+            self.running.discard(key)
+            if data.pop(key, None) is not None:
+                send(w.partition, key, None, value_serializer="raw")
+
+    def count(self, partitions: set[int]) -> int:
+        """Windows waiting on ``partitions`` (heap entries may include stale keys)."""
+        return sum(len(h) for p, h in self.heaps.items() if p in partitions)
+
+    def rebuild(self) -> None:
+        """After recovery: index everything the table holds; nothing is running."""
+        self.heaps = {}
+        self.pending = PendingIndex()
+        self.running = set()
+        for key, raw in list(self.table.data.items()):
+            work = DueWork.from_json(raw)
+            self.heaps.setdefault(work.partition, []).append((work.due, key))
+            self.pending.add(work.scope_key, work.due)
+        for heap in self.heaps.values():
+            heapq.heapify(heap)

@@ -1,0 +1,52 @@
+"""When may a due window start? Not before the requests it should cover were decided.
+
+A window of partition ``p`` due at ``D`` covers the requests of ``p`` made before
+``D``. If the worker is behind on ``p`` (a backlog of requests), starting at ``D``
+by the clock would leave those unread requests to open new windows: more recomputes
+than there are distinct windows. So a window starts once, on its partition, the
+worker has
+
+- decided a request made at or after ``D`` (the partition's request clock passed
+  it), or
+- read everything there is (its position reached the high watermark), or
+- seen nothing at all for ``idle`` seconds (no high watermark known; nothing to wait for).
+
+None of these trust the producer's clock for correctness: a request that arrives
+after its window started opens a new window (``streams.projectconfigs.debounce``).
+The gate only keeps the count exact when the clocks agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Highwater = Callable[[int], int | None]  # partition -> end offset, None when unknown
+
+
+class PartitionGate:
+    """Per-partition request clock, read position and last activity."""
+
+    def __init__(self, highwater: Highwater, idle: float = 1.0) -> None:
+        self._highwater = highwater
+        self.idle = idle
+        self.seen_at: dict[int, float] = {}  # max requested_at decided
+        self.position: dict[int, int] = {}  # last decided offset + 1
+        self.active_at: dict[int, float] = {}  # worker time of the last decided batch
+
+    def decided(self, partition: int, offset: int, requested_at: float, now: float) -> None:
+        """A request of ``partition`` at ``offset`` was decided (skipped or scheduled)."""
+        if requested_at > self.seen_at.get(partition, 0.0):
+            self.seen_at[partition] = requested_at
+        if offset + 1 > self.position.get(partition, -1):
+            self.position[partition] = offset + 1
+        self.active_at[partition] = now
+
+    def horizon(self, partition: int, now: float) -> float:
+        """Windows of ``partition`` due at or before this time may start now."""
+        if now - self.active_at.get(partition, 0.0) >= self.idle:
+            return now
+        position = self.position.get(partition)
+        end = self._highwater(partition)
+        if end is None or (position is not None and position >= end):
+            return now
+        return min(now, self.seen_at.get(partition, 0.0))

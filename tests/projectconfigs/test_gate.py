@@ -1,0 +1,29 @@
+"""The gate: a due window waits for its partition's earlier requests to be read."""
+
+from __future__ import annotations
+
+from streams.projectconfigs.gate import PartitionGate
+
+NOW = 1_700_000_000.0
+
+
+def test_a_partition_read_to_its_end_starts_everything_due() -> None:
+    gate = PartitionGate(lambda p: 10)
+    gate.decided(0, 9, NOW - 30, NOW)  # behind in request time, but nothing left to read
+    assert gate.horizon(0, NOW) == NOW
+
+
+def test_a_partition_with_unread_requests_waits_for_its_request_clock() -> None:
+    gate = PartitionGate(lambda p: 1_000)
+    gate.decided(0, 9, NOW - 30, NOW)
+    assert gate.horizon(0, NOW) == NOW - 30
+    gate.decided(0, 500, NOW - 2, NOW + 0.1)
+    assert gate.horizon(0, NOW + 0.1) == NOW - 2
+
+
+def test_an_idle_partition_or_an_unknown_end_does_not_hold_anything() -> None:
+    gate = PartitionGate(lambda p: 1_000, idle=1.0)
+    gate.decided(0, 9, NOW - 30, NOW)
+    assert gate.horizon(0, NOW + 1.5) == NOW + 1.5
+    assert gate.horizon(1, NOW) == NOW  # never seen
+    assert PartitionGate(lambda p: None).horizon(0, NOW) == NOW
