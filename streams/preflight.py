@@ -27,7 +27,10 @@ _SILENT = logging.getLogger("streams.preflight.librdkafka")
 _SILENT.addHandler(logging.NullHandler())
 _SILENT.propagate = False
 
-DSN_SHAPE = "expected postgresql://user[:password]@host[:port]/database or key=value pairs"
+# Worded so that it does not look like a URL with a password (the output masks those).
+DSN_SHAPE = (
+    "expected postgresql://user@host[:port]/database, with an optional password, or key=value pairs"
+)
 
 
 class Unreachable(StreamsError, ConnectionError):
