@@ -23,7 +23,7 @@ def producer(settings: Settings, **overrides: Any) -> dict[str, Any]:
         **common(settings),
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 5,
+        "linger.ms": 1,
         "compression.type": "none",
         "client.id": f"{settings.app_id}-{settings.producer_name}",
     }

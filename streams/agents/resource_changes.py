@@ -334,6 +334,6 @@ def install(app: Any, runtime: Runtime) -> None:
             retry=RetryPolicy(times=3, delay=0.5),
             deadline=60.0,
             batch_size=500,
-            batch_within=0.02,
+            batch_within=0.0,  # batches of what is ready: no timer on the path
         ),
     )

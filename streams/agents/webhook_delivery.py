@@ -326,7 +326,7 @@ def install(app: Any, runtime: Runtime) -> None:
         "retry": RetryPolicy(times=5, delay=1.0),
         "deadline": None,
         "batch_size": 500,
-        "batch_within": 0.005,
+        "batch_within": 0.0,  # batches of what is ready: no timer on the path
     }
     first = AgentSpec(
         name="webhook_delivery",

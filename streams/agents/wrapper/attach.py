@@ -13,6 +13,7 @@ from typing import Any
 from streams import catalogue
 from streams.agents.wrapper.agent import InstrumentedAgent
 from streams.agents.wrapper.message import RawEvent
+from streams.agents.wrapper.ready import consume_ready
 from streams.agents.wrapper.spec import AgentSpec, Holder, Mode
 from streams.runtime import Runtime
 from streams.silo import SiloMode
@@ -71,6 +72,17 @@ def _consumer(spec: AgentSpec, runner: InstrumentedAgent) -> AgentFn:
 
 
 def _take(spec: AgentSpec, runner: InstrumentedAgent) -> AgentFn:
+    if spec.batch_within == 0:
+        # No batching timer: batches of what is ready (streams/agents/wrapper/ready.py).
+        async def ready(stream: Any) -> None:
+            await consume_ready(
+                stream,
+                spec.batch_size,
+                lambda events: runner.process(list(map(from_faust, events))),
+            )
+
+        return ready
+
     async def agent(stream: Any) -> None:
         async for events in stream.take_events(spec.batch_size, within=spec.batch_within):
             await runner.process([from_faust(e) for e in events])

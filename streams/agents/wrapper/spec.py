@@ -45,6 +45,7 @@ class AgentSpec:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     deadline: float | None = 60.0
     batch_size: int = 1
+    # Longest a batch waits to fill; 0 (TAKE only): no timer, batches of what is ready.
     batch_within: float = 0.1
     mode: Mode = Mode.TAKE
     holder: Holder | None = None  # required by Mode.HOLD
