@@ -21,7 +21,7 @@ from psycopg import sql
 from streams import catalogue
 from streams.db.pool import connect
 from streams.dlq import headers as dl
-from streams.dlq.replay import DeadLetter, read
+from streams.dlq.replay import DeadLetter, read, record_replay
 from streams.outbox.categories import TABLES, OutboxTable
 from streams.preflight import Refused
 from streams.settings import Settings
@@ -101,15 +101,7 @@ def replay_to_outbox(
 def _put_back(conn: psycopg.Connection[Any], dlq_topic: str, letter: DeadLetter) -> bool:
     """Record the replay and insert the row, in the caller's transaction; False when the
     letter went back before."""
-    recorded = conn.execute(
-        "INSERT INTO streams_dlq_replays (dlq_topic, dlq_partition, dlq_offset, source_topic, "
-        "dlq_timestamp_ms) VALUES (%s, %s, %s, %s, %s) "
-        "ON CONFLICT (dlq_topic, dlq_partition, dlq_offset) DO UPDATE SET "
-        "replayed_at = now(), dlq_timestamp_ms = EXCLUDED.dlq_timestamp_ms "
-        # the same offset in a new log (broker restarted) is another letter
-        "WHERE streams_dlq_replays.dlq_timestamp_ms <> EXCLUDED.dlq_timestamp_ms",
-        (dlq_topic, letter.partition, letter.offset, letter.source_topic, letter.timestamp_ms),
-    ).rowcount
+    recorded = record_replay(conn, dlq_topic, letter)
     if not recorded:
         return False
     table = OUTBOX_SOURCES[letter.source_topic]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
-from streams import catalogue, kafka_config
+from streams import catalogue, kafka_config, marks
 from streams.db.pool import connect
 from streams.dlq import headers as dl
 from streams.offsets import true_end_offsets
@@ -21,6 +22,9 @@ from streams.settings import Settings
 from streams.tracing import H_ATTEMPT
 
 H_REPLAYED_FROM = "streams-replayed-from"
+RESET_KIND = "dlq_replay"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,49 @@ class DeadLetter:
         return dl.original_headers(self.headers)
 
 
+def record_replay(conn: psycopg.Connection[Any], dlq_topic: str, letter: DeadLetter) -> bool:
+    """Record ``letter`` as replayed in the caller's transaction; False when this very
+    letter was replayed before.
+
+    A letter is its (partition, offset) *and* its timestamp: after a broker reset (or the
+    topic deleted and recreated) the new log starts at offset 0 again, and a record
+    holding the same offset with another timestamp was another log's letter. That one is
+    reported (``marks.reset.detected``, ``streams_offset_mark_resets_total{kind=
+    "dlq_replay"}``) and replaced, so the new letter is replayed. Records written before
+    timestamps were kept (NULL) count as this letter: a reset is not guessed.
+    """
+    row = conn.execute(
+        "INSERT INTO streams_dlq_replays (dlq_topic, dlq_partition, dlq_offset, source_topic, "
+        "dlq_timestamp_ms) VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT (dlq_topic, dlq_partition, dlq_offset) DO UPDATE SET "
+        "replayed_at = now(), dlq_timestamp_ms = EXCLUDED.dlq_timestamp_ms, "
+        "source_topic = EXCLUDED.source_topic "
+        "WHERE streams_dlq_replays.dlq_timestamp_ms <> EXCLUDED.dlq_timestamp_ms "
+        "RETURNING xmax = 0",  # true: a new record; false: another log's record replaced
+        (dlq_topic, letter.partition, letter.offset, letter.source_topic, letter.timestamp_ms),
+    ).fetchone()
+    if row is None:
+        return False
+    if not row[0]:
+        _report_reset(dlq_topic, letter)
+    return True
+
+
+def _report_reset(dlq_topic: str, letter: DeadLetter) -> None:
+    marks.RESETS.labels(RESET_KIND, dlq_topic).inc()
+    log.error(
+        "marks.reset.detected",
+        extra={
+            "kind": RESET_KIND,
+            "topic": dlq_topic,
+            "partition": letter.partition,
+            "mark": letter.offset,
+            "letter_timestamp_ms": letter.timestamp_ms,
+            "action": "a replay record of another log at this offset: the letter is replayed",
+        },
+    )
+
+
 def replay_once(
     conn: psycopg.Connection[Any], publisher: Publisher, dlq_topic: str, letter: DeadLetter
 ) -> bool:
@@ -74,12 +121,7 @@ def replay_once(
     Waits for the broker's ack (``PublishError`` if none). The caller commits ``conn``
     afterwards, so a letter whose re-publish failed is not recorded as replayed.
     """
-    inserted = conn.execute(
-        "INSERT INTO streams_dlq_replays (dlq_topic, dlq_partition, dlq_offset, "
-        "source_topic) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (dlq_topic, letter.partition, letter.offset, letter.source_topic),
-    ).rowcount
-    if not inserted:
+    if not record_replay(conn, dlq_topic, letter):
         return False
     headers = [(k, v) for k, v in letter.original_headers() if k != H_ATTEMPT]
     headers.append((H_REPLAYED_FROM, f"{letter.partition}:{letter.offset}".encode()))
