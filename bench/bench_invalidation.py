@@ -1,29 +1,36 @@
-"""Invalidation debounce under load: one worker, 10k requests/s across 1,000 projects.
+"""Invalidation debounce under load: N workers, requests spread over many projects.
 
-Offers ``RATE`` requests/s (default 10,000) for ``DURATION`` s (default 60) to
-``project-config-invalidations``, spread at random over 1,000 projects (10
-organizations), with the default 5 s countdown, to one ``streams worker``. Then:
+Offers ``BENCH_RATE`` requests/s (default 10,000) for ``BENCH_DURATION`` s (default 60)
+to ``project-config-invalidations``, spread at random over ``BENCH_PROJECTS`` projects
+(10 organizations, one key each), with a 5 s countdown, to ``BENCH_WORKERS`` (default 1)
+``streams worker`` processes sharing the topic. Then it checks and prints:
 
-- sustained: requests the worker decided (scheduled + skipped) per second, from the
-  first request to the last decision; goal: all of the offered rate;
-- recomputes: configs published vs the distinct (scope, countdown window) pairs of
-  the requests sent (computed here from the request times alone): must be equal;
-- latency: request that opened a window -> its config acknowledged, minus the
-  countdown, p50 / p99.
+- sustained: requests decided (scheduled + skipped) per second, first request to last
+  decision; goal: all of the offered rate;
+- windows: scheduled by the workers vs the distinct (scope, countdown window) pairs of
+  the request times (computed here): must be equal, also under backlog;
+- recomputes: configs published = scope recomputes counted by the workers, and
+  recomputes + windows folded = windows;
+- served: every request has a config of its key from a window due after it (the
+  invariant that holds under backlog and skew): 0 unserved;
+- latency: window due -> config acknowledged, p50 / p99;
+- capacity: recomputes/s per worker on a burst of due windows, next to the bare cost
+  of the same SQL and publish (``recompute`` + ``ConfigsOut.publish``) from here;
+- with ``BENCH_MEMORY_SCOPES=N``: worker RSS before and after N distinct scopes pending.
 
-Env: BENCH_RATE, BENCH_DURATION, BENCH_PROJECTS, BENCH_LINGER_MS; KAFKA_BOOTSTRAP_SERVERS +
-DATABASE_URL to use an existing stack instead of starting the embedded one.
+Env: BENCH_RATE, BENCH_DURATION, BENCH_PROJECTS, BENCH_WORKERS, BENCH_LINGER_MS,
+BENCH_BURST (capacity burst size, default min(projects, 20000); 0 skips),
+BENCH_MEMORY_SCOPES, BENCH_PROFILE=<file> (py-spy raw profile of worker 1).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
 import random
 import re
-import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -32,7 +39,7 @@ import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,28 +48,35 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from bench import _stack
+from bench.invalidation_checks import Seen, distinct_windows, percentiles, unserved
 from streams import catalogue, kafka_config, topics
+from streams.agents.project_configs import PARTITIONER, ConfigsOut
 from streams.db.migrate import migrate
 from streams.dev import stack
+from streams.projectconfigs.debounce import DueWork
+from streams.projectconfigs.recompute import recompute
 from streams.projectconfigs.scopes import Scope, ScopeKind, request_value
 from streams.publisher import Publisher
-from streams.settings import Secret, Settings
+from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = int(os.environ.get("BENCH_RATE", "10000"))
 DURATION = float(os.environ.get("BENCH_DURATION", "60"))
 PROJECTS = int(os.environ.get("BENCH_PROJECTS", "1000"))
-# The offering producer's batching: the worker's consumer pays per fetched batch, so
-# fewer, larger batches are cheaper for it (20 ms: ~50 records per partition batch).
+WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
+BURST = int(os.environ.get("BENCH_BURST", str(min(PROJECTS, 20_000))))
+MEMORY_SCOPES = int(os.environ.get("BENCH_MEMORY_SCOPES", "0"))
+# The offering producer's batching: the worker's consumer pays per fetched batch.
 LINGER_MS = int(os.environ.get("BENCH_LINGER_MS", "20"))
 ORGS = 10
 COUNTDOWN = 5.0
 TICK = 0.01
+BATCH = 2_000  # the worker's MAX_BATCH: the bare run recomputes in the same batches
 
 
-def seed(dsn: str, tag: str) -> list[tuple[int, int]]:
-    """(organization id, project id) of PROJECTS projects, one key each (set-based inserts)."""
-    out: list[tuple[int, int]] = []
+def seed(dsn: str, tag: str) -> list[tuple[int, int, str]]:
+    """(organization id, project id, public key) of PROJECTS projects (set-based inserts)."""
+    out: list[tuple[int, int, str]] = []
     per_org = max(1, PROJECTS // ORGS)
     with psycopg.connect(dsn, autocommit=True) as conn:
         for o in range(ORGS):
@@ -71,29 +85,80 @@ def seed(dsn: str, tag: str) -> list[tuple[int, int]]:
             ).fetchone()
             assert org is not None
             rows = conn.execute(
-                "INSERT INTO project (organization_id, slug)"
-                " SELECT %s, 'p' || g FROM generate_series(1, %s) g RETURNING id",
+                "WITH p AS (INSERT INTO project (organization_id, slug)"
+                " SELECT %s, 'p' || g FROM generate_series(1, %s) g RETURNING id)"
+                " INSERT INTO project_key (project_id, public_key)"
+                " SELECT id, md5(random()::text || id) FROM p RETURNING project_id, public_key",
                 (org[0], per_org),
             ).fetchall()
-            conn.execute(
-                "INSERT INTO project_key (project_id, public_key)"
-                " SELECT id, md5(random()::text || id) FROM unnest(%s::bigint[]) id",
-                ([r[0] for r in rows],),
-            )
-            out += [(org[0], r[0]) for r in rows]
+            out += [(org[0], r[0], r[1]) for r in rows]
     return out
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    # Tansu holds a fetch for the whole wait (streams/faust_fetch.py): 0.1 s unless set.
-    wait = float(os.environ.get("STREAMS_CONSUMER_FETCH_MAX_WAIT") or 0.1)
-    return _stack.worker_env(
-        settings, invalidation_countdown=COUNTDOWN, consumer_fetch_max_wait=wait
-    )
+class Worker:
+    """One ``streams worker`` process of the benchmark, with its own web port."""
+
+    def __init__(self, settings: Settings, n: int) -> None:
+        self.settings = settings.with_(web_port=stack.free_port()) if n else settings
+        wait = float(os.environ.get("STREAMS_CONSUMER_FETCH_MAX_WAIT") or 0.1)
+        env = _stack.worker_env(
+            self.settings, invalidation_countdown=COUNTDOWN, consumer_fetch_max_wait=wait
+        )
+        self.log = open(settings.state_dir / f"bench-worker-{n}.log", "wb")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "streams", "worker", "--loglevel", "warning"]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.ps = psutil.Process(self.proc.pid)
+
+    def http(self, path: str) -> str:
+        url = f"http://127.0.0.1:{self.settings.web_port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def metric(self, name: str) -> float:
+        total = 0.0
+        for line in self.http("/metrics").splitlines():
+            m = re.match(rf"^(?:{name})(?:\{{[^}}]*\}})? (?P<v>\S+)$", line)
+            if m:
+                total += float(m.group("v"))
+        return total
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise SystemExit(f"worker exited during start-up (log {self.log.name})")
+        try:
+            return bool(json.loads(self.http("/health")).get("status") == "ready")
+        except OSError:
+            return False
+
+    def cpu(self) -> float:
+        return float(sum(self.ps.cpu_times()[:2]))
+
+    def rss_mb(self) -> float:
+        return float(self.ps.memory_info().rss / 1e6)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
 
 
-def profile(pid: int, settings: Settings) -> subprocess.Popen[bytes] | None:
-    """With BENCH_PROFILE=<file>, py-spy samples the worker for the offering period
+def total(workers: list[Worker], name: str) -> float:
+    return sum(w.metric(name) for w in workers)
+
+
+def wait_until(what: str, cond: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+def profile(pid: int) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PROFILE=<file>, py-spy samples a worker while requests are offered
     (raw collapsed stacks; ``bench/topframes.py`` summarises them)."""
     out = os.environ.get("BENCH_PROFILE")
     if not out:
@@ -103,81 +168,62 @@ def profile(pid: int, settings: Settings) -> subprocess.Popen[bytes] | None:
     return subprocess.Popen([*cmd, "-f", "raw", "-o", out, "--nonblocking"])
 
 
-def http(settings: Settings, path: str) -> str:
-    url = f"http://127.0.0.1:{settings.web_port}{path}"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return str(resp.read().decode())
-
-
-def metric(settings: Settings, name: str) -> float:
-    total = 0.0
-    for line in http(settings, "/metrics").splitlines():
-        m = re.match(rf"^{name}(\{{[^}}]*\}})? (\S+)$", line)
-        if m:
-            total += float(m.group(2))
-    return total
-
-
-def wait_ready(settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("worker exited during start-up")
-        try:
-            if json.loads(http(settings, "/health")).get("status") == "ready":
-                return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise SystemExit("worker not ready")
+def producer(settings: Settings, linger_ms: int) -> Publisher:
+    overrides: dict[str, Any] = {"linger.ms": linger_ms}
+    return Publisher(settings, **overrides)
 
 
 class ConfigReader(threading.Thread):
-    """Records every project-configs message: (key, requested_at ms, ack time ms)."""
+    """Records every project-configs message of the run."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, trigger: str) -> None:
         super().__init__(daemon=True)
         self.settings = settings
-        self.seen: list[tuple[str, int, int]] = []
+        self.trigger = trigger.encode()
+        self.seen: list[Seen] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
-        topic = catalogue.spec("project-configs").full_name(self.settings.topic_prefix)
+        spec = catalogue.spec("project-configs")
+        topic = spec.full_name(self.settings.topic_prefix)
         consumer = Consumer(kafka_config.consumer(self.settings, f"bench-{uuid.uuid4().hex}"))
-        parts = catalogue.spec("project-configs").partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(parts)])
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(spec.partitions)])
         while not self.stop.is_set():
             for m in consumer.consume(1000, timeout=0.1):
-                if m.error() is None:
-                    headers = dict(m.headers() or [])
-                    requested = int(headers.get("invalidation.requested_at") or b"0")
-                    self.seen.append(((m.key() or b"").decode(), requested, m.timestamp()[1]))
+                h = dict(m.headers() or [])
+                if m.error() is None and h.get("invalidation.trigger") == self.trigger:
+                    self.seen.append(
+                        Seen(
+                            (m.key() or b"").decode(),
+                            int(h.get("invalidation.requested_at") or b"0"),
+                            int(h.get("invalidation.due") or b"0"),
+                            m.timestamp()[1],
+                        )
+                    )
         consumer.close()
 
 
 def offer(
-    settings: Settings, projects: list[tuple[int, int]]
-) -> tuple[dict[int, list[int]], int, float]:
-    """Send RATE req/s for DURATION s; returns request times (ms) per project, count, s."""
-    overrides: dict[str, Any] = {"linger.ms": LINGER_MS}
-    publisher = Publisher(settings, **overrides)
+    settings: Settings, projects: list[tuple[int, int, str]]
+) -> tuple[dict[str, list[int]], int, float]:
+    """Send RATE req/s for DURATION s; returns request times (ms) per key, count, seconds."""
+    publisher = producer(settings, LINGER_MS)
     rng = random.Random(1)
-    times: dict[int, list[int]] = defaultdict(list)
+    times: dict[str, list[int]] = defaultdict(list)
     per_tick = max(1, round(RATE * TICK))
     sent = 0
     started = time.monotonic()
     next_tick = started
     while time.monotonic() - started < DURATION:
-        now = dt.datetime.now(dt.UTC)
-        ms = round(now.timestamp() * 1000)
+        ms = round(time.time() * 1000)
         # The wire carries milliseconds: the reference below uses the same times.
         now = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
         for _ in range(per_tick):
-            org, project = projects[rng.randrange(len(projects))]
+            org, project, key = projects[rng.randrange(len(projects))]
             scope = Scope(ScopeKind.PROJECT, organization_id=org, project_id=project)
             value = request_value(scope, trigger="bench", countdown=COUNTDOWN, requested_at=now)
             publisher.send("project-config-invalidations", value, key=scope.message_key)
-            times[project].append(ms)
+            times[key].append(ms)
         sent += per_tick
         next_tick += TICK
         delay = next_tick - time.monotonic()
@@ -188,122 +234,166 @@ def offer(
     return times, sent, elapsed
 
 
-def distinct_windows(times: list[int], countdown_ms: int) -> int:
-    """Countdown windows opened by the first request not inside an earlier one."""
-    count, end = 0, -1
-    for t in sorted(times):
-        if t >= end:
-            count, end = count + 1, t + countdown_ms
-    return count
+def settle(workers: list[Worker], reader: ConfigReader, timeout: float) -> dict[str, float]:
+    """Wait until every scheduled window is published or folded; the workers' counters."""
+
+    def counters() -> dict[str, float]:
+        names = ("scheduled", "recomputes", "windows_folded", "pending")
+        return {n: total(workers, f"streams_invalidation_{n}(_total)?") for n in names}
+
+    def done() -> bool:
+        c = counters()
+        return c["recomputes"] + c["windows_folded"] >= c["scheduled"] and len(reader.seen) >= int(
+            c["recomputes"]
+        )
+
+    wait_until("every window published", done, timeout)
+    time.sleep(2.0)  # anything extra would show up now
+    return counters()
+
+
+def main_run(workers: list[Worker], settings: Settings, projects: list[Any]) -> bool:
+    reader = ConfigReader(settings, "bench")
+    reader.start()
+    print(
+        f"offering {RATE} req/s for {DURATION:.0f} s across {len(projects)} projects,"
+        f" {len(workers)} worker(s); load {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores",
+        flush=True,
+    )
+    profiler = profile(workers[0].proc.pid)
+    cpu0, t0 = sum(w.cpu() for w in workers), time.monotonic()
+    times, sent, elapsed = offer(settings, projects)
+    wait_until(
+        "every request decided",
+        lambda: total(workers, "streams_invalidation_(scheduled|skipped)_total") >= sent,
+        elapsed + 600,
+    )
+    drained = time.monotonic() - t0
+    cpu = sum(w.cpu() for w in workers) - cpu0
+    c = settle(workers, reader, 600)
+    if profiler is not None:
+        profiler.wait(60)
+    reader.stop.set()
+    expected = sum(distinct_windows(ts, int(COUNTDOWN * 1000)) for ts in times.values())
+    seen = list(reader.seen)
+    missing = unserved(times, seen)
+    p50, p99 = percentiles([(s.acked_ms - s.due_ms) / 1000 for s in seen])
+    windows, recomputes, folded = (
+        int(c["scheduled"]),
+        int(c["recomputes"]),
+        int(c["windows_folded"]),
+    )
+    print(f"offered     {sent / elapsed:10.0f} req/s  ({sent} requests in {elapsed:.1f} s)")
+    print(f"sustained   {sent / drained:10.0f} req/s  (goal: all of the offered {RATE})")
+    print(f"worker CPU  {cpu / sent * 1e6:10.1f} us/request  ({cpu:.1f} s, all workers)")
+    print(f"windows     {windows:10d}        (must equal {expected} distinct windows)")
+    print(f"recomputes  {recomputes:10d}        + {folded} folded = {recomputes + folded}")
+    print(f"published   {len(seen):10d}        (must equal the recomputes)")
+    print(f"unserved    {missing:10d}        (requests with no config due after them)")
+    print(f"latency due -> acked  p50 {p50:6.3f} s  p99 {p99:6.3f} s")
+    print(f"load avg    {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    ok = windows == expected and recomputes + folded == windows and len(seen) == recomputes
+    ok = ok and missing == 0
+    print(
+        f"| {len(projects):,} | {WORKERS} | {sent / drained:,.0f} | {cpu / sent * 1e6:.0f} us"
+        f" | {windows:,} = {expected:,} ({folded} folded) | {missing} | {p50:.2f} s / {p99:.2f} s"
+        f" | {os.getloadavg()[0]:.1f} |"
+    )
+    return ok
+
+
+def burst(settings: Settings, projects: list[Any], workers: list[Worker]) -> None:
+    """BURST windows all due at once: the workers' drain rate vs the bare SQL + publish."""
+    chosen = projects[:BURST]
+    reader = ConfigReader(settings, "burst")
+    reader.start()
+    publisher = producer(settings, LINGER_MS)
+    due = time.time() + 3.0 + BURST / 20_000
+    for org, project, _ in chosen:
+        now = time.time()
+        scope = Scope(ScopeKind.PROJECT, organization_id=org, project_id=project)
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        value = request_value(scope, trigger="burst", countdown=due - now, requested_at=at)
+        publisher.send("project-config-invalidations", value, key=scope.message_key)
+    publisher.close()
+    wait_until("burst published", lambda: len(reader.seen) >= len(chosen), 600)
+    reader.stop.set()
+    last = max(s.acked_ms for s in reader.seen) / 1000
+    rate = len(chosen) / max(1e-3, last - due)
+    bare = asyncio.run(bare_rate(settings, chosen))
+    print(
+        f"capacity    {rate / len(workers):10.0f} recomputes/s per worker ({len(chosen)} due at"
+        f" once, {len(workers)} worker(s)); bare SQL + publish {bare:.0f}/s"
+        f" = {rate / len(workers) / bare:.2f}x"
+    )
+
+
+async def bare_rate(settings: Settings, chosen: list[Any]) -> float:
+    """The same recompute SQL and publish, in batches of BATCH, from this process."""
+    out = ConfigsOut(cast(Any, None), Publisher(settings, partitioner=PARTITIONER))
+    now = time.time()
+    works = [
+        DueWork("project", org, project, None, "bare", now, now, 0) for org, project, _ in chosen
+    ]
+    conn = await psycopg.AsyncConnection.connect(settings.database_url.get(), autocommit=True)
+    started = time.monotonic()
+    for i in range(0, len(works), BATCH):
+        await out.publish(await recompute(conn, works[i : i + BATCH]))
+    elapsed = time.monotonic() - started
+    await conn.close()
+    out.publisher.close()
+    return len(works) / elapsed
+
+
+def memory(settings: Settings, workers: list[Worker]) -> None:
+    """RSS of the worker(s) with MEMORY_SCOPES distinct project scopes pending (1 h countdown)."""
+    before = sum(w.rss_mb() for w in workers)
+    decided0 = total(workers, "streams_invalidation_(scheduled|skipped)_total")
+    publisher = producer(settings, 50)
+    at = dt.datetime.now(dt.UTC)
+    for i in range(MEMORY_SCOPES):
+        scope = Scope(ScopeKind.PROJECT, organization_id=10_000_000 + i % 97, project_id=10**9 + i)
+        value = request_value(scope, trigger="memory", countdown=3600.0, requested_at=at)
+        publisher.send("project-config-invalidations", value, key=scope.message_key)
+    publisher.close()
+    target = decided0 + MEMORY_SCOPES
+    wait_until(
+        "memory scopes decided",
+        lambda: total(workers, "streams_invalidation_(scheduled|skipped)_total") >= target,
+        1800,
+    )
+    after = sum(w.rss_mb() for w in workers)
+    print(
+        f"memory      RSS {before:.0f} MB -> {after:.0f} MB with {MEMORY_SCOPES:,} more scopes"
+        f" pending ({(after - before) * 1e6 / MEMORY_SCOPES:.0f} B per scope)"
+    )
 
 
 def run(settings: Settings) -> None:
     migrate(settings.database_url.get())
     topics.create_all(settings)
     projects = seed(settings.database_url.get(), settings.app_id)
-    log = open(settings.state_dir / "bench-worker.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streams", "worker", "--loglevel", "warning"],
-        env=worker_env(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    reader = ConfigReader(settings)
-    profiler: subprocess.Popen[bytes] | None = None
+    workers = [Worker(settings, n) for n in range(WORKERS)]
     try:
-        wait_ready(settings, proc)
-        print(f"worker pid {proc.pid} ready (log {log.name})", flush=True)
-        profiler = profile(proc.pid, settings)
-        reader.start()
-        print(
-            f"offering {RATE} req/s for {DURATION:.0f} s across {len(projects)} projects",
-            flush=True,
-        )
-        worker_proc = psutil.Process(proc.pid)
-        cpu0 = sum(worker_proc.cpu_times()[:2])
-        t0 = time.monotonic()
-        times, sent, elapsed = offer(settings, projects)
-        decided = 0.0
-        while time.monotonic() - t0 < elapsed + 120:
-            decided = metric(settings, "streams_invalidation_scheduled_total") + metric(
-                settings, "streams_invalidation_skipped_total"
-            )
-            if decided >= sent:
-                break
-            time.sleep(0.2)
-        drained = time.monotonic() - t0
-        cpu = sum(worker_proc.cpu_times()[:2]) - cpu0
-        expected = sum(distinct_windows(ts, int(COUNTDOWN * 1000)) for ts in times.values())
-        deadline = time.monotonic() + COUNTDOWN + 30
-        while len(reader.seen) < expected and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(2.0)  # anything extra would show up now
-        report(
-            sent=sent,
-            elapsed=elapsed,
-            decided=decided,
-            drained=drained,
-            cpu=cpu,
-            expected=expected,
-            seen=reader.seen,
-        )
+        for w in workers:
+            wait_until("workers ready", w.ready, 120)
+        print(f"workers {[w.proc.pid for w in workers]} ready", flush=True)
+        ok = main_run(workers, settings, projects) if DURATION > 0 else True
+        if BURST:
+            burst(settings, projects, workers)
+        if MEMORY_SCOPES:
+            memory(settings, workers)
     finally:
-        reader.stop.set()
-        if profiler is not None:
-            profiler.wait(DURATION + 60)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def report(
-    *,
-    sent: int,
-    elapsed: float,
-    decided: float,
-    drained: float,
-    cpu: float,
-    expected: int,
-    seen: list[tuple[str, int, int]],
-) -> None:
-    lat = sorted((acked - requested) / 1000 - COUNTDOWN for _, requested, acked in seen)
-    p50 = statistics.median(lat) if lat else float("nan")
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
-    offered = sent / elapsed
-    sustained = decided / drained
-    print(f"offered     {offered:10.0f} req/s  ({sent} requests in {elapsed:.1f} s)")
-    print(f"sustained   {sustained:10.0f} req/s  (goal: all of the offered {RATE})")
-    print(f"decided     {decided:10.0f}        (all {sent} in {drained:.1f} s)")
-    print(f"worker CPU  {cpu / max(1.0, decided) * 1e6:10.1f} us/request  ({cpu:.1f} s user+sys)")
-    print(f"load avg    {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"recomputes  {len(seen):10d}        (must equal {expected} distinct windows)")
-    print(f"latency - countdown p50 {p50:6.3f} s  p99 {p99:6.3f} s")
-    if len(seen) != expected or decided < sent:
-        raise SystemExit("FAILED: recomputes differ from distinct windows, or requests lost")
+        for w in workers:
+            w.stop()
+    if not ok:
+        raise SystemExit("FAILED: windows, recomputes or served configs off (see above)")
 
 
 def main() -> None:
-    state = ROOT / ".streams" / f"bench-invalidation-{os.getpid()}"
-    info = stack.start(state, detach=False, env=dict(os.environ))
-    try:
-        assert info.kafka_bootstrap_servers and info.database_url
-        tag = uuid.uuid4().hex[:6]
-        settings = Settings(
-            kafka_bootstrap_servers=info.kafka_bootstrap_servers,
-            database_url=Secret(info.database_url),
-            topic_prefix=f"bench{tag}.",
-            app_id=f"bench-invalidation-{tag}",
-            web_port=stack.free_port(),
-            state_dir=state,
-        )
-        state.mkdir(parents=True, exist_ok=True)
+    with _stack.bench_stack("invalidation") as settings:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
         run(settings)
-    finally:
-        stack.stop(state)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ worker has
 
 - decided a request made at or after ``D`` (the partition's request clock passed
   it), or
-- read everything there is (its position reached the high watermark), or
-- seen nothing at all for ``idle`` seconds (no high watermark known; nothing to wait for).
+- read everything there is (its position reached the high watermark the last fetch
+  reported; unknown means nothing to wait for), or
+- decided nothing from it for ``idle`` seconds (since start, or a message the handler
+  never saw, such as an undecodable one, at the partition's end).
 
 None of these trust the producer's clock for correctness: a request that arrives
 after its window started opens a new window (``streams.projectconfigs.debounce``).
@@ -26,7 +28,7 @@ Highwater = Callable[[int], int | None]  # partition -> end offset, None when un
 class PartitionGate:
     """Per-partition request clock, read position and last activity."""
 
-    def __init__(self, highwater: Highwater, idle: float = 1.0) -> None:
+    def __init__(self, highwater: Highwater, idle: float = 3.0) -> None:
         self._highwater = highwater
         self.idle = idle
         self.seen_at: dict[int, float] = {}  # max requested_at decided

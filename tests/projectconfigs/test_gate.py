@@ -22,8 +22,9 @@ def test_a_partition_with_unread_requests_waits_for_its_request_clock() -> None:
 
 
 def test_an_idle_partition_or_an_unknown_end_does_not_hold_anything() -> None:
-    gate = PartitionGate(lambda p: 1_000, idle=1.0)
+    gate = PartitionGate(lambda p: 1_000, idle=3.0)
     gate.decided(0, 9, NOW - 30, NOW)
-    assert gate.horizon(0, NOW + 1.5) == NOW + 1.5
+    assert gate.horizon(0, NOW + 1.5) == NOW - 30  # still reading
+    assert gate.horizon(0, NOW + 3.5) == NOW + 3.5
     assert gate.horizon(1, NOW) == NOW  # never seen
     assert PartitionGate(lambda p: None).horizon(0, NOW) == NOW
