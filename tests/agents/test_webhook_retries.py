@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
+import types
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -113,3 +115,78 @@ def test_max_retries_counts_retries_and_the_old_variable_is_refused() -> None:
     assert build_deliverer(s).max_attempts == 3
     with pytest.raises(ConfigurationError, match="STREAMS_WEBHOOK_MAX_RETRIES instead"):
         Settings.from_env({**base, "STREAMS_WEBHOOK_MAX_ATTEMPTS": "5"})
+
+
+class Conn:
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+        self.stored: list[tuple[Any, ...]] = []
+
+    async def execute(self, sql: bytes, params: tuple[Any, ...]) -> None:
+        if self.fail:
+            raise ConnectionError("database down")
+        self.stored.append(params)
+
+
+class Pool:
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        yield self.conn
+
+
+class StoringRuntime(Runtime):
+    """A runtime whose database is ``conn`` (values encoded as their repr)."""
+
+    def __init__(self, conn: Conn) -> None:
+        super().__init__()
+        self.conn = conn
+        self.settings = types.SimpleNamespace(producer_name="test")
+        self.codec = types.SimpleNamespace(encode=lambda topic, value: repr(value).encode())
+
+    def topic(self, name: str) -> str:
+        return name
+
+    async def pool(self) -> Pool:
+        return Pool(self.conn)
+
+
+def failing_agent(conn: Conn, retry_delay: float) -> tuple[WebhookDeliveries, StoringRuntime]:
+    class Failing(Sender):
+        async def post(
+            self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
+        ) -> HttpResult:
+            return HttpResult(503, 0.001)
+
+    runtime = StoringRuntime(conn)
+    deliverer = Deliverer(
+        Failing(), SsrfGuard(), CircuitBreaker(100, 60.0), timeout=1.0, max_attempts=6,
+        retry_delay=retry_delay,
+    )  # fmt: skip
+    return WebhookDeliveries(runtime, deliverer, Store()), runtime  # type: ignore[arg-type]
+
+
+def test_a_long_retry_waits_in_the_database_a_short_one_on_the_topic() -> None:
+    conn = Conn(fail=False)
+    handler, runtime = failing_agent(conn, retry_delay=300.0)
+    asyncio.run(handler.retries([msg(1, 0.0)]))
+    assert runtime.publisher.sent == []  # nothing holds the retry partition for 5 minutes
+    ((delay, topic, _key, _value, _names, _values, dedupe),) = conn.stored
+    assert (topic, 299.0 < delay <= 300.0) == (RETRY_TOPIC, True)
+    assert dedupe.startswith("webhook:d-1:2:")  # the consumed attempt: stored once
+
+    conn = Conn(fail=False)
+    handler, runtime = failing_agent(conn, retry_delay=0.5)
+    asyncio.run(handler.retries([msg(2, 0.0)]))
+    assert conn.stored == []
+    ((topic, value, _),) = runtime.publisher.sent
+    assert (topic, value["attempt"]) == (RETRY_TOPIC, 3)
+
+
+def test_a_long_retry_the_database_refuses_goes_onto_the_topic_not_lost() -> None:
+    handler, runtime = failing_agent(Conn(fail=True), retry_delay=300.0)
+    asyncio.run(handler.retries([msg(3, 0.0)]))  # never raises: the POST was sent
+    ((topic, value, _),) = runtime.publisher.sent
+    assert (topic, value["attempt"]) == (RETRY_TOPIC, 3)
