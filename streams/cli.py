@@ -116,6 +116,9 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                 f"reason={letter.reason} {letter.header('dlq.error_type')}: "
                 f"{letter.header('dlq.error_message')[:200]}"
             )
+        for line in outbox.dead_row_lines(settings, args.topic):
+            n += 1
+            print(line)
         print(f"{n} dead letters")
         return 0
     since = dt.datetime.fromisoformat(args.since) if args.since else None

@@ -20,6 +20,7 @@ from psycopg import sql
 
 from streams import catalogue
 from streams.db.pool import connect
+from streams.dlq import dead_rows
 from streams.dlq import headers as dl
 from streams.dlq.replay import DeadLetter, read, record_replay
 from streams.outbox.categories import TABLES, OutboxTable
@@ -47,10 +48,26 @@ def check_topic(settings: Settings, topic: str) -> None:
     bare = topic.removeprefix(settings.topic_prefix) if settings.topic_prefix else topic
     if bare in catalogue.TOPICS and bare != "dead-letters":
         return
+    if bare != "dead-letters" and _exists_on_cluster(settings, topic):
+        return  # an extension agent's topic (STREAMS_AGENT_MODULES): not in the catalogue
     raise Refused(
         f"unknown topic {topic!r}; dead letters can be replayed to: "
         f"{', '.join(replayable_topics())} (relay dead letters: --to-outbox)"
     )
+
+
+def _exists_on_cluster(settings: Settings, topic: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    from streams.kafka_config import common
+
+    admin = AdminClient(common(settings))
+    try:
+        meta = admin.list_topics(timeout=settings.connect_timeout)  # all: never auto-create
+    except Exception:
+        return False
+    found = meta.topics.get(topic)
+    return found is not None and found.error is None
 
 
 def _matches(letter: DeadLetter, since_ms: int, reason: str | None, key: bytes | None) -> bool:
@@ -70,8 +87,9 @@ def replay_to_outbox(
     reason: str | None = None,
     key: bytes | None = None,
 ) -> tuple[int, int]:
-    """Insert matching relay dead letters back into their outbox table, each once;
-    returns (rows put back, letters skipped because their row was cut to fit)."""
+    """Insert matching relay dead letters back into their outbox table, each once, and
+    the rows kept whole in ``relay_dead_rows``; returns (rows put back, letters skipped
+    because an older relay cut their row to fit)."""
     if table is not None and table not in OUTBOX_SOURCES:
         raise Refused(
             f"--to-outbox takes an outbox table, not {table!r}: {', '.join(OUTBOX_SOURCES)}"
@@ -95,6 +113,9 @@ def replay_to_outbox(
             if _put_back(conn, dlq_topic, letter):
                 put_back += 1
             conn.commit()
+        if key is None:  # rows kept in PostgreSQL have no message key to match
+            put_back += _restore_dead_rows(conn, table, since, reason)
+            conn.commit()
     return put_back, skipped
 
 
@@ -104,8 +125,17 @@ def _put_back(conn: psycopg.Connection[Any], dlq_topic: str, letter: DeadLetter)
     recorded = record_replay(conn, dlq_topic, letter)
     if not recorded:
         return False
-    table = OUTBOX_SOURCES[letter.source_topic]
     row = json.loads(letter.value or b"{}")
+    _insert_row(conn, OUTBOX_SOURCES[letter.source_topic], row)
+    log.info(
+        "dlq.outbox_replay.row",
+        extra={"table": letter.source_topic, "old_id": row.get("id"), "offset": letter.offset},
+    )
+    return True
+
+
+def _insert_row(conn: psycopg.Connection[Any], table: OutboxTable, row: dict[str, Any]) -> None:
+    """Insert a dead-lettered row (its JSON form) into its outbox table as a new row."""
     columns = ["shard_scope", "shard_identifier", "category", "object_identifier", "payload"]
     values = [
         row["shard_scope"],
@@ -123,8 +153,32 @@ def _put_back(conn: psycopg.Connection[Any], dlq_topic: str, letter: DeadLetter)
         v=sql.SQL(", ").join(sql.Placeholder() * len(values)),
     )
     conn.execute(query, values)
-    log.info(
-        "dlq.outbox_replay.row",
-        extra={"table": table.name, "old_id": row.get("id"), "offset": letter.offset},
-    )
-    return True
+
+
+def _restore_dead_rows(
+    conn: psycopg.Connection[Any], table: str | None, since: dt.datetime | None, reason: str | None
+) -> int:
+    """Put rows kept whole in ``relay_dead_rows`` (too large for a dead letter) back into
+    their outbox tables, each once; in the caller's transaction."""
+    restored = 0
+    for dead in dead_rows.pending(conn, table=table, since=since, reason=reason, lock=True):
+        _insert_row(conn, OUTBOX_SOURCES[dead.outbox_table], dead.row)
+        dead_rows.mark_restored(conn, dead)
+        log.info(
+            "dlq.outbox_replay.dead_row",
+            extra={"table": dead.outbox_table, "old_id": dead.outbox_id},
+        )
+        restored += 1
+    return restored
+
+
+def dead_row_lines(settings: Settings, table: str | None = None) -> list[str]:
+    """``streams dlq list`` lines for the rows kept in ``relay_dead_rows``."""
+    with connect(settings) as conn:
+        rows = dead_rows.pending(conn, table=table)
+    return [
+        f"postgres:relay_dead_rows {r.outbox_table} id={r.outbox_id} reason={r.reason} "
+        f"{r.error_type}: {r.error_message[:200]} ({r.size_bytes} bytes, kept whole: "
+        "too large for the dead-letter topic)"
+        for r in rows
+    ]

@@ -21,6 +21,7 @@ from confluent_kafka import Message as KafkaMessage
 from psycopg_pool import ConnectionPool
 
 from streams import metrics
+from streams.dlq import dead_rows
 from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.dlq.sink import KafkaDeadLetterSink
 from streams.outbox.categories import OutboxTable
@@ -44,10 +45,6 @@ PRODUCER_BROKEN = frozenset(
         KafkaError.UNKNOWN_PRODUCER_ID,
     }
 )
-
-# The dead-letter value is the row as JSON; a payload too large for any message is cut
-# (the broker could not carry it anyway) and the cut is flagged in a header.
-MAX_DEAD_LETTER_BYTES = 900_000
 
 
 @dataclass
@@ -165,8 +162,9 @@ class Drainer:
             rows, steps = claim.fetch_rows(
                 conn, self.table, claimed.values(), sc.last_id, self.batch_size
             )
-            stats, failed, deletable = self._publish(rows)
+            stats, failed, deletable, parked = self._publish(rows)
             claim.delete(conn, self.table, deletable)
+            dead_rows.park(conn, _kept(parked, deletable))
             claim.reschedule(conn, self.table, {s: steps[s] for s in failed})
             excluded.update(failed)
         m.BATCH_SECONDS.labels(self._labels).observe(time.perf_counter() - started)
@@ -177,8 +175,11 @@ class Drainer:
                 )
         return True, cursor, stats
 
-    def _publish(self, rows: Sequence[Row]) -> tuple[DrainStats, set[ShardKey], list[int]]:
-        """Publish the batch and settle it; the caller deletes and reschedules."""
+    def _publish(
+        self, rows: Sequence[Row]
+    ) -> tuple[DrainStats, set[ShardKey], list[int], list[Letter]]:
+        """Publish the batch and settle it; the caller deletes, parks the dead letters
+        too large for the topic (returned last) and reschedules."""
         publisher = self.publishers.get()
         encoder = BatchEncoder(
             self.table, publisher.codec, self._prefix, publisher.settings.producer_name
@@ -187,8 +188,9 @@ class Drainer:
         acks = _Acks(len(groups))
         sent: dict[int, str] = {}  # group -> topic, for the groups produced
         dead: set[int] = set()  # the groups dead-lettered
+        parked: list[Letter] = []  # dead letters too large for the topic: kept in PostgreSQL
         for i, group in enumerate(groups):
-            topic = self._send(publisher, encoder, i, group, acks)
+            topic = self._send(publisher, encoder, i, group, acks, parked=parked)
             if topic is None:
                 dead.add(i)
             else:
@@ -197,10 +199,17 @@ class Drainer:
             log.warning("relay.batch.ack_timeout", extra={"table": self.table.name})
         if acks.fatal:
             self.publishers.renew(publisher)
-        return self._settle(rows, groups, acks, sent, dead)
+        return (*self._settle(rows, groups, acks, sent, dead), parked)
 
     def _send(
-        self, publisher: Publisher, encoder: BatchEncoder, i: int, group: Group, acks: _Acks
+        self,
+        publisher: Publisher,
+        encoder: BatchEncoder,
+        i: int,
+        group: Group,
+        acks: _Acks,
+        *,
+        parked: list[Letter],
     ) -> str | None:
         """Produce one message; returns its topic, or None if it was dead-lettered."""
         row = group.row
@@ -220,7 +229,7 @@ class Drainer:
             reason, error = FailureReason.PRODUCE, exc
         except Exception as exc:  # routing or schema: this row can never be published
             reason, error = FailureReason.ENCODE, exc
-        self._dead_letter(publisher, i, row, reason=reason, exc=error, acks=acks)
+        self._dead_letter(publisher, i, row, reason=reason, exc=error, acks=acks, parked=parked)
         return None
 
     def _dead_letter(
@@ -232,11 +241,15 @@ class Drainer:
         reason: FailureReason,
         exc: BaseException,
         acks: _Acks,
+        parked: list[Letter],
     ) -> None:
         """Enqueue the row (as JSON) to the dead letters; its ack settles like a publish.
 
         Not acknowledged means the shard is rescheduled and the row dead-lettered
-        again on a later pass: the relay's way of trying until the broker has it.
+        again on a later pass: the relay's way of trying until the broker has it. A
+        letter too large for the dead-letter topic is never cut: it goes to ``parked``
+        (settled at once), and the batch's transaction stores the row whole in
+        ``relay_dead_rows`` as it deletes it.
         """
         log.warning(
             "relay.row.dead_letter",
@@ -247,10 +260,8 @@ class Drainer:
                 "error": repr(exc),
             },
         )
-        value = row.as_json()
-        truncated = len(value) > MAX_DEAD_LETTER_BYTES
         letter = Letter(
-            value[:MAX_DEAD_LETTER_BYTES] if truncated else value,
+            row.as_json(),
             f"{row.shard_scope}:{row.shard_identifier}".encode(),
             headers_for(row),
             Failure.of(reason, exc),
@@ -258,8 +269,20 @@ class Drainer:
             -1,
             row.id,
             "relay",
-            truncated=truncated,
         )
+        if not dead_rows.fits(letter):
+            log.warning(
+                "relay.row.parked",
+                extra={
+                    "table": self.table.name,
+                    "outbox_id": row.id,
+                    "bytes": dead_rows.letter_size(letter),
+                    "where": "relay_dead_rows",
+                },
+            )
+            parked.append(letter)
+            acks.settle(i, None)
+            return
         try:
             KafkaDeadLetterSink(publisher, self._prefix).produce(letter, acks.callback(i))
         except KafkaException as dlq_exc:
@@ -317,3 +340,11 @@ class Drainer:
         m.ROWS_COALESCED.labels(t).inc(stats.coalesced)
         m.ROWS_DEAD_LETTERED.labels(t).inc(stats.dead_lettered)
         m.SHARDS_RESCHEDULED.labels(t).inc(stats.rescheduled)
+
+
+def _kept(parked: list[Letter], deletable: list[int]) -> list[Letter]:
+    """The parked letters whose rows are deleted (a row after its shard's failure stays)."""
+    if not parked:
+        return []
+    gone = set(deletable)
+    return [p for p in parked if p.offset in gone]
