@@ -48,7 +48,7 @@ def check_topic(settings: Settings, topic: str) -> None:
     bare = topic.removeprefix(settings.topic_prefix) if settings.topic_prefix else topic
     if bare in catalogue.TOPICS and bare != "dead-letters":
         return
-    if bare != "dead-letters" and _exists_on_cluster(settings, topic):
+    if bare != "dead-letters" and _exists_on_cluster(settings, settings.topic_prefix + bare):
         return  # an extension agent's topic (STREAMS_AGENT_MODULES): not in the catalogue
     raise Refused(
         f"unknown topic {topic!r}; dead letters can be replayed to: "
