@@ -138,7 +138,7 @@ class ResourceChanges:
                     msg.value,
                     msg.key.decode() if msg.key else str(msg.value["organization_id"]),
                     s.resource_change_retry_delay,
-                    f"resource_change:{origin}#{retry}",
+                    f"resource_change:{_message_id(msg)}",
                     attempt=retry + 1,
                     headers={H_ORIGIN: origin},
                     trace=msg.trace,
@@ -286,13 +286,20 @@ def _snapshot(c: Change) -> Instance:
     return Instance(c.resource, c.instance_id, project, data, None)
 
 
+def _message_id(msg: Message) -> str:
+    """The consumed message's own id: the same for a redelivery or a copy of it (so it
+    schedules one retry), new for each retry and for a replayed dead letter."""
+    if msg.headers.get(H_MESSAGE_ID):
+        return msg.headers[H_MESSAGE_ID].decode(errors="replace")
+    # A producer without ids: the position, and the time (a broker reset reuses offsets).
+    return f"{msg.topic}:{msg.partition}:{msg.offset}:{round(msg.timestamp * 1000)}"
+
+
 def _origin(msg: Message) -> str:
-    """The id of a change's first message: its origin header once retried, else its
-    message id (or position, from producers that set none)."""
-    for header in (H_ORIGIN, H_MESSAGE_ID):
-        if msg.headers.get(header):
-            return msg.headers[header].decode(errors="replace")
-    return f"{msg.topic}:{msg.partition}:{msg.offset}"
+    """The id of a change's first message: its origin header once retried."""
+    if msg.headers.get(H_ORIGIN):
+        return msg.headers[H_ORIGIN].decode(errors="replace")
+    return _message_id(msg)
 
 
 def _delivery(

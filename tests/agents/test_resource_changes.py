@@ -249,13 +249,20 @@ def test_row_committed_12s_later_reaches_each_subscriber_exactly_once(
     ]
 
 
+def scheduled_retries(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM scheduled_messages WHERE dedupe_id LIKE 'resource_change:%'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.usefixtures("mod_worker", "mod_relay")
 def test_change_whose_row_never_appears_is_dead_lettered_after_the_last_retry(
-    mod_worker: harness.Proc,
-    mod_relay: harness.Proc,
-    mod_settings: Settings,
-    pub: Publisher,
-    rows: Rows,
+    mod_settings: Settings, pub: Publisher, receiver: Receiver, rows: Rows
 ) -> None:
+    rows.install(rows.app(receiver.url("/replayed"), ["issue.created"]))
     missing = 10**12 + rows.organization_id
     published = time.time()
     pub.publish("resource-changes", rows.change("Group", missing), key=rows.organization_id)
@@ -274,6 +281,20 @@ def test_change_whose_row_never_appears_is_dead_lettered_after_the_last_retry(
     assert f"issue_group {missing} not visible after 5 delayed retries" in error
     assert found.value is not None
     assert pub.codec.decode("resource-changes", found.value)["instance_id"] == missing
+
+    # Replayed while the row is still missing: retried again (a new round, not taken for
+    # the first round's retries); the row appears, and the next retry delivers it.
+    before = scheduled_retries(rows.dsn)
+    key = str(rows.organization_id).encode()
+    assert dlq.replay(mod_settings, source_topic="resource-changes", key=key) == 1
+    harness.wait_for(lambda: scheduled_retries(rows.dsn) > before, 20, 0.2, "a new retry")
+    with psycopg.connect(rows.dsn) as conn:
+        conn.execute(
+            "INSERT INTO issue_group (id, project_id, title) VALUES (%s, %s, 'at last')",
+            (missing, rows.project_id),
+        )
+    (req,) = harness.wait_for(receiver.received, RETRY_DELAY + 20, what="the replayed change")
+    assert req.json()["data"]["issue"]["title"] == "at last"
 
 
 def test_outbox_row_committed_with_the_issue_reaches_the_webhook(
