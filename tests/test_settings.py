@@ -158,3 +158,17 @@ def test_unless_set_gives_way_to_the_environment() -> None:
         env, kafka_session_timeout=6.0, consumer_fetch_max_wait=0.1
     )
     assert (s.kafka_session_timeout, s.consumer_fetch_max_wait) == (20.0, 0.1)
+
+
+def test_readme_configuration_table_is_generated_from_the_declarations() -> None:
+    """The README's configuration section holds the generated table verbatim, so a new or
+    changed setting cannot be left undocumented."""
+    from pathlib import Path
+
+    from streams.settings import markdown_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert markdown_table().strip() in readme, (
+        "README.md's configuration table is stale: paste the output of "
+        "`python -c 'from streams.settings import markdown_table; print(markdown_table())'`"
+    )
