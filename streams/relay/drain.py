@@ -26,7 +26,7 @@ from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.dlq.sink import KafkaDeadLetterSink
 from streams.outbox.categories import OutboxTable
 from streams.publisher import Publisher
-from streams.relay import claim
+from streams.relay import claim, outcome
 from streams.relay import metrics as m
 from streams.relay.encode import BatchEncoder
 from streams.relay.messages import Group, Row, ShardKey, coalesce, headers_for
@@ -133,8 +133,16 @@ class Drainer:
         excluded: set[ShardKey] = set()  # locked elsewhere, not due, or failed this pass
         cursor = lo
         while not self.stop.is_set():
-            with self.pool.connection() as conn:
-                found, cursor, stats = self._batch(conn, cursor, hi, excluded)
+            try:
+                with self.pool.connection() as conn:
+                    found, cursor, stats = self._batch(conn, cursor, hi, excluded)
+            except outcome.CommitUnknown as lost:
+                # Learnt on a new connection (the lost one went back to the pool broken).
+                log.warning("relay.commit.unknown", extra={"error": repr(lost.error)})
+                outcome.resolve(self.pool, self.table, lost.settled)
+                found, cursor, stats = True, lost.cursor, lost.settled.stats
+                with self.pool.connection() as conn:
+                    self._count_drained(stats, conn)
             if stats is not None:
                 total.add(stats)
                 self._count(stats)
@@ -145,35 +153,52 @@ class Drainer:
     def _batch(
         self, conn: psycopg.Connection[Any], cursor: int, hi: int, excluded: set[ShardKey]
     ) -> tuple[bool, int, DrainStats | None]:
-        """One claim-publish-delete transaction; returns (rows seen, next cursor, stats)."""
-        with conn.transaction():
-            sc = claim.scan(conn, self.table, cursor, hi, self.batch_size)
-            if sc.last_id is None:
-                return False, cursor, None
-            fresh = [s for s in sc.shards if s not in excluded]
-            if not fresh:
-                return True, sc.last_id + 1, None
-            cursor = min(sc.shards[s] for s in fresh)
-            claimed = claim.lock_heads(conn, self.table, [sc.shards[s] for s in fresh])
-            excluded.update(s for s in fresh if s not in claimed)
-            if not claimed:
-                return True, cursor, None
-            started = time.perf_counter()
-            rows, steps = claim.fetch_rows(
-                conn, self.table, claimed.values(), sc.last_id, self.batch_size
-            )
-            stats, failed, deletable, parked = self._publish(rows)
-            claim.delete(conn, self.table, deletable)
-            dead_rows.park(conn, _kept(parked, deletable))
-            claim.reschedule(conn, self.table, {s: steps[s] for s in failed})
-            excluded.update(failed)
+        """One claim-publish-delete transaction; returns (rows seen, next cursor, stats).
+
+        Raises ``CommitUnknown`` when the connection was lost during its COMMIT.
+        """
+        done: list[outcome.Settled] = []  # filled once the batch's writes are issued
+        try:
+            with conn.transaction():
+                sc = claim.scan(conn, self.table, cursor, hi, self.batch_size)
+                if sc.last_id is None:
+                    return False, cursor, None
+                fresh = [s for s in sc.shards if s not in excluded]
+                if not fresh:
+                    return True, sc.last_id + 1, None
+                cursor = min(sc.shards[s] for s in fresh)
+                claimed = claim.lock_heads(conn, self.table, [sc.shards[s] for s in fresh])
+                excluded.update(s for s in fresh if s not in claimed)
+                if not claimed:
+                    return True, cursor, None
+                started = time.perf_counter()
+                rows, steps = claim.fetch_rows(
+                    conn, self.table, claimed.values(), sc.last_id, self.batch_size
+                )
+                stats, failed, deletable, parked = self._publish(rows)
+                excluded.update(failed)
+                settled = outcome.Settled(
+                    stats, deletable, _kept(parked, deletable), {s: steps[s] for s in failed}
+                )
+                claim.delete(conn, self.table, settled.deletable)
+                dead_rows.park(conn, settled.parked)
+                claim.reschedule(conn, self.table, settled.reschedule)
+                done.append(settled)
+        except psycopg.OperationalError as exc:
+            if not done:
+                raise  # lost before COMMIT: nothing committed, the rows go out again
+            raise outcome.CommitUnknown(done[0], cursor, exc) from exc
         m.BATCH_SECONDS.labels(self._labels).observe(time.perf_counter() - started)
+        self._count_drained(stats, conn)
+        return True, cursor, stats
+
+    def _count_drained(self, stats: DrainStats, conn: psycopg.Connection[Any]) -> None:
+        """Add the batch's rows to this minute's drained counts (the backfill budget)."""
         if stats.regular_rows or stats.backfill_rows:
             with conn.transaction():
                 claim.count_drained(
                     conn, self.table, self.slot, stats.regular_rows, stats.backfill_rows
                 )
-        return True, cursor, stats
 
     def _publish(
         self, rows: Sequence[Row]
