@@ -33,6 +33,7 @@ from streams import metrics
 from streams.agents.base import AgentSpec, Message, Retry, RetryPolicy, attach, runs_here
 from streams.agents.project_configs import ConfigsOut
 from streams.errors import PermanentFailure
+from streams.projectconfigs.changelog import ChangelogWriter
 from streams.projectconfigs.debounce import DueWork, Request, fold, offer
 from streams.projectconfigs.duetable import DueTable
 from streams.projectconfigs.gate import PartitionGate
@@ -157,8 +158,16 @@ class Decided:
 class Invalidation:
     """The request agent's handlers and the timer's work, around one ``DueTable``."""
 
-    def __init__(self, app: Any, runtime: Runtime, state: DueTable, out: ConfigsOut) -> None:
+    def __init__(
+        self,
+        app: Any,
+        runtime: Runtime,
+        state: DueTable,
+        changelog: ChangelogWriter,
+        out: ConfigsOut,
+    ) -> None:
         self.app = app
+        self.changelog = changelog
         self.runtime = runtime
         self.state = state
         self.out = out
@@ -196,6 +205,9 @@ class Invalidation:
         finally:
             # Also on error: what was decided before it stays decided (and counted).
             self._decided.add(counts)
+        if any(scheduled for scheduled, _, _ in counts):
+            # Before the batch is acknowledged: a committed request has its window durable.
+            await self.changelog.flush()
 
     async def handle(self, msg: Message) -> None:
         await self.handle_batch([msg])
@@ -330,7 +342,8 @@ def install(app: Any, runtime: Runtime) -> None:
         help="Recomputes scheduled and not yet published, by '<scope>@<window start ms>'.",
     )
     out = ConfigsOut.for_runtime(runtime)
-    inv = Invalidation(app, runtime, DueTable(due), out)
+    changelog = ChangelogWriter(runtime.settings, due.changelog_topic.get_topic_name())
+    inv = Invalidation(app, runtime, DueTable(due, changelog), changelog, out)
 
     async def recovered() -> None:
         await inv.on_recovered()

@@ -1,25 +1,32 @@
 """The timer's view of the due windows: a changelogged table, per-partition heaps, the index.
 
 ``DueTable`` is the worker's ``DebounceState``. Each countdown window costs two
-changelog records in all (its entry, then its tombstone once published); skipped
-requests cost nothing. The table object is duck-typed (a Faust ``Table`` in the
-worker), so this module does not import Faust.
+changelog records in all (its entry, then its tombstone once published), written by
+a ``ChangelogSink`` (librdkafka, batched); skipped requests cost nothing. The table
+object is duck-typed (a Faust ``Table`` in the worker: its ``data`` dict, recovered
+from the changelog by Faust), so this module does not import Faust.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from streams.projectconfigs.debounce import DueWork, PendingIndex
+
+
+class ChangelogSink(Protocol):
+    def send(self, partition: int, key: str, value: Any) -> None:
+        """Queue one changelog record (``value`` None: a tombstone)."""
 
 
 class DueTable:
     """Due windows by key, heaps of (due, key) per partition, and the pending index."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, changelog: ChangelogSink) -> None:
         self.table = table
+        self.changelog = changelog
         self.pending = PendingIndex()
         self.heaps: dict[int, list[tuple[float, str]]] = {}
         self.running: set[str] = set()  # keys started and not yet removed
@@ -46,7 +53,7 @@ class DueTable:
             key = work.key
         value = work.to_json()
         self.table.data[key] = value
-        self.table.send_changelog(work.partition, key, value)
+        self.changelog.send(work.partition, key, value)
         heapq.heappush(self.heaps.setdefault(work.partition, []), (work.due, key))
         self.pending.add(work.scope_key, work.due)
 
@@ -82,12 +89,12 @@ class DueTable:
 
     def remove(self, works: Iterable[DueWork]) -> None:
         """Published (or dead-lettered): forget ``works`` durably."""
-        data, send = self.table.data, self.table.send_changelog
+        data, send = self.table.data, self.changelog.send
         for w in works:
             key = w.key
             self.running.discard(key)
             if data.pop(key, None) is not None:
-                send(w.partition, key, None, value_serializer="raw")
+                send(w.partition, key, None)
 
     def count(self, partitions: set[int]) -> int:
         """Windows waiting on ``partitions`` (heap entries may include stale keys)."""

@@ -10,8 +10,11 @@ worker has
   it), or
 - read everything there is (its position reached the high watermark the last fetch
   reported; unknown means nothing to wait for), or
-- decided nothing from it for ``idle`` seconds (since start, or a message the handler
-  never saw, such as an undecodable one, at the partition's end).
+- read nothing of it since start (a restart replays: extra windows, never lost ones), or
+- decided nothing at all, on any partition, for ``idle`` seconds (a message the
+  handler never sees, such as an undecodable one, at the partition's end). Under a
+  backlog the worker decides all the time, so one partition waiting for its turn
+  for longer than ``idle`` does not count as idle.
 
 None of these trust the producer's clock for correctness: a request that arrives
 after its window started opens a new window (``streams.projectconfigs.debounce``).
@@ -33,7 +36,7 @@ class PartitionGate:
         self.idle = idle
         self.seen_at: dict[int, float] = {}  # max requested_at decided
         self.position: dict[int, int] = {}  # last decided offset + 1
-        self.active_at: dict[int, float] = {}  # worker time of the last decided batch
+        self.last_active = 0.0  # worker time of the last decided request, any partition
 
     def decided(self, partition: int, offset: int, requested_at: float, now: float) -> None:
         """A request of ``partition`` at ``offset`` was decided (skipped or scheduled)."""
@@ -41,14 +44,14 @@ class PartitionGate:
             self.seen_at[partition] = requested_at
         if offset + 1 > self.position.get(partition, -1):
             self.position[partition] = offset + 1
-        self.active_at[partition] = now
+        self.last_active = now
 
     def horizon(self, partition: int, now: float) -> float:
         """Windows of ``partition`` due at or before this time may start now."""
-        if now - self.active_at.get(partition, 0.0) >= self.idle:
-            return now
         position = self.position.get(partition)
         end = self._highwater(partition)
-        if end is None or (position is not None and position >= end):
-            return now
+        if end is None or position is None or position >= end:
+            return now  # read to the end, or nothing read since start: nothing to wait for
+        if now - self.last_active >= self.idle:
+            return now  # the worker decides nothing at all: what it waits for never comes
         return min(now, self.seen_at.get(partition, 0.0))

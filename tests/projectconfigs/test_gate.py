@@ -21,10 +21,12 @@ def test_a_partition_with_unread_requests_waits_for_its_request_clock() -> None:
     assert gate.horizon(0, NOW + 0.1) == NOW - 2
 
 
-def test_an_idle_partition_or_an_unknown_end_does_not_hold_anything() -> None:
+def test_an_idle_worker_or_an_unknown_end_does_not_hold_anything() -> None:
     gate = PartitionGate(lambda p: 1_000, idle=3.0)
     gate.decided(0, 9, NOW - 30, NOW)
     assert gate.horizon(0, NOW + 1.5) == NOW - 30  # still reading
-    assert gate.horizon(0, NOW + 3.5) == NOW + 3.5
-    assert gate.horizon(1, NOW) == NOW  # never seen
+    gate.decided(1, 5, NOW + 2, NOW + 2)  # busy on another partition: partition 0 waits
+    assert gate.horizon(0, NOW + 4.0) == NOW - 30
+    assert gate.horizon(0, NOW + 5.5) == NOW + 5.5  # nothing decided anywhere for 3 s
+    assert gate.horizon(2, NOW) == NOW  # never read since start
     assert PartitionGate(lambda p: None).horizon(0, NOW) == NOW
