@@ -19,7 +19,7 @@ import psycopg
 
 from streams.backfill import metrics as m
 from streams.backfill.models import OutboxProducingModel
-from streams.backfill.state import AConn, compare_and_set, get_state
+from streams.backfill.state import AConn, compare_and_set, get_state, lost_move_landed
 from streams.errors import RetryLater
 from streams.outbox.write import build_insert
 
@@ -115,6 +115,10 @@ async def _process_locked(
 ) -> tuple[str, int]:
     state = await get_state(conn, batch.table)
     if state.key != (batch.state_lower, batch.version):
+        if lost_move_landed(state, batch.table, *_move(batch)):
+            # Its own move committed; the answer was lost with the connection.
+            m.BATCHES.labels(batch.table, "processed").inc()
+            return "processed", 0
         m.BATCHES.labels(batch.table, "stale").inc()
         return "stale", 0
     start = batch.lower
@@ -129,8 +133,11 @@ async def _process_locked(
         )
         await conn.execute(sql.encode())
     m.ROWS.labels(batch.table).inc(len(instances))
-    moved = await compare_and_set(
-        conn, batch.table, (batch.state_lower, batch.version), (batch.upper + 1, batch.version)
-    )
+    moved = await compare_and_set(conn, batch.table, *_move(batch))
     m.BATCHES.labels(batch.table, "processed" if moved else "stale").inc()
     return ("processed" if moved else "stale"), len(instances)
+
+
+def _move(batch: Batch) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The state move a batch makes once written: (expected state, new state)."""
+    return (batch.state_lower, batch.version), (batch.upper + 1, batch.version)

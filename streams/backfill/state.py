@@ -4,16 +4,22 @@ The processing state of a table is ``(lower, version)``, default ``(0, 1)``. It 
 moves forward in (version, lower) order, and only by compare-and-set: an update names
 the state it expects, so two schedulers (or a scheduler and a re-delivered batch) can
 never move it backwards.
+
+Each move writes a fresh token (``moved_by``). When the answer to a move is lost with
+its connection, the token is remembered in this process; the batch's retry re-reads
+the state (``lost_move_landed``) and learns whether that move committed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from streams import marks
 from streams.backfill import metrics as m
 from streams.backfill.models import OutboxProducingModel
 from streams.silo import SiloMode
@@ -29,6 +35,7 @@ class State:
     next_lower: int | None = None  # batches up to here are emitted and in flight
     next_version: int | None = None
     scheduled_at: dt.datetime | None = None
+    moved_by: str | None = None  # the token of the compare-and-set that moved it last
 
     @property
     def key(self) -> tuple[int, int]:
@@ -48,13 +55,13 @@ async def get_state(conn: AConn, table: str) -> State:
         (table,),
     )
     cur = await conn.execute(
-        "SELECT lower, version, progress, next_lower, next_version, scheduled_at"
+        "SELECT lower, version, progress, next_lower, next_version, scheduled_at, moved_by"
         " FROM outbox_backfill_state WHERE table_name = %s",
         (table,),
     )
     row = await cur.fetchone()
     assert row is not None
-    state = State(int(row[0]), int(row[1]), row[2], row[3], row[4], row[5])
+    state = State(int(row[0]), int(row[1]), row[2], row[3], row[4], row[5], row[6])
     m.set_lower_bound(table, state.lower, state.version)
     return state
 
@@ -70,15 +77,41 @@ async def compare_and_set(
     (lo0, v0), (lo1, v1) = expect, new
     if (v1, lo1) <= (v0, lo0):
         return False
-    cur = await conn.execute(
-        "UPDATE outbox_backfill_state SET lower = %s, version = %s, progress = NULL,"
-        " updated_at = now() WHERE table_name = %s AND lower = %s AND version = %s",
-        (lo1, v1, table, lo0, v0),
-    )
+    token = uuid.uuid4().hex
+    try:
+        cur = await conn.execute(
+            "UPDATE outbox_backfill_state SET lower = %s, version = %s, progress = NULL,"
+            " moved_by = %s, updated_at = now()"
+            " WHERE table_name = %s AND lower = %s AND version = %s",
+            (lo1, v1, token, table, lo0, v0),
+        )
+    except psycopg.OperationalError:
+        if len(_LOST) > 1000:  # never resolved (no retry came): forget the oldest
+            _LOST.pop(next(iter(_LOST)))
+        _LOST[(table, expect, new)] = token  # committed or not: the retry finds out
+        raise
     moved = cur.rowcount == 1
     if moved:
         m.set_lower_bound(table, lo1, v1)
     return moved
+
+
+# (table, expected state, new state) -> the token of a move whose answer was lost
+_LOST: dict[tuple[str, tuple[int, int], tuple[int, int]], str] = {}
+
+
+def lost_move_landed(
+    state: State, table: str, expect: tuple[int, int], new: tuple[int, int]
+) -> bool:
+    """Whether a move ``expect`` -> ``new`` made by this process, whose answer was lost
+    with its connection, had committed: ``state`` (re-read) carries its token. Counted
+    in ``streams_commit_outcomes_resolved_total{kind="backfill_progress"}``."""
+    token = _LOST.pop((table, expect, new), None)
+    if token is None:
+        return False
+    landed = state.moved_by == token
+    marks.resolved("backfill_progress", landed)
+    return landed
 
 
 async def mark_scheduled(conn: AConn, table: str, version: int, next_lower: int) -> None:

@@ -27,21 +27,26 @@ class CommitProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self._lock = threading.Lock()
-        self._armed: tuple[Mode, bytes] | None = None
+        self._armed: tuple[Mode, bytes, bytes] | None = None
         self.fired = threading.Event()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def arm(self, mode: Mode, marker: bytes) -> None:
+    def arm(self, mode: Mode, marker: bytes, on: bytes = COMMIT) -> None:
+        """Lose the answer to (or the message of) the next ``on`` after ``marker``; ``on``
+        is the COMMIT by default, or e.g. an autocommitted statement's own text."""
         with self._lock:
-            self._armed = (mode, marker)
+            self._armed = (mode, marker, on)
             self.fired.clear()
 
-    def _take(self, seen: bytes) -> Mode | None:
+    def _take(self, seen: bytes, data: bytes) -> Mode | None:
         with self._lock:
-            if self._armed is None or self._armed[1] not in seen:
+            if self._armed is None:
                 return None
-            mode, self._armed = self._armed[0], None
+            mode, marker, on = self._armed
+            if marker not in seen or on not in data:
+                return None
+            self._armed = None
             return mode
 
     def _accept(self) -> None:
@@ -68,7 +73,7 @@ class CommitProxy:
         try:
             while data := client.recv(65536):
                 seen += data
-                if COMMIT in data and (mode := self._take(seen)) is not None:
+                if (mode := self._take(seen, data)) is not None:
                     if mode == "after":
                         mute.set()
                         server.sendall(data)
