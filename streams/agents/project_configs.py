@@ -16,7 +16,6 @@ holds it again shortly. Only a key that does not exist gets 404.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
@@ -31,6 +30,7 @@ from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.errors import DecodeError
 from streams.projectconfigs.debounce import DueWork
 from streams.projectconfigs.documents import served_document
+from streams.projectconfigs.publish import send_all
 from streams.projectconfigs.recompute import Publication, recompute
 from streams.projectconfigs.scopes import Scope, ScopeKind, request_value
 from streams.publisher import Publisher
@@ -88,13 +88,8 @@ class ConfigsOut:
 
     async def publish(self, pubs: Sequence[Publication]) -> None:
         """Send all, then wait for every acknowledgement (raises if one fails)."""
-        futures = [
-            self.publisher.send_future(
-                TOPIC, p.value, key=p.public_key, headers=headers_for(p.work)
-            )
-            for p in pubs
-        ]
-        await asyncio.gather(*futures)
+        items = [(p.public_key, p.value, headers_for(p.work)) for p in pubs]
+        await send_all(self.publisher, TOPIC, items)
         for p in pubs:
             PUBLISHED.labels(p.kind).inc()
 
