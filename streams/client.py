@@ -287,12 +287,23 @@ def incr(
     in the allow-list (``streams.buffers.models.MODELS``), else ``TypeError`` and
     nothing is published. Does not wait for the broker unless ``wait=True``; an
     increment the broker refuses later is logged (``client.incr.undelivered``). With
-    ``conn`` the increment is sent only if that transaction commits.
+    ``conn`` the increment is sent only if that transaction commits. After
+    ``coalesce_increments(window)``, asynchronous increments are summed per row for up
+    to ``window`` seconds before they are sent (``streams/incr_coalesce.py``): a client
+    killed with -9 also loses those.
     """
     from streams.buffers.models import check_increment
+    from streams.incr_coalesce import coalescer_for
 
-    inc = check_increment(model, columns, filters, extra, signal_only)
     publisher = get_publisher()
+    coalescer = coalescer_for(publisher)
+    if coalescer is not None and conn is None and not wait and signal_only is False:
+        # Summed per row in this process for up to a window (streams/incr_coalesce.py).
+        coalescer.add(model, columns, filters, extra)
+        return
+    inc = check_increment(model, columns, filters, extra, signal_only)
+    if coalescer is not None:
+        coalescer.flush()  # what is held for this row goes first: its order is kept
     if conn is not None:
         # After commit only: the increment then counts exactly the committed change.
         publisher.schedule("buffer-increments", inc.to_wire(), key=inc.key, conn=conn)
@@ -300,6 +311,19 @@ def incr(
         publisher.publish("buffer-increments", inc.to_wire(), key=inc.key)
     else:
         publisher.send("buffer-increments", inc.to_wire(), key=inc.key, on_delivery=_undelivered)
+
+
+def coalesce_increments(window: float = 0.02) -> None:
+    """Sum this process's asynchronous ``incr()`` calls per row for up to ``window``
+    seconds before sending them (one message per row per window; the first after a
+    quiet window goes at once). A clean exit (``Publisher.flush``/``close``) sends what
+    is held; a kill -9 loses at most ``window`` seconds of increments more than
+    without it. ``window=0`` sends every call at once again."""
+    from streams.incr_coalesce import coalescer_for
+
+    if window < 0:
+        raise ValueError("window must be >= 0 seconds")
+    coalescer_for(get_publisher(), window)
 
 
 def _undelivered(err: Any, msg: Any) -> None:

@@ -107,6 +107,9 @@ class Publisher:
         self._silo = settings.silo_mode
         self._closed = threading.Event()
         self._delayed: DelayedWriter | None = None
+        # Called first by flush() (and so close()): e.g. increments held to be summed
+        # (streams/incr_coalesce.py) are sent before the producer is flushed.
+        self.before_flush: list[Callable[[], None]] = []
         self._poller = threading.Thread(target=self._poll_loop, name="streams-poll", daemon=True)
         self._poller.start()
 
@@ -122,6 +125,8 @@ class Publisher:
             self._delayed.close()
 
     def flush(self, timeout: float = 10.0) -> None:
+        for hook in self.before_flush:
+            hook()
         remaining = self.producer.flush(timeout)
         if remaining:
             raise PublishError(f"{remaining} messages not acknowledged within {timeout}s")
