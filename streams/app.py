@@ -7,6 +7,7 @@ serves ``/metrics`` (Prometheus) and ``/health``.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from typing import Any
@@ -17,6 +18,7 @@ from prometheus_client import generate_latest
 from streams import faust_drain, logs, metrics
 from streams.agents import BUILTIN_AGENT_MODULES
 from streams.avro.faust_codec import register_codecs
+from streams.broker_probe import BrokerProbe
 from streams.preflight import DatabaseProbe
 from streams.runtime import Runtime
 from streams.settings import Settings, get_settings
@@ -82,6 +84,7 @@ def _install_views(app: faust.App, runtime: Runtime) -> None:
         )
 
     database = DatabaseProbe(runtime.pools, runtime.settings)
+    broker = BrokerProbe(runtime.settings)
 
     @app.page("/health")
     async def health_view(web: Any, request: Any) -> Any:
@@ -91,17 +94,19 @@ def _install_views(app: faust.App, runtime: Runtime) -> None:
             else []
         )
         ready = bool(assignment) and not app.rebalancing
-        db_down = await database.cause()
+        db_down, broker_down = await asyncio.gather(database.cause(), broker.cause())
+        down = db_down or broker_down
         return web.json(
             {
-                "status": "not_ready" if db_down else "ready" if ready else "starting",
+                "status": "not_ready" if down else "ready" if ready else "starting",
                 "database": f"down: {db_down}" if db_down else "up",
+                "broker": f"down: {broker_down}" if broker_down else "up",
                 "silo": runtime.settings.silo_mode.value,
                 "agents": runtime.agents,
                 "skipped_agents": runtime.skipped_agents,
                 "assignment": assignment,
             },
-            status=503 if db_down else 200,
+            status=503 if down else 200,
         )
 
     from streams.console.views import install as install_console

@@ -8,6 +8,7 @@ chaos is done to a private pair started here (same binaries, same start-up code 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -115,3 +116,13 @@ def figure(line: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} load={os.getloadavg()[0]:.1f} {line}\n")
+
+
+def health(proc: harness.Proc) -> tuple[int, str]:
+    """The worker's /health (HTTP code, status), whatever the code (503 while a
+    dependency is down); (0, "unreachable") when it does not answer."""
+    try:
+        code, body = proc.get("/health", timeout=10)
+        return code, str(json.loads(body).get("status"))
+    except (OSError, ValueError):
+        return 0, "unreachable"

@@ -1,5 +1,6 @@
 """The broker frozen for 30 s (SIGSTOP, its memory kept): nothing lost, counters exact,
-the worker applies new increments within 5 s of the broker's return."""
+the worker applies new increments within 5 s of the broker's return, and its /health
+answers 503 not_ready while the broker is unreachable (before: 200 ready throughout)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from streams.client import incr
 from streams.publisher import Publisher
 from tests.buffers import support as bs
-from tests.chaos.support import RECOVERY_BOUND, SOAK, Case, figure, timed
+from tests.chaos.support import RECOVERY_BOUND, SOAK, Case, figure, health, timed
 from tests.support import harness
 
 PAUSE = 70.0 if SOAK else 30.0
@@ -38,15 +39,23 @@ def test_broker_paused_then_resumed_the_worker_recovers_within_5s(
         send(1000)
         harness.wait_for(lambda: bs.times_seen(case.dsn) == dict(expected), 60, 0.2, "applied")
         case.stack.broker_pause()
-        time.sleep(PAUSE)  # the outage itself: its length is what is tested
+        paused_at = time.monotonic()
+        answers: set[tuple[int, str]] = set()
+        while time.monotonic() - paused_at < PAUSE:  # the outage itself: its length is tested
+            answers.add(health(worker))
+            time.sleep(1.0)
         back = case.stack.broker_resume()
         send(500)
         caught_up = timed(lambda: bs.times_seen(case.dsn) == dict(expected), back, 60, "caught up")
+        ready = timed(lambda: health(worker) == (200, "ready"), back, 60, "/health ready")
         figure(
             f"broker paused {PAUSE:.0f}s: 500 new increments applied {caught_up:.1f}s after "
-            "its return (exact)"
+            f"its return (exact); /health during the pause {sorted(answers)}, ready again "
+            f"after {ready:.1f}s"
         )
         assert worker.alive()
+        assert (503, "not_ready") in answers, answers
         assert caught_up < RECOVERY_BOUND
+        assert ready < RECOVERY_BOUND
     finally:
         publisher.close()
