@@ -6,9 +6,11 @@ Starts its own broker + PostgreSQL (unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_UR
 set). Figures:
   * bare PostgreSQL claim-and-delete loop over the same rows (no Kafka)   -> limit 1
   * bare confluent-kafka producer of the same encoded bytes (no database) -> limit 2
-  * the relay, concurrency 1 and 4, without and with coalescing (10 rows per object):
-    rows/s from committed rows to acknowledged (and deleted) messages.
-    Goal: >= 0.8x the PostgreSQL loop and >= 20,000 rows/s.
+  * the relay, concurrency 1 and 2 (and 4), without and with coalescing (10 rows per
+    object): rows/s from committed rows to acknowledged (and deleted) messages.
+    Goals: >= 0.8x the PostgreSQL loop and >= 20,000 rows/s; without coalescing
+    >= 0.5x the bare producer with the same headers (issue 13); concurrency 2 beats 1
+    when a core is free.
   * commit-to-ack latency p50/p99 with writers committing 1,000 rows/s.
 """
 
@@ -28,12 +30,14 @@ from typing import Any
 import psycopg
 from confluent_kafka import Producer
 
+from bench._profile import profiled
+from bench._results import Results
 from streams import kafka_config, topics
 from streams.db.migrate import migrate
 from streams.dev import stack
 from streams.outbox.categories import REGION_OUTBOX
 from streams.publisher import Publisher
-from streams.relay.messages import H_OUTBOX_ID, Row, outbound
+from streams.relay.messages import H_OUTBOX_ID, Row
 from streams.relay.relay import Relay
 from streams.settings import Secret, Settings
 
@@ -93,13 +97,16 @@ def bare_postgres(dsn: str, rows: int, batch: int) -> float:
 
 
 def bare_kafka(settings: Settings, rows: int) -> float:
-    """The same encoded messages through a bare idempotent producer, no database."""
-    pub = Publisher(settings)
-    now = time.time()
+    """The relay's own encoded messages (values, keys and every header, as
+    streams.relay.encode makes them) through a bare idempotent producer, no database."""
     import datetime as dt
 
-    t = dt.datetime.fromtimestamp(now, dt.UTC)
-    msgs: list[tuple[str, bytes, bytes]] = []
+    from streams.relay.encode import BatchEncoder
+
+    pub = Publisher(settings)
+    t = dt.datetime.fromtimestamp(time.time(), dt.UTC)
+    encoder = BatchEncoder(REGION_OUTBOX, pub.codec, settings.topic_prefix, settings.producer_name)
+    msgs: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
     for i in range(rows):
         row = Row(
             i,
@@ -113,10 +120,8 @@ def bare_kafka(settings: Settings, rows: int) -> float:
             t,
             t,
         )
-        out = outbound(row, REGION_OUTBOX)
-        full, data = pub.encode(out.topic, out.value)
-        assert data is not None
-        msgs.append((full, out.key.encode(), data))
+        enc = encoder.encode(row, i)
+        msgs.append((enc.full_topic, enc.key, enc.value, enc.headers))
     pub.close()
     producer = Producer(kafka_config.producer(settings))
     done = [0]
@@ -125,10 +130,10 @@ def bare_kafka(settings: Settings, rows: int) -> float:
         done[0] += 1
 
     started = time.perf_counter()
-    for full, key, data in msgs:
+    for full, key, data, headers in msgs:
         while True:
             try:
-                producer.produce(full, value=data, key=key, on_delivery=cb)
+                producer.produce(full, value=data, key=key, headers=list(headers), on_delivery=cb)
                 break
             except BufferError:
                 producer.poll(0.001)
@@ -274,24 +279,51 @@ def main() -> None:
         migrate(dsn)
         topics.create_all(settings)
         n = args.rows
+        results = Results("relay")
         print(f"relay benchmark: {n:,} rows over {SHARDS:,} shards, {os.cpu_count()} cores")
         pg = bare_postgres(dsn, n, settings.relay_batch_size)
         print(f"  limit 1, bare PostgreSQL claim+delete loop: {pg:10,.0f} rows/s")
         kafka = bare_kafka(settings, n)
         print(f"  limit 2, bare confluent-kafka producer:     {kafka:10,.0f} rows/s")
+        rates: dict[tuple[int, int], float] = {}
         for per_object, label in ((1, "no coalescing"), (10, "coalescing 10:1")):
-            for conc in (1, 4):
-                rate, cpu_us = relay_run(settings, n, conc, per_object)
+            for conc in (1, 2, 4):
+                with profiled(os.getpid(), f"relay-c{conc}-{per_object}"):
+                    rate, cpu_us = relay_run(settings, n, conc, per_object)
+                rates[per_object, conc] = rate
                 verdict = "ok" if rate >= max(0.8 * pg, 20_000) else "BELOW GOAL"
                 print(
                     f"  relay, {label:15}, concurrency {conc}: {rate:10,.0f} rows/s"
                     f"  = {rate / pg:4.2f}x PostgreSQL loop (goal >= 0.8x and >= 20,000) {verdict}"
+                    f"  = {rate / kafka:4.2f}x bare producer"
                     f"  [{cpu_us:.1f} us CPU/row, load {os.getloadavg()[0]:.2f}]"
                 )
+        best = max(rates[1, c] for c in (1, 2, 4))
+        results.add(
+            "relay rows/s, no coalescing (best concurrency)",
+            best,
+            "rows/s",
+            goal=">= 0.5x bare producer",
+            met=best >= 0.5 * kafka,
+            alternative=f"bare producer, same headers {kafka:,.0f}/s = {best / kafka:.2f}x; "
+            f"PostgreSQL loop {pg:,.0f}/s",
+        )
+        results.add(
+            "relay concurrency 2 / concurrency 1",
+            rates[1, 2] / rates[1, 1],
+            "x",
+            goal="> 1 when a core is free",
+            met=rates[1, 2] > rates[1, 1],
+            alternative=f"c1 {rates[1, 1]:,.0f}/s, c2 {rates[1, 2]:,.0f}/s, "
+            f"c4 {rates[1, 4]:,.0f}/s",
+        )
         p50, p99, count = latency(settings, 1_000, args.latency_seconds)
         print(
             f"  commit-to-ack latency at 1,000 rows/s ({count:,} rows): "
             f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        )
+        results.add(
+            "relay commit-to-ack p99 at 1,000 rows/s", p99, "ms", alternative=f"p50 {p50:.1f} ms"
         )
     finally:
         drop_database(info.database_url, dsn)
