@@ -63,8 +63,9 @@ image: $(STAMP) image-tools ## Build the OCI image streams:<version> with builda
 manifests: $(STAMP) ## Regenerate k8s/ files derived from the code (topics, workloads, rules, dashboards)
 	$(BIN)/python -m streams.ops.k8s
 
-bench: $(STAMP) ## Run every benchmark under bench/ (prints figures next to their limits)
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+bench: $(STAMP) ## Run every benchmark under bench/, then one summary table (figures, goals, load)
+	@uptime; failed=0; for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || failed=1; done; \
+	  $(BIN)/python bench/summary.py; exit $$failed
 
 dev-start: $(STAMP) ## Start the embedded broker + PostgreSQL in the background
 	$(BIN)/streams dev start
