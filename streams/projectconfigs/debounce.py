@@ -26,6 +26,8 @@ durable due work; nothing is written per skipped request.
 from __future__ import annotations
 
 import json
+import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -112,12 +114,16 @@ class DebounceState(Protocol):
     def pending_due(self, scope_key: str) -> float | None:
         """Due time of the latest window of ``scope_key`` whose recompute has not started."""
 
+    def started_due(self, scope_key: str) -> float | None:
+        """Due time of the latest window of ``scope_key`` that started (recently), if any."""
+
     def add_due(self, work: DueWork) -> None:
         """Persist ``work`` until its recompute has been published; it is now pending."""
 
 
 # Most requests are skipped: their decisions are shared, not built per request.
 _SKIPPED = {kind: Decision(False, f"pending_{kind.value}") for kind in ScopeKind}
+_LATE = {kind: f"{kind.value}_late" for kind in ScopeKind}
 
 
 def covering_due(state: DebounceState, req: Request) -> tuple[ScopeKind, float] | None:
@@ -129,12 +135,30 @@ def covering_due(state: DebounceState, req: Request) -> tuple[ScopeKind, float] 
     return None
 
 
+def late_due(state: DebounceState, req: Request) -> float | None:
+    """Due time of a started covering window the request falls in (it was read late)."""
+    latest = None
+    for _, key in req.scope.covering():
+        due = state.started_due(key)
+        if due is not None and due > req.requested_at and (latest is None or due > latest):
+            latest = due
+    return latest
+
+
 def offer(state: DebounceState, req: Request, partition: int) -> Decision:
-    """Skip ``req`` or schedule its recompute; updates ``state`` when it schedules."""
+    """Skip ``req`` or schedule its recompute; updates ``state`` when it schedules.
+
+    A request read after the window it falls in has started (a worker behind its
+    partition, or a producer's clock behind the worker's) gets a *late* window: due
+    at that window's due time, so it runs at once and covers only what the started
+    window would have covered. The windows that are not late are then exactly the
+    distinct (scope, countdown window) pairs of the request times.
+    """
     covered = covering_due(state, req)
     if covered is not None:
         return _SKIPPED[covered[0]]
     scope = req.scope
+    late = late_due(state, req)
     work = DueWork(
         scope.kind.value,
         scope.organization_id,
@@ -142,22 +166,27 @@ def offer(state: DebounceState, req: Request, partition: int) -> Decision:
         scope.public_key,
         req.trigger,
         req.requested_at,
-        req.requested_at + max(0.0, req.countdown),
+        late if late is not None else req.requested_at + max(0.0, req.countdown),
         partition,
     )
     state.add_due(work)
-    return Decision(True, scope.kind.value, work)
+    return Decision(True, _LATE[scope.kind] if late is not None else scope.kind.value, work)
 
 
 class PendingIndex:
-    """Scope key -> due time of its latest pending window: the in-memory debounce index.
+    """Scope key -> due time of its latest pending window, and of its latest started one.
 
-    Rebuilt from the durable due work after a restart or rebalance; one float per
-    scope with a pending window, nothing for scopes that are idle.
+    One float per scope with a pending window (rebuilt from the durable due work after
+    a restart or rebalance), and one per scope whose window started in the last
+    ``keep_started`` seconds (in memory only: after a restart a late request opens an
+    ordinary window, an extra recompute but never a lost one).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep_started: float = 120.0) -> None:
         self.due: dict[str, float] = {}
+        self.started: dict[str, float] = {}
+        self.keep_started = keep_started
+        self._expiry: deque[tuple[float, str, float]] = deque()
 
     def get(self, scope_key: str) -> float | None:
         return self.due.get(scope_key)
@@ -167,17 +196,25 @@ class PendingIndex:
         if previous is None or previous < due:
             self.due[scope_key] = due
 
-    def start(self, works: Iterable[DueWork]) -> None:
+    def start(self, works: Iterable[DueWork], now: float | None = None) -> None:
         """``works`` are starting: they cover nothing new from now on.
 
         A later window of the same scope that is not among them stays pending.
         """
-        due = self.due
+        now = time.time() if now is None else now
+        due, started, expiry = self.due, self.started, self._expiry
         for w in works:
             key = w.scope_key
             pending = due.get(key)
             if pending is not None and pending <= w.due:
                 del due[key]
+            if started.get(key, -1.0) < w.due:
+                started[key] = w.due
+                expiry.append((now + self.keep_started, key, w.due))
+        while expiry and expiry[0][0] <= now:
+            _, key, was = expiry.popleft()
+            if started.get(key) == was:  # not started again since
+                del started[key]
 
 
 def fold(works: Iterable[DueWork]) -> tuple[list[DueWork], int]:
@@ -203,10 +240,13 @@ class MemoryState:
     def pending_due(self, scope_key: str) -> float | None:
         return self.pending.get(scope_key)
 
+    def started_due(self, scope_key: str) -> float | None:
+        return self.pending.started.get(scope_key)
+
     def add_due(self, work: DueWork) -> None:
         self.due[work.key] = work
         self.pending.add(work.scope_key, work.due)
 
-    def start(self, works: Iterable[DueWork]) -> None:
+    def start(self, works: Iterable[DueWork], now: float | None = None) -> None:
         """The timer took ``works``: they are running and no longer pending."""
-        self.pending.start(works)
+        self.pending.start(works, now)

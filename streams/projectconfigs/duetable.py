@@ -36,6 +36,9 @@ class DueTable:
     def pending_due(self, scope_key: str) -> float | None:
         return self.pending.due.get(scope_key)
 
+    def started_due(self, scope_key: str) -> float | None:
+        return self.pending.started.get(scope_key)
+
     def add_due(self, work: DueWork) -> None:
         key = work.key
         if key in self.running:
@@ -103,7 +106,7 @@ class DueTable:
     def rebuild(self) -> None:
         """After recovery: index everything the table holds; nothing is running."""
         self.heaps = {}
-        self.pending = PendingIndex()
+        self.pending.due = {}  # what this worker saw start stays known
         self.running = set()
         for key, raw in list(self.table.data.items()):
             work = DueWork.from_json(raw)

@@ -50,10 +50,38 @@ def test_a_started_recompute_covers_nothing_whatever_the_request_time_says() -> 
     state = MemoryState()
     first = ask(state, PROJECT, T0)
     assert first.work is not None
-    state.start([first.work])
+    state.start([first.work], now=T0 + 5.0)
     late = ask(state, PROJECT, T0 + 1.0)  # made "before" the due time by its own clock
     assert late.scheduled and late.work is not None
-    assert late.work.due == T0 + 6.0
+    # A late window: due when the started one was, so it runs at once, and it covers
+    # only what the started window covered.
+    assert (late.reason, late.work.due) == ("project_late", T0 + 5.0)
+    assert not ask(state, PROJECT, T0 + 2.0).scheduled
+    after = ask(state, PROJECT, T0 + 5.0)
+    assert after.reason == "project" and after.work is not None
+    assert after.work.due == T0 + 10.0
+
+
+def test_a_started_organization_makes_its_projects_late_too() -> None:
+    state = MemoryState()
+    org = ask(state, ORG, T0)
+    assert org.work is not None
+    state.start([org.work], now=T0 + 5.0)
+    late = ask(state, KEY, T0 + 1.0)
+    assert late.reason == "public_key_late" and late.work is not None
+    assert late.work.due == T0 + 5.0
+
+
+def test_started_windows_are_forgotten_after_a_while() -> None:
+    state = MemoryState()
+    state.pending.keep_started = 60.0
+    first = ask(state, PROJECT, T0)
+    assert first.work is not None
+    state.start([first.work], now=T0 + 5.0)
+    state.start([], now=T0 + 66.0)
+    assert state.started_due(PROJECT.key) is None
+    late = ask(state, PROJECT, T0 + 1.0)  # an ordinary window now: later, never lost
+    assert late.reason == "project" and late.work is not None
 
 
 def test_starting_an_earlier_window_leaves_a_later_one_pending() -> None:
