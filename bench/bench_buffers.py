@@ -166,6 +166,14 @@ def buffered(
     return n / applied, n / sent, applied
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux /proc), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--increments", type=int, default=200_000)
@@ -198,7 +206,7 @@ def main() -> None:
         topics.create_all(settings)
         ids = seed(dsn, args.rows)
 
-        results = Results("buffers")
+        results = Results(os.environ.get("BENCH_RESULTS_NAME", "buffers"))
         naive_rate = naive(dsn, ids, args.naive)
         print(
             f"naive loop:  {naive_rate:9,.0f} increments/s   100,000 statements per 100k   "
@@ -244,6 +252,12 @@ def main() -> None:
             goal=">= 5x",
             met=rate >= 5 * naive_rate,
             alternative=f"naive loop {naive_rate:,.0f} increments/s",
+        )
+        results.add(
+            f"worker RSS after {args.increments:,} increments over {args.rows:,} rows",
+            rss_mb(proc.pid),
+            "MB",
+            alternative=f"{rate:,.0f} increments/s at this size",
         )
         results.add(
             "row statements per 100k increments",
