@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 from streams import faust_drain, logs, metrics
 from streams.agents import BUILTIN_AGENT_MODULES
 from streams.avro.faust_codec import register_codecs
-from streams.broker_probe import BrokerProbe
+from streams.health import Bounded, BrokerProbe
 from streams.preflight import DatabaseProbe
 from streams.runtime import Runtime
 from streams.settings import Settings, get_settings
@@ -83,8 +83,10 @@ def _install_views(app: faust.App, runtime: Runtime) -> None:
             generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4"
         )
 
-    database = DatabaseProbe(runtime.pools, runtime.settings)
-    broker = BrokerProbe(runtime.settings)
+    # The probes' own waits (connect timeout, then 1 s for a direct connection), plus room.
+    bound = runtime.settings.connect_timeout + 2.0
+    database = Bounded(DatabaseProbe(runtime.pools, runtime.settings).cause, bound)
+    broker = Bounded(BrokerProbe(runtime.settings).cause, bound)
 
     @app.page("/health")
     async def health_view(web: Any, request: Any) -> Any:

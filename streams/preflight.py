@@ -179,6 +179,9 @@ def check_port_free(host: str, port: int, variable: str, what: str) -> None:
             ) from None
 
 
+DIRECT_PROBE_TIMEOUT = 1.0  # seconds for the direct connection that names the cause
+
+
 class DatabaseProbe:
     """The worker's ``/health`` view of PostgreSQL: one ``SELECT 1`` through its pool,
     bounded by the connect timeout. Logs the cause when the database goes away (once, not
@@ -200,7 +203,11 @@ class DatabaseProbe:
                 async with pool.connection(timeout=self.timeout) as conn:
                     await conn.execute("SELECT 1")
         except Exception as exc:  # every failure means "not ready"; the cause is logged
-            cause = await self._direct_cause() or database_cause(exc) or "no answer"
+            try:  # bounded too: a frozen server accepts TCP and never answers
+                direct = await asyncio.wait_for(self._direct_cause(), DIRECT_PROBE_TIMEOUT)
+            except TimeoutError:
+                direct = None
+            cause = direct or database_cause(exc) or "no answer"
             if self.down is None:
                 log.error("worker.database.unreachable", extra={"cause": cause})
             self.down = cause

@@ -51,6 +51,31 @@ class PrivateStack:
         self.pg_pid, _ = stack.start_postgres(self.dir, port=self.pg_port)
         return time.monotonic()
 
+    def pg_processes(self) -> list[int]:
+        """The postmaster and its children (backends, checkpointer, walwriter, ...)."""
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # "pid (comm) state ppid ...": comm may hold spaces, so split after ")"
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == self.pg_pid:
+                    children.append(int(stat.parent.name))
+        return [self.pg_pid, *children]
+
+    def pg_freeze(self) -> list[int]:
+        """SIGSTOP PostgreSQL whole: connections stay open, nothing answers."""
+        pids = self.pg_processes()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        return pids
+
+    def pg_thaw(self, pids: list[int]) -> float:
+        for pid in reversed(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        return time.monotonic()
+
     def broker_restart(self) -> None:
         """A new broker on the same port: every topic, offset and group is gone (fact 6)."""
         stack.stop_pid(self.broker_pid, signal.SIGTERM)
@@ -66,6 +91,7 @@ class PrivateStack:
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.broker_pid, signal.SIGCONT)  # a paused broker ignores SIGTERM
+        self.pg_thaw(self.pg_processes())  # likewise a frozen PostgreSQL
         stack.stop_pid(self.broker_pid, signal.SIGTERM)
         stack.stop_pid(self.pg_pid, signal.SIGINT, timeout=30)
 

@@ -1,8 +1,11 @@
-"""The worker's ``/health`` view of the broker: one metadata request, bounded in time.
+"""The worker's ``/health`` probes: the broker (one metadata request), and a bound on
+any probe's answer time.
 
 A worker whose broker is unreachable (down, paused, partitioned) consumes nothing;
 ``/health`` then says not ready with the cause, like it does for the database. The
-cause is logged once when the broker goes away and once when it is back.
+cause is logged once when the broker goes away and once when it is back. ``Bounded``
+makes ``/health`` answer in time even when a dependency is frozen (SIGSTOP, a hung
+host): TCP connects, nothing answers, and even cancelling the probe can block.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 
 from confluent_kafka.admin import AdminClient
 
@@ -51,3 +55,26 @@ class BrokerProbe:
             meta = self._admin.list_topics(timeout=self.timeout)
             if not meta.brokers:
                 raise RuntimeError("no broker in the cluster metadata")
+
+
+class Bounded:
+    """A probe's cause within ``timeout`` seconds, whatever the probe does.
+
+    A probe still running at the bound is not cancelled (cancelling a query to a frozen
+    server blocks too): it finishes in the background, no second one is started
+    meanwhile, and the answer is "no answer within <timeout>s".
+    """
+
+    def __init__(self, probe: Callable[[], Awaitable[str | None]], timeout: float) -> None:
+        self._probe = probe
+        self.timeout = timeout
+        self._task: asyncio.Future[str | None] | None = None
+
+    async def cause(self) -> str | None:
+        """``None`` when the probe says its dependency is up, else why not."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._probe())
+        done, _ = await asyncio.wait({self._task}, timeout=self.timeout)
+        if not done:
+            return f"no answer within {self.timeout:g}s"
+        return self._task.result()
