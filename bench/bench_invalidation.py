@@ -313,12 +313,14 @@ def burst(settings: Settings, projects: list[Any], workers: list[Worker]) -> Non
     reader = ConfigReader(settings, "burst")
     reader.start()
     publisher = producer(settings, LINGER_MS)
-    due = time.time() + 3.0 + BURST / 20_000
+    # One request time and countdown for all: every window is due at the same moment,
+    # however long sending them takes (they are decided before it, with slack).
+    at = dt.datetime.now(dt.UTC)
+    countdown = 5.0 + BURST / 4_000
+    due = at.timestamp() + countdown
     for org, project, _ in chosen:
-        now = time.time()
         scope = Scope(ScopeKind.PROJECT, organization_id=org, project_id=project)
-        at = dt.datetime.fromtimestamp(now, dt.UTC)
-        value = request_value(scope, trigger="burst", countdown=due - now, requested_at=at)
+        value = request_value(scope, trigger="burst", countdown=countdown, requested_at=at)
         publisher.send("project-config-invalidations", value, key=scope.message_key)
     publisher.close()
     wait_until("burst published", lambda: len(reader.seen) >= len(chosen), 600)
