@@ -31,7 +31,7 @@ WORKER_ENV = {
     "STREAMS_WEBHOOK_RETRY_DELAY": "0.5",
     "STREAMS_WEBHOOK_TIMEOUT": "2",
 }
-PHASE = 15.0 if SOAK else 5.0  # seconds of load before, between and after the kills
+PHASE = 15.0 if SOAK else 4.0  # seconds of load before, between and after the kills
 
 
 class Load:
