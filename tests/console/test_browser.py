@@ -39,6 +39,8 @@ WORKER_ENV = {
     "STREAMS_CONSUMER_FETCH_MAX_WAIT": "0.1",
     "STREAMS_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
     "STREAMS_CONSOLE_TOKEN": TOKEN,
+    # A missing row is dead-lettered at once (no delayed retries: no relay runs here).
+    "STREAMS_RESOURCE_CHANGE_RETRIES": "0",
 }
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
