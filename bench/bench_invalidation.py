@@ -20,7 +20,8 @@ to ``project-config-invalidations``, spread at random over ``BENCH_PROJECTS`` pr
 
 Env: BENCH_RATE, BENCH_DURATION, BENCH_PROJECTS, BENCH_WORKERS, BENCH_LINGER_MS,
 BENCH_BURST (capacity burst size, default min(projects, 20000); 0 skips),
-BENCH_MEMORY_SCOPES, BENCH_PROFILE=<file> (py-spy raw profile of worker 1).
+BENCH_MEMORY_SCOPES, BENCH_PROFILE=1 (py-spy profile of worker 1 while requests are
+offered, ``bench/_profile.py``). Figures also go to ``.streams/bench/invalidation.json``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from bench import _stack
+from bench._profile import profiled
+from bench._results import Results
 from bench.invalidation_checks import Seen, distinct_windows, percentiles, unserved
 from streams import catalogue, kafka_config, topics
 from streams.agents.project_configs import PARTITIONER, ConfigsOut
@@ -158,17 +161,6 @@ def wait_until(what: str, cond: Any, timeout: float) -> None:
         time.sleep(0.25)
 
 
-def profile(pid: int) -> subprocess.Popen[bytes] | None:
-    """With BENCH_PROFILE=<file>, py-spy samples a worker while requests are offered
-    (raw collapsed stacks; ``bench/topframes.py`` summarises them)."""
-    out = os.environ.get("BENCH_PROFILE")
-    if not out:
-        return None
-    spy = Path(sys.executable).with_name("py-spy")
-    cmd = [str(spy), "record", "-p", str(pid), "-d", str(int(DURATION)), "-r", "50"]
-    return subprocess.Popen([*cmd, "-f", "raw", "-o", out, "--nonblocking"])
-
-
 def producer(settings: Settings, linger_ms: int) -> Publisher:
     overrides: dict[str, Any] = {"linger.ms": linger_ms}
     return Publisher(settings, **overrides)
@@ -255,6 +247,14 @@ def settle(workers: list[Worker], reader: ConfigReader, timeout: float) -> dict[
     return counters()
 
 
+RESULTS: Results | None = None
+
+
+def record(figure: str, value: float, unit: str, **kw: Any) -> None:
+    if RESULTS is not None:
+        RESULTS.add(figure, value, unit, **kw)
+
+
 def main_run(workers: list[Worker], settings: Settings, projects: list[Any]) -> bool:
     reader = ConfigReader(settings, "bench")
     reader.start()
@@ -263,9 +263,9 @@ def main_run(workers: list[Worker], settings: Settings, projects: list[Any]) -> 
         f" {len(workers)} worker(s); load {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores",
         flush=True,
     )
-    profiler = profile(workers[0].proc.pid)
     cpu0, t0 = sum(w.cpu() for w in workers), time.monotonic()
-    times, sent, elapsed = offer(settings, projects)
+    with profiled(workers[0].proc.pid, "invalidation-worker", rate=50):
+        times, sent, elapsed = offer(settings, projects)
     wait_until(
         "every request decided",
         lambda: total(workers, "streams_invalidation_(scheduled|skipped)_total") >= sent,
@@ -274,8 +274,6 @@ def main_run(workers: list[Worker], settings: Settings, projects: list[Any]) -> 
     drained = time.monotonic() - t0
     cpu = sum(w.cpu() for w in workers) - cpu0
     c = settle(workers, reader, 600)
-    if profiler is not None:
-        profiler.wait(60)
     reader.stop.set()
     expected = sum(distinct_windows(ts, int(COUNTDOWN * 1000)) for ts in times.values())
     seen = list(reader.seen)
@@ -298,6 +296,25 @@ def main_run(workers: list[Worker], settings: Settings, projects: list[Any]) -> 
     ok = windows - late == expected and recomputes + folded == windows
     ok = ok and len(seen) == recomputes
     ok = ok and missing == 0
+    size = f"{len(projects)} projects, {len(workers)} worker(s)"
+    record(
+        f"sustained req/s ({size})",
+        sent / drained,
+        "req/s",
+        goal=f">= {RATE}",
+        met=sent / drained >= 0.98 * RATE,
+        alternative=f"offered {sent / elapsed:.0f}",
+    )
+    record(f"worker CPU per request ({size})", cpu / sent * 1e6, "us")
+    record(
+        f"windows - late = distinct windows ({size})",
+        windows - late,
+        "windows",
+        goal=f"= {expected}",
+        met=windows - late == expected and missing == 0,
+        alternative=f"{late} late, {folded} folded, {missing} unserved",
+    )
+    record(f"due -> acked p99 ({size})", p99, "s", goal="< 1 s", met=p99 < 1.0)
     print(
         f"| {len(projects):,} | {WORKERS} | {sent / drained:,.0f} | {cpu / sent * 1e6:.0f} us"
         f" | {windows - late:,} = {expected:,} ({late} late, {folded} folded) | {missing}"
@@ -328,6 +345,12 @@ def burst(settings: Settings, projects: list[Any], workers: list[Worker]) -> Non
     last = max(s.acked_ms for s in reader.seen) / 1000
     rate = len(chosen) / max(1e-3, last - due)
     bare = asyncio.run(bare_rate(settings, chosen))
+    record(
+        f"recomputes/s per worker ({len(chosen)} due at once)",
+        rate / len(workers),
+        "recomputes/s",
+        alternative=f"bare recompute SQL + publish {bare:.0f}/s",
+    )
     print(
         f"capacity    {rate / len(workers):10.0f} recomputes/s per worker ({len(chosen)} due at"
         f" once, {len(workers)} worker(s)); bare SQL + publish {bare:.0f}/s"
@@ -343,6 +366,7 @@ async def bare_rate(settings: Settings, chosen: list[Any]) -> float:
         DueWork("project", org, project, None, "bare", now, now, 0) for org, project, _ in chosen
     ]
     conn = await psycopg.AsyncConnection.connect(settings.database_url.get(), autocommit=True)
+    await out.publish(await recompute(conn, works[:10]))  # warm: connection, topic metadata
     started = time.monotonic()
     for i in range(0, len(works), BATCH):
         await out.publish(await recompute(conn, works[i : i + BATCH]))
@@ -370,6 +394,12 @@ def memory(settings: Settings, workers: list[Worker]) -> None:
         1800,
     )
     after = sum(w.rss_mb() for w in workers)
+    record(
+        f"worker RSS with {MEMORY_SCOPES} scopes pending",
+        after,
+        "MB",
+        alternative=f"{before:.0f} MB before",
+    )
     print(
         f"memory      RSS {before:.0f} MB -> {after:.0f} MB with {MEMORY_SCOPES:,} more scopes"
         f" pending ({(after - before) * 1e6 / MEMORY_SCOPES:.0f} B per scope)"
@@ -398,6 +428,8 @@ def run(settings: Settings) -> None:
 
 
 def main() -> None:
+    global RESULTS
+    RESULTS = Results("invalidation")
     with _stack.bench_stack("invalidation") as settings:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         run(settings)
