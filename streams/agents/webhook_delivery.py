@@ -46,6 +46,7 @@ from streams.settings import Settings
 from streams.silo import REGION_ONLY
 from streams.webhooks.breaker import CircuitBreaker
 from streams.webhooks.deliver import Deliverer, Outcome, Target, TargetKey, Verdict
+from streams.webhooks.delivered import DeliveredLog
 from streams.webhooks.http import AiohttpSender
 from streams.webhooks.ssrf import SsrfGuard
 from streams.webhooks.store import DeliveryStore, LogEntry
@@ -100,6 +101,7 @@ def _child(metric: M, *labels: str) -> M:
 
 
 _PENDING = Outcome(Verdict.RETRY, "not_attempted")
+_ALREADY = Outcome(Verdict.SKIPPED, "already_delivered")
 
 
 def _ms(value: Any) -> float:
@@ -119,11 +121,13 @@ class WebhookDeliveries:
         store: DeliveryStore,
         *,
         hold: float = MAX_HOLD,
+        delivered: DeliveredLog | None = None,
     ) -> None:
         self.runtime = runtime
         self.hold = hold
         self.deliverer = deliverer
         self.store = store
+        self.delivered = delivered  # None: no skipping of acknowledged ones (unit tests)
 
     async def first_attempts(self, msgs: Sequence[Message]) -> None:
         await self._deliver(msgs)
@@ -165,6 +169,12 @@ class WebhookDeliveries:
         # so no request is ever repeated by the wrapper's fallback.
         keys: list[TargetKey] = [(m.value["target_kind"], m.value["target_id"]) for m in msgs]
         targets = await self.store.targets(keys)
+        # Acknowledged before a crash (replayed offsets, a regenerated delivery): skipped.
+        done = (
+            await self.delivered.already([m.value["delivery_id"] for m in msgs])
+            if self.delivered is not None
+            else set()
+        )
         outcomes: list[Outcome] = [_PENDING] * len(msgs)
         work = iter(enumerate(zip(msgs, keys, strict=True)))
 
@@ -172,6 +182,9 @@ class WebhookDeliveries:
         # than a task per delivery behind a semaphore.
         async def lane() -> None:
             for i, (msg, key) in work:
+                if msg.value["delivery_id"] in done:
+                    outcomes[i] = _ALREADY
+                    continue
                 outcomes[i] = await self._attempt(msg, targets.get(key))
 
         await asyncio.gather(*(lane() for _ in range(min(MAX_IN_FLIGHT, len(msgs)))))
@@ -204,6 +217,13 @@ class WebhookDeliveries:
                 entries.append(_log_entry(v, out, sent_at))
                 if kind == "service_hook" and attempt == 1:
                     fired[int(v["target_id"])] += 1
+        acked = [
+            m.value["delivery_id"]
+            for m, o in zip(msgs, outcomes, strict=True)
+            if o.verdict is Verdict.DELIVERED
+        ]
+        if self.delivered is not None:  # first: the shortest window to repeat after a crash
+            await self.delivered.record(acked)
         await self._send_later(later)
         for msg, failure in dead:
             await dead_letter(self.runtime, "webhook_delivery", msg, failure)
@@ -315,7 +335,12 @@ def build_deliverer(s: Settings) -> Deliverer:
 
 def build(runtime: Runtime) -> WebhookDeliveries:
     deliverer = build_deliverer(runtime.settings)
-    return WebhookDeliveries(runtime, deliverer, DeliveryStore(runtime.pool))
+    return WebhookDeliveries(
+        runtime,
+        deliverer,
+        DeliveryStore(runtime.pool),
+        delivered=DeliveredLog(runtime.pool),
+    )
 
 
 def install(app: Any, runtime: Runtime) -> None:
@@ -351,6 +376,8 @@ def install(app: Any, runtime: Runtime) -> None:
     async def trim_delivery_log() -> None:
         try:
             await handler.store.trim()
+            if handler.delivered is not None:
+                await handler.delivered.prune()
         except Exception as exc:
             log.warning("webhook.log.trim_failed", extra={"error": repr(exc)})
 

@@ -1,7 +1,9 @@
 """kill -9 of the worker, then of the relay, under mixed load (outbox rows, increments,
 resource changes that become webhook POSTs), each restarted at once: no outbox row,
-increment or webhook lost, counters exact, work resumed within 5 s. Prints the
-duplicate POSTs per kill and the 99th percentile of POSTs per delivery."""
+increment or webhook lost, counters exact, work resumed within 5 s, no webhook POSTed
+more than twice and duplicates under 1% of the POSTs of the 10 s before the kill (at
+least 1 allowed). Prints the duplicate POSTs per kill and the 99th percentile of POSTs
+per delivery. Before webhook_delivered: 4-11 duplicate POSTs, up to 3 per delivery."""
 
 from __future__ import annotations
 
@@ -175,7 +177,8 @@ def test_kill9_of_the_worker_then_the_relay_under_mixed_load(
         try:
             with Load(case, rows, groups) as load:
                 time.sleep(PHASE)
-                posts_at_kill = sum(_posts(receiver).values())
+                killed_at = time.time()
+                before_kill = [r for r in receiver.received() if r.at > killed_at - 10]
                 worker, w_ready, w_resumed = _kill_worker(
                     case, worker, processes, tmp_path / "w2.log"
                 )
@@ -205,13 +208,17 @@ def test_kill9_of_the_worker_then_the_relay_under_mixed_load(
         f"resumed {w_resumed:.1f}s after its kill; relay published the rows queued at its "
         f"kill {r_resumed:.1f}s after it; {sum(load.expected.values())} increments exact, "
         f"{len(load.outbox_ids)} outbox rows all published, {len(load.issues)} webhooks "
-        f"all delivered with {duplicates} duplicate POSTs ({posts_at_kill} POSTs before "
-        f"the worker's kill), POSTs per delivery p99 {_p99(posts)}, max "
+        f"all delivered with {duplicates} duplicate POSTs ({len(before_kill)} POSTs in the "
+        f"10 s before the worker's kill), POSTs per delivery p99 {_p99(posts)}, max "
         f"{max(posts.values())}"
     )
     assert set(load.outbox_ids) <= published
     assert _exact(case.dsn, load)
     assert {str(i) for i in load.issues} <= set(posts)
+    assert max(posts.values()) <= 2, "no delivery POSTed more than twice"
+    # Under 1% of the deliveries of the 10 s before the kill (at least 1 allowed: the
+    # batch whose POSTs were out but not recorded when the worker died).
+    assert duplicates <= max(1, len(before_kill) // 100), duplicates
     assert r_resumed < RECOVERY_BOUND
     assert w_resumed - w_ready < RECOVERY_BOUND, "work resumed within 5 s of the restart"
     assert worker.alive() and relay.alive()
