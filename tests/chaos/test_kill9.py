@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -72,7 +73,7 @@ class Load:
         finally:
             publisher.close()
 
-    def _tick(self, conn: psycopg.Connection[tuple[object, ...]], tick: int) -> None:
+    def _tick(self, conn: psycopg.Connection[tuple[Any, ...]], tick: int) -> None:
         for i in range(10):
             gid = self.groups[(tick + i) % len(self.groups)]
             incr("issue_group", {"times_seen": 1}, {"id": gid})
