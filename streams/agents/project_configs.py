@@ -25,14 +25,16 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from streams import catalogue, metrics
-from streams.agents.base import AgentSpec, Message, Mode, RetryPolicy, attach, runs_here
+from streams.agents.base import AgentSpec, RetryPolicy, attach, runs_here
 from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.errors import DecodeError
+from streams.projectconfigs.changelog import ChangelogWriter
 from streams.projectconfigs.debounce import DueWork
 from streams.projectconfigs.documents import served_document
 from streams.projectconfigs.publish import send_all
 from streams.projectconfigs.recompute import Publication, recompute
 from streams.projectconfigs.scopes import Scope, ScopeKind, request_value
+from streams.projectconfigs.served import ServedFeed
 from streams.publisher import Publisher
 from streams.runtime import Runtime
 from streams.silo import REGION_ONLY
@@ -177,13 +179,10 @@ def install(app: Any, runtime: Runtime) -> None:
         help="The latest served document per public key (JSON bytes).",
     )
 
-    async def feed(msg: Message) -> None:
-        if not msg.key:
-            raise DecodeError("project-configs message without a key")
-        if msg.value is None:
-            served.pop(msg.key, None)  # a tombstone: the key is deleted
-            return
-        served[msg.key] = served_bytes(msg.value)
+    changelog = ChangelogWriter(
+        runtime.settings, served.changelog_topic.get_topic_name(), name=SERVED_TABLE
+    )
+    feed = ServedFeed(served, changelog, served_bytes)
 
     attach(
         app,
@@ -192,11 +191,13 @@ def install(app: Any, runtime: Runtime) -> None:
             FEED,
             TOPIC,
             REGION_ONLY,
-            feed,
+            feed.handle,
             # A bad message never heals: it goes to the dead letters at once.
             retry=RetryPolicy(times=0),
             deadline=None,
-            mode=Mode.EACH,  # the table writes each key's partition from its event
+            batch_handler=feed.handle_batch,  # writes name each message's partition
+            batch_size=2_000,
+            batch_within=0.01,
             tombstones=True,
         ),
     )

@@ -35,7 +35,7 @@ Record = tuple[int, bytes, bytes | None]  # (partition, key, value or None: a to
 class ChangelogWriter:
     """A librdkafka producer for one changelog topic; ``flush`` re-sends refused records."""
 
-    def __init__(self, settings: Settings, topic: str) -> None:
+    def __init__(self, settings: Settings, topic: str, name: str = "invalidation") -> None:
         self.topic = topic
         # Not idempotent: Tansu fences an idempotent producer for good after a message
         # timeout (docs/broker.md). One request in flight keeps each partition in order.
@@ -46,7 +46,7 @@ class ChangelogWriter:
                     "enable.idempotence": False,
                     "max.in.flight.requests.per.connection": 1,
                     "linger.ms": 5,
-                    "client.id": f"{settings.app_id}-invalidation-changelog",
+                    "client.id": f"{settings.app_id}-{name}-changelog",
                 },
             )
         )
@@ -57,6 +57,10 @@ class ChangelogWriter:
         """Queue one record (``value`` None: a tombstone); JSON like Faust's serializer."""
         raw = None if value is None else json.dumps(value).encode()
         self._produce((partition, json.dumps(key).encode(), raw))
+
+    def send_raw(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Queue one record as bytes (a table with the raw serializers)."""
+        self._produce((partition, key, value))
 
     def _produce(self, record: Record) -> None:
         partition, key, value = record
