@@ -64,7 +64,7 @@ class SenderSlot(Protocol):
 
 _CLAIM = b"""
 SELECT id, topic, key, value, header_names, header_values, dedupe_id,
-       (extract(epoch FROM due_at) * 1000)::bigint, attempts
+       floor(extract(epoch FROM due_at) * 1000)::bigint, attempts  -- floor: as the producer timestamp
 FROM scheduled_messages
 WHERE delivered_at IS NULL AND due_at <= clock_timestamp()
 ORDER BY due_at
