@@ -404,7 +404,7 @@ class Settings:
         metadata=_d(
             "STREAMS_INVALIDATION_COUNTDOWN",
             CONFIGS,
-            "countdown of the demo's config invalidations, seconds (requests carry their own)",
+            "debounce grid of config invalidation, seconds",
             number(float),
             low=0.0,
         ),
