@@ -108,14 +108,21 @@ def _metadata(servers: str, remaining: float, timeout: float) -> None:
     from confluent_kafka.admin import AdminClient
 
     config: dict[str, Any] = {"bootstrap.servers": servers, "logger": _SILENT, "log_level": 0}
-    admin = AdminClient(config)
-    try:
-        admin.list_topics(timeout=remaining)
-    except KafkaException as exc:
+    deadline = time.monotonic() + remaining
+    while True:
+        try:
+            AdminClient(config).list_topics(timeout=max(0.2, deadline - time.monotonic()))
+            return
+        except KafkaException as exc:
+            # A busy broker may drop a connection before it answers: try again while
+            # the budget lasts, so only a broker that stays silent fails the command.
+            if deadline - time.monotonic() > 0.5:
+                time.sleep(0.2)
+                continue
+            cause = exc.args[0].str() if exc.args else str(exc)
         raise Unreachable(
             f"cannot reach Kafka at {servers} (the port answers, but no Kafka metadata "
-            f"within {timeout:g} s: {exc.args[0].str() if exc.args else exc}) — is it a "
-            "Kafka broker? see KAFKA_BOOTSTRAP_SERVERS"
+            f"within {timeout:g} s: {cause}) — is it a Kafka broker? see KAFKA_BOOTSTRAP_SERVERS"
         ) from None
 
 
