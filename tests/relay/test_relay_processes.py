@@ -51,6 +51,19 @@ def metric(port: int, name: str) -> float:
     return sum(values)
 
 
+def wait_serving(port: int, timeout: float = 60.0) -> None:
+    """Until the relay on ``port`` is past its start-up checks and serves its metrics."""
+
+    def serving() -> bool:
+        try:
+            metric(port, "streams_relay_rows_published_total")
+        except OSError:
+            return False
+        return True
+
+    harness.wait_for(serving, timeout, 0.1, f"the relay serving metrics on {port}")
+
+
 def assert_shard_order(records: list[Record]) -> None:
     """Per shard, outbox ids first seen in strictly increasing order."""
     for shard, recs in by_shard(records).items():
@@ -100,6 +113,8 @@ def test_per_shard_order_with_8_writers_and_3_relays(
         )
         for i, port in enumerate(ports)
     ]
+    for port in ports:  # all three running before the writers start, so they can share
+        wait_serving(port)
     written: dict[tuple[int, int], int] = {}  # (shard, object) -> newest id
     lock = threading.Lock()
     stop = threading.Event()
@@ -280,10 +295,14 @@ def test_broker_paused_rows_accumulate_then_all_go_out_in_order(
             written.extend(write(dsn, [(n % 10, n)]))
             time.sleep(0.01)
 
+    wait_serving(port)  # past its start-up check: the pause must meet a running relay
     t = threading.Thread(target=writer)
     t.start()
     try:
-        time.sleep(2.0)
+        harness.wait_for(
+            lambda: metric(port, "streams_relay_rows_published_total") > 0, 30, 0.1, "publishing"
+        )
+        time.sleep(1.0)
         os.kill(broker, signal.SIGSTOP)
         try:
             before = queued(dsn)
