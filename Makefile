@@ -31,8 +31,13 @@ fmt: $(STAMP) ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix streams tests bench
 	$(BIN)/ruff format streams tests bench
 
-test: $(STAMP) lint promtool chromium image-tools ## Lint, then the whole test suite against a real broker and PostgreSQL
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP) lint promtool chromium ## Lint, then the test suite against a real broker and PostgreSQL (not chaos, not the image)
+	$(BIN)/python -m pytest --ignore=tests/chaos --ignore=tests/ops/test_image.py $(PYTEST_ARGS)
+
+image-test: $(STAMP) image-tools ## Build the image and run `streams --help`, `db migrate` and a worker inside it
+	$(BIN)/python -m pytest tests/ops/test_image.py -q $(PYTEST_ARGS)
+
+ci: test chaos image-test ## What CI runs (.ci/run): the test suite, the chaos suite, the image test
 
 chaos: $(STAMP) ## Chaos suite: outages, broker reset, kill -9 (short; STREAMS_SOAK=1 for 70 s and 5 min outages)
 	$(BIN)/python -m pytest tests/chaos -q -s
@@ -76,4 +81,4 @@ dev-stop: $(STAMP) ## Stop them
 clean: ## Remove the venv and local data
 	rm -rf $(VENV) .streams .mypy_cache .ruff_cache
 
-.PHONY: help install run lint fmt test chaos promtool chromium image-tools image manifests bench dev-start dev-stop clean
+.PHONY: help install run lint fmt test image-test ci chaos promtool chromium image-tools image manifests bench dev-start dev-stop clean
