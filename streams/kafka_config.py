@@ -3,9 +3,43 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, Message
 
 from streams.settings import Settings
+
+OnDelivery = Callable[[KafkaError | None, Message], None]
+
+# Errors after which a producer instance never delivers again: build a new one
+# (docs/broker.md: Tansu fences an idempotent producer for good after a message timeout).
+PRODUCER_BROKEN = frozenset(
+    {
+        KafkaError._FATAL,
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+    }
+)
+
+
+class RawSender(Protocol):
+    """Sends bytes as they are (``streams.publisher.Publisher.send_raw``): dead letters,
+    their replay and the delayed pump, whose values were encoded when they were made."""
+
+    def send_raw(
+        self,
+        full_topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        on_delivery: OnDelivery | None = None,
+    ) -> None: ...
+
 
 # librdkafka's own log lines (connection failures, ...) go through Python logging, so they
 # carry the one streams format (JSON lines too) instead of raw text on stderr. Not under

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from streams import catalogue, metrics
 from streams.agents.base import AgentSpec, RetryPolicy, attach, runs_here
+from streams.agents.served_configs import ServedFeed
 from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.errors import DecodeError
 from streams.projectconfigs.changelog import ChangelogWriter
@@ -34,7 +35,6 @@ from streams.projectconfigs.documents import served_document
 from streams.projectconfigs.publish import send_all
 from streams.projectconfigs.recompute import Publication, recompute
 from streams.projectconfigs.scopes import Scope, ScopeKind, request_value
-from streams.projectconfigs.served import ServedFeed
 from streams.publisher import Publisher
 from streams.runtime import Runtime
 from streams.silo import REGION_ONLY

@@ -22,36 +22,13 @@ from confluent_kafka import KafkaError, Message
 
 from streams.delayed import metrics as m
 from streams.delayed.store import NOTIFY_CHANNEL
+from streams.kafka_config import PRODUCER_BROKEN, RawSender
 
 log = logging.getLogger(__name__)
 
 H_DUE_AT = "streams-due-at"
 TRIM_EVERY = 60.0
 MAX_BACKOFF = 300.0
-
-# A producer in one of these states fails every message for good: build a new one.
-PRODUCER_BROKEN = frozenset(
-    {
-        KafkaError._FATAL,
-        KafkaError._FENCED,
-        KafkaError.PRODUCER_FENCED,
-        KafkaError.INVALID_PRODUCER_EPOCH,
-        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
-        KafkaError.UNKNOWN_PRODUCER_ID,
-    }
-)
-
-
-class RawSender(Protocol):
-    def send_raw(
-        self,
-        full_topic: str,
-        value: bytes | None,
-        *,
-        key: bytes | None,
-        headers: list[tuple[str, bytes]],
-        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
-    ) -> None: ...
 
 
 class SenderSlot(Protocol):
@@ -64,7 +41,7 @@ class SenderSlot(Protocol):
 
 _CLAIM = b"""
 SELECT id, topic, key, value, header_names, header_values, dedupe_id,
-       floor(extract(epoch FROM due_at) * 1000)::bigint, attempts  -- floor: as the producer timestamp
+       floor(extract(epoch FROM due_at) * 1000)::bigint, attempts  -- as producer timestamps
 FROM scheduled_messages
 WHERE delivered_at IS NULL AND due_at <= clock_timestamp()
 ORDER BY due_at

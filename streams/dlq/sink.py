@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
 from typing import Final, Protocol
 
 from confluent_kafka import KafkaError
@@ -23,14 +22,13 @@ from streams import catalogue, metrics
 from streams.clock import SYSTEM_CLOCK, Clock
 from streams.dlq.headers import Letter
 from streams.errors import PublishError
+from streams.kafka_config import OnDelivery, RawSender
 
 log = logging.getLogger(__name__)
 
 TOPIC: Final = "dead-letters"
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
-
-OnDelivery = Callable[[KafkaError | None, KafkaMessage], None]
 
 
 class DeadLetterSink(Protocol):
@@ -39,20 +37,6 @@ class DeadLetterSink(Protocol):
     async def send(self, letter: Letter) -> None:
         """Store ``letter``; keeps trying until it is acknowledged."""
         ...
-
-
-class RawSender(Protocol):
-    """The part of ``streams.publisher.Publisher`` the sink uses."""
-
-    def send_raw(
-        self,
-        full_topic: str,
-        value: bytes | None,
-        *,
-        key: bytes | None,
-        headers: list[tuple[str, bytes]],
-        on_delivery: OnDelivery | None = None,
-    ) -> None: ...
 
 
 class KafkaDeadLetterSink:

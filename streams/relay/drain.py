@@ -24,6 +24,7 @@ from streams import metrics
 from streams.dlq import dead_rows
 from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.dlq.sink import KafkaDeadLetterSink
+from streams.kafka_config import PRODUCER_BROKEN
 from streams.outbox.categories import OutboxTable
 from streams.publisher import Publisher
 from streams.relay import claim, outcome
@@ -33,18 +34,6 @@ from streams.relay.messages import Group, Row, ShardKey, coalesce, headers_for
 from streams.relay.producer import PublisherSlot
 
 log = logging.getLogger(__name__)
-
-# Errors after which this producer instance never delivers again: build a new one.
-PRODUCER_BROKEN = frozenset(
-    {
-        KafkaError._FATAL,
-        KafkaError._FENCED,
-        KafkaError.PRODUCER_FENCED,
-        KafkaError.INVALID_PRODUCER_EPOCH,
-        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
-        KafkaError.UNKNOWN_PRODUCER_ID,
-    }
-)
 
 
 @dataclass
