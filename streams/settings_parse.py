@@ -246,3 +246,15 @@ smtp_url = Parser(_smtp_url, lambda s: s.get())
 path = Parser(lambda raw: Path(raw).absolute())
 regex = Parser(_regex)
 optional_number = Parser(_float, _or_empty(_num))
+
+
+KAFKA, DB, PROC, LOG = Group.KAFKA, Group.DATABASE, Group.PROCESS, Group.LOGGING
+RELAY, HOOKS, CONFIGS, BUFFERS = Group.RELAY, Group.WEBHOOKS, Group.CONFIGS, Group.BUFFERS
+BACKFILL, LAG, SCHED = Group.BACKFILL, Group.LAG, Group.SCHEDULES
+PORT = {"low": 1, "high": 65535}
+PORT_OR_OFF = {"low": 0, "high": 65535}
+
+
+def declare(env: str, group: Group, doc: str, parser: Any, **kw: Any) -> dict[str, Declaration]:
+    """The field metadata of one setting (``field(metadata=declare(...))``)."""
+    return {"setting": Declaration(env, group, doc, parser, **kw)}
