@@ -160,7 +160,8 @@ class ComponentSettings:
         metadata=declare(
             "STREAMS_INVALIDATION_COUNTDOWN",
             CONFIGS,
-            "debounce grid of config invalidation, seconds",
+            "countdown of the invalidations `streams up`'s demo and the benchmark send, "
+            "seconds (callers pass `countdown=`, default 5)",
             number(float),
             low=0.0,
         ),
