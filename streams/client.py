@@ -295,13 +295,15 @@ def incr(
     from streams.buffers.models import check_increment
     from streams.incr_coalesce import coalescer_for
 
-    publisher = get_publisher()
-    coalescer = coalescer_for(publisher)
+    # A coalescer exists only once coalesce_increments() built the publisher; without
+    # one, the value is checked before a publisher (and its settings) is needed.
+    coalescer = coalescer_for(_publisher) if _publisher is not None else None
     if coalescer is not None and conn is None and not wait and signal_only is False:
         # Summed per row in this process for up to a window (streams/incr_coalesce.py).
         coalescer.add(model, columns, filters, extra)
         return
     inc = check_increment(model, columns, filters, extra, signal_only)
+    publisher = get_publisher()
     if coalescer is not None:
         coalescer.flush()  # what is held for this row goes first: its order is kept
     if conn is not None:
