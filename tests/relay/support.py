@@ -151,7 +151,14 @@ def start_relay(
     concurrency: int = 2,
     **env: str,
 ) -> harness.Proc:
-    extra = {"STREAMS_RELAY_POLL_INTERVAL": "0.2", "STREAMS_METRICS_PORT": "0", **env}
+    extra = {
+        "STREAMS_RELAY_POLL_INTERVAL": "0.2",
+        "STREAMS_METRICS_PORT": "0",
+        # A relay restarted mid-test meets a broker busy with the test's own load: a
+        # generous start-up check (a worker's keeps the default: it bounds /health too).
+        "STREAMS_CONNECT_TIMEOUT": "30",
+        **env,
+    }
     proc = harness.spawn(
         ["relay", "--concurrency", str(concurrency)], harness.env_for(settings, **extra), log
     )

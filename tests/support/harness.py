@@ -110,9 +110,6 @@ def make_settings(bootstrap: str, dsn: str, **changes: Any) -> Settings:
         kafka_heartbeat_interval=1.0,
         web_port=stack.free_port(),
         state_dir=ROOT / ".streams" / f"test-{os.getpid()}" / tag,
-        # Processes a test starts meet a broker busy with the test's own load: a generous
-        # start-up check (fail-fast tests set their own).
-        connect_timeout=30.0,
     )
     return base.with_(**changes)
 
