@@ -40,6 +40,7 @@ def _health(proc: harness.Proc) -> str:
 
 
 @pytest.mark.allow_errors  # the processes log their lost connections; the test's own do not
+@pytest.mark.timeout(max(OUTAGES) + 240)  # the 5 min soak outage outlasts the default 300 s
 @pytest.mark.parametrize("outage", OUTAGES)
 def test_postgres_down_then_back_every_process_recovers_within_5s(
     case: Case, outage: float, processes: list[harness.Proc], tmp_path: Path
