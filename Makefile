@@ -31,13 +31,16 @@ fmt: $(STAMP) ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix streams tests bench
 	$(BIN)/ruff format streams tests bench
 
-test: $(STAMP) lint promtool chromium ## Lint, then the test suite against a real broker and PostgreSQL (not chaos, not the image)
-	$(BIN)/python -m pytest --ignore=tests/chaos --ignore=tests/ops/test_image.py $(PYTEST_ARGS)
+test: $(STAMP) lint promtool chromium ## Lint, then the suite against a real broker and PostgreSQL (not the slow or chaos tests)
+	$(BIN)/python -m pytest -m "not slow" --ignore=tests/chaos $(PYTEST_ARGS)
+
+test-slow: $(STAMP) image-tools ## The slow tests: load runs, kill -9 rounds, the wheel and the image (CI runs them)
+	$(BIN)/python -m pytest -m slow --ignore=tests/chaos $(PYTEST_ARGS)
 
 image-test: $(STAMP) image-tools ## Build the image and run `streams --help`, `db migrate` and a worker inside it
 	$(BIN)/python -m pytest tests/ops/test_image.py -q $(PYTEST_ARGS)
 
-ci: test chaos image-test ## What CI runs (.ci/run): the test suite, the chaos suite, the image test
+ci: test test-slow chaos ## What CI runs (.ci/run): the suite, the slow tests, the chaos suite
 
 chaos: $(STAMP) ## Chaos suite: outages, broker reset, kill -9 (short; STREAMS_SOAK=1 for 70 s and 5 min outages)
 	$(BIN)/python -m pytest tests/chaos -q -s
@@ -81,4 +84,4 @@ dev-stop: $(STAMP) ## Stop them
 clean: ## Remove the venv and local data
 	rm -rf $(VENV) .streams .mypy_cache .ruff_cache
 
-.PHONY: help install run lint fmt test image-test ci chaos promtool chromium image-tools image manifests bench dev-start dev-stop clean
+.PHONY: help install run lint fmt test test-slow image-test ci chaos promtool chromium image-tools image manifests bench dev-start dev-stop clean

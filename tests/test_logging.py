@@ -116,6 +116,7 @@ def test_a_failed_relay_publish_logs_table_outbox_id_and_error(
     assert queued(dsn) == 0
 
 
+@pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
 def test_streams_up_never_logs_the_database_password(settings: Settings, tmp_path: Path) -> None:
     """Every line `streams up` and its children write, with a DSN that has a password."""
     env = harness.env_for(settings)

@@ -34,6 +34,7 @@ def start(worker: Worker, interval: float, **env: Any) -> harness.Proc:
     return worker(**ONLY_BUFFERS, STREAMS_BUFFER_FLUSH_INTERVAL=str(interval), **env)
 
 
+@pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
 def test_100k_increments_over_500_rows_sum_exactly_in_few_statements(
     settings: Settings, database: str, publisher: Publisher, worker: Worker
 ) -> None:
@@ -130,6 +131,7 @@ def _kill_after_commit(database: str, proc: harness.Proc) -> None:
     proc.kill9()
 
 
+@pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
 def test_kill9_at_any_moment_neither_loses_nor_repeats_an_increment(
     settings: Settings, database: str, publisher: Publisher, worker: Worker
 ) -> None:
@@ -267,6 +269,7 @@ def test_a_model_or_column_outside_the_allow_list_raises_and_publishes_nothing(
     assert s.read_topic(settings, "buffer-increments") == []
 
 
+@pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
 def test_a_worker_joining_and_one_stopping_hand_over_partitions_exactly(
     settings: Settings, database: str, publisher: Publisher, worker: Worker
 ) -> None:

@@ -6,6 +6,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
+
 from streams.dlq import replay as dlq
 from streams.projectconfigs.scopes import Scope, ScopeKind
 from streams.publisher import Publisher
@@ -128,6 +130,7 @@ def test_a_request_made_during_a_recompute_schedules_another(
     assert metric(proc, "streams_invalidation_skipped_total", reason="pending_project") == 4
 
 
+@pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
 def test_pending_recomputes_survive_kill_9_and_run_exactly_once(
     settings: Settings,
     database: str,

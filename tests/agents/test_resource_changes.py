@@ -211,6 +211,7 @@ def test_change_published_before_commit_is_delivered_after_commit(
 
 
 @pytest.mark.usefixtures("mod_worker", "mod_relay")
+@pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
 def test_row_committed_12s_later_reaches_each_subscriber_exactly_once(
     mod_settings: Settings,
     pub: Publisher,
@@ -259,6 +260,7 @@ def scheduled_retries(dsn: str) -> int:
 
 
 @pytest.mark.usefixtures("mod_worker", "mod_relay")
+@pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
 def test_change_whose_row_never_appears_is_dead_lettered_after_the_last_retry(
     mod_settings: Settings, pub: Publisher, receiver: Receiver, rows: Rows
 ) -> None:

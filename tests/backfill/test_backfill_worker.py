@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from streams.settings import Settings
 from tests.backfill.support import add_organizations, outbox_objects, state
 from tests.relay.support import TopicReader, start_relay, wait_empty
@@ -18,6 +20,7 @@ FAST = {
 }
 
 
+@pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
 def test_50k_rows_become_exactly_one_outbox_message_each(
     settings: Settings,
     worker: Callable[..., harness.Proc],
@@ -43,6 +46,7 @@ def test_50k_rows_become_exactly_one_outbox_message_each(
     assert {r.value["category"] for r in records} == {"organization_update"}
 
 
+@pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
 def test_kill_9_mid_backfill_then_restart_completes_without_moving_back(
     settings: Settings, worker: Callable[..., harness.Proc], tmp_path: Path
 ) -> None:

@@ -96,6 +96,7 @@ def test_a_rolled_back_transaction_publishes_nothing(
     assert set(arrivals.first) == {2}
 
 
+@pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
 def test_ten_thousand_delayed_messages_arrive_no_earlier_than_due_and_about_on_time(
     settings: Settings,
     publisher: Publisher,
@@ -122,6 +123,7 @@ def test_ten_thousand_delayed_messages_arrive_no_earlier_than_due_and_about_on_t
     assert pending(settings.database_url.get()) == 0
 
 
+@pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
 def test_kill_9_of_the_relay_and_a_broker_pause_lose_nothing_and_deliver_nothing_early(
     settings: Settings,
     publisher: Publisher,

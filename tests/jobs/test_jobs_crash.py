@@ -54,6 +54,7 @@ def parents(dsn: str) -> dict[str, str]:
     return {r[0]: r[1] for r in rows}
 
 
+@pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
 def test_kill_9_under_load_loses_no_job_and_schedules_no_follow_on_twice(
     relay_running: str, settings: Settings, worker: Callable[..., harness.Proc]
 ) -> None:

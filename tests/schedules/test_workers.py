@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from streams.dev.stack import free_port
 from streams.settings import Settings
@@ -45,6 +46,7 @@ def _start(
     return proc
 
 
+@pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
 def test_one_run_per_slot_with_a_worker_killed_then_one_catch_up(
     settings: Settings, processes: list[harness.Proc], tmp_path: Path
 ) -> None:
