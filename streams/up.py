@@ -221,6 +221,7 @@ def run(*, demo: bool = True, duration: float | None = None) -> int:
                 flush=True,
             )
         print(
+            f"  web console: http://{settings.web_host}:{settings.web_port}/console\n"
             f"  worker metrics: http://{settings.web_host}:{settings.web_port}/metrics\n"
             f"  relay metrics: {relay_demo.metrics_url(settings)}\n"
             f"  lag exporter metrics: {lag_status.metrics_url(settings)}",
