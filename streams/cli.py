@@ -269,7 +269,12 @@ KAFKA, DB, BOTH = ("kafka",), ("database",), ("kafka", "database")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="streams", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="streams",
+        description="streams: Kafka stream processing that replaces a Celery task system "
+        "(outbox relay, Faust agents, delayed jobs and schedules). Every command checks its "
+        "broker and database first and fails with one line.",
+    )
     p.add_argument(
         "--log-level",
         type=str.upper,
