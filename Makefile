@@ -71,7 +71,16 @@ image: $(STAMP) image-tools ## Build the OCI image streams:<version> with builda
 manifests: $(STAMP) ## Regenerate k8s/ files derived from the code (topics, workloads, rules, dashboards)
 	$(BIN)/python -m streams.ops.k8s
 
-bench: $(STAMP) ## Run every benchmark under bench/, then one summary table (figures, goals, load)
+bench-tools: $(STAMP) ## Install redis-server (Debian) and the bench extras (Celery, for bench_webhooks' alternative), if missing
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    -o DPkg::Lock::Timeout=600 redis-server; }
+	@$(BIN)/python -c 'import celery, redis, requests' 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+
+bench: $(STAMP) bench-tools ## Run every benchmark under bench/, then one summary table (figures, goals, load)
 	@uptime; failed=0; for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || failed=1; done; \
 	  $(BIN)/python bench/summary.py; exit $$failed
 
@@ -84,4 +93,4 @@ dev-stop: $(STAMP) ## Stop them
 clean: ## Remove the venv and local data
 	rm -rf $(VENV) .streams .mypy_cache .ruff_cache
 
-.PHONY: help install run lint fmt test test-slow image-test ci chaos promtool chromium image-tools image manifests bench dev-start dev-stop clean
+.PHONY: help install run lint fmt test test-slow image-test ci chaos promtool chromium image-tools image manifests bench-tools bench dev-start dev-stop clean
