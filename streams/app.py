@@ -90,12 +90,19 @@ def _install_views(app: faust.App, runtime: Runtime) -> None:
 
     @app.page("/health")
     async def health_view(web: Any, request: Any) -> Any:
-        assignment = (
-            sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+        faust_owned = (
+            [f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()]
             if app.consumer
             else []
         )
-        ready = bool(assignment) and not app.rebalancing
+        direct = runtime.consumers
+        # Faust is ready once it owns partitions; a worker whose agents all consume
+        # directly has nothing for Faust to own.
+        faust_ready = (bool(faust_owned) and not app.rebalancing) or len(direct) == len(
+            runtime.agents
+        )
+        ready = faust_ready and all(c.ready for c in direct)
+        assignment = sorted([*faust_owned, *(tp for c in direct for tp in c.assignment())])
         db_down, broker_down = await asyncio.gather(database.cause(), broker.cause())
         down = db_down or broker_down
         return web.json(

@@ -82,6 +82,7 @@ MetricName = Literal[
     "streams_delayed_pending",
     "streams_jobs_runs_total",
     "streams_faust_drains_total",
+    "streams_consumer_errors_total",
 ]
 
 _LATENCY_BUCKETS = (

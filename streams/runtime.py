@@ -54,6 +54,17 @@ class EventPublisher(Protocol):
         ...
 
 
+class ConsumerState(Protocol):
+    """What ``/health`` reads of a direct agent consumer (``streams.agents.wrapper.direct``)."""
+
+    name: str
+
+    @property
+    def ready(self) -> bool: ...
+
+    def assignment(self) -> list[str]: ...
+
+
 class PoolSource(Protocol):
     """Hands out the worker's PostgreSQL pool, opened on first use."""
 
@@ -102,6 +113,7 @@ class Runtime:
     clock: Clock = SYSTEM_CLOCK
     agents: list[str] = field(default_factory=list)
     skipped_agents: list[str] = field(default_factory=list)
+    consumers: list[ConsumerState] = field(default_factory=list)  # direct agents
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:

@@ -248,3 +248,14 @@ class CoreSettings:
             flag,
         ),
     )
+    direct_consumers: bool = field(
+        default=True,
+        metadata=declare(
+            "STREAMS_DIRECT_CONSUMERS",
+            PROC,
+            "agents without a Faust table (resource changes, webhook deliveries and retries) "
+            "read their topic through a librdkafka consumer, one group per agent "
+            "(`<app id>.<agent>`), committing once per handled batch; `0` = through Faust",
+            flag,
+        ),
+    )

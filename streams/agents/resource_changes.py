@@ -342,5 +342,6 @@ def install(app: Any, runtime: Runtime) -> None:
             deadline=60.0,
             batch_size=500,
             batch_within=0.0,  # batches of what is ready: no timer on the path
+            direct=True,  # stateless: a librdkafka consumer, one commit per batch
         ),
     )

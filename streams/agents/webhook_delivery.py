@@ -352,6 +352,7 @@ def install(app: Any, runtime: Runtime) -> None:
         "deadline": None,
         "batch_size": 500,
         "batch_within": 0.0,  # batches of what is ready: no timer on the path
+        "direct": True,  # stateless: a librdkafka consumer, one commit per batch
     }
     first = AgentSpec(
         name="webhook_delivery",

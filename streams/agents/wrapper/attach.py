@@ -12,6 +12,8 @@ from typing import Any
 
 from streams import catalogue
 from streams.agents.wrapper.agent import InstrumentedAgent
+from streams.agents.wrapper.direct import DirectConsumer
+from streams.agents.wrapper.direct import install as install_direct
 from streams.agents.wrapper.message import RawEvent
 from streams.agents.wrapper.ready import consume_ready
 from streams.agents.wrapper.spec import AgentSpec, Holder, Mode
@@ -46,8 +48,18 @@ def attach(app: Any, runtime: Runtime, spec: AgentSpec) -> InstrumentedAgent | N
     if not runs_here(runtime, spec.name, spec.silos):
         return None
     topic_spec = catalogue.lookup(spec.topic)
+    full_name = topic_spec.full_name(runtime.settings.topic_prefix)
+    if spec.direct and runtime.settings.direct_consumers:
+        if spec.mode is not Mode.TAKE:
+            raise ValueError(f"agent {spec.name!r}: direct consumption needs Mode.TAKE")
+        runner = InstrumentedAgent(spec, runtime)
+        consumer = DirectConsumer(runner, runtime.settings, full_name)
+        install_direct(app, consumer)
+        runtime.consumers.append(consumer)
+        runtime.agents.append(spec.name)
+        return runner
     topic = app.topic(
-        topic_spec.full_name(runtime.settings.topic_prefix),
+        full_name,
         partitions=topic_spec.partitions,
         key_serializer="raw",
         value_serializer="raw",

@@ -50,3 +50,6 @@ class AgentSpec:
     mode: Mode = Mode.TAKE
     holder: Holder | None = None  # required by Mode.HOLD
     tombstones: bool = False  # compacted topic: empty values reach the handler as None
+    # No Faust table, no per-event context (TAKE only): consumed by a librdkafka consumer
+    # with one commit per batch when STREAMS_DIRECT_CONSUMERS is on (wrapper/direct.py).
+    direct: bool = False

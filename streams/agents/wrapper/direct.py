@@ -1,0 +1,229 @@
+"""Direct consumption: a librdkafka consumer feeds a stateless agent, one commit per batch.
+
+Faust hands each record through aiokafka's Python record parser, an ``Event``, a
+channel and the stream iterator: about 100-150 us a message on the benchmark machine,
+the largest single cost of the webhook worker (bench/README.md; docs/broker.md: a
+confluent consumer reads 1.3M msg/s where a trivial Faust agent reads 10.5k/s). An
+agent with no Faust table and no per-event context needs none of it. For such an
+agent (``AgentSpec.direct``) a consumer thread takes batches of up to ``batch_size``
+records from librdkafka's prefetched queue, hands them to the agent's wrapper on the
+worker's event loop, waits until the batch is handled (each message done, retried on
+the delayed path or dead-lettered) and then commits the batch's offsets, once,
+synchronously. So a batch runs end to end: decode, database, produce and commit.
+
+Delivery is at least once, as with Faust: a crash between the handling and the
+commit hands the batch again to the next owner (kill -9 tests cover it). Rebalance
+callbacks run inside ``consume()`` on this thread, between batches, so a revoked
+partition never has a batch in flight. The group is ``<app id>.<agent name>``, one per
+agent, so the lag exporter shows each agent's lag on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+
+from streams import kafka_config, metrics
+from streams.agents.wrapper.agent import InstrumentedAgent
+from streams.agents.wrapper.message import RawEvent
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ERRORS = metrics.counter(
+    "streams_consumer_errors_total",
+    "Errors of a direct (librdkafka) agent consumer, by agent and kind "
+    "(fetch, handler, commit); a handler error re-reads the batch after a backoff.",
+    ("agent", "kind"),
+)
+
+# Tansu holds a fetch for the whole wait (docs/broker.md): the wait is half a hop's
+# latency at light load. librdkafka polls in its own thread, so a short wait costs the
+# worker's Python nothing; on Apache Kafka it only bounds idle polls.
+DEFAULT_FETCH_WAIT = 0.01
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 30.0
+
+
+def group_id(settings: Settings, agent: str) -> str:
+    """The consumer group of a direct agent: one per agent."""
+    return f"{settings.app_id}.{agent}"
+
+
+class DirectConsumer:
+    """One direct agent's consumer thread (see the module docstring)."""
+
+    def __init__(self, runner: InstrumentedAgent, settings: Settings, topic: str) -> None:
+        self.runner = runner
+        self.name = runner.spec.name
+        self.topic = topic
+        self.batch_size = max(1, runner.spec.batch_size)
+        wait = settings.consumer_fetch_max_wait or DEFAULT_FETCH_WAIT
+        self.config = kafka_config.consumer(
+            settings,
+            group_id(settings, self.name),
+            **{
+                "fetch.wait.max.ms": max(1, int(wait * 1000)),
+                # librdkafka prefetches up to 64 MB per consumer by default; a worker runs
+                # several direct agents, and a batch is at most batch_size records.
+                "queued.max.messages.kbytes": 16384,
+                "client.id": f"{settings.app_id}-{self.name}",
+            },
+        )
+        self._assigned: tuple[str, ...] = ()
+        self._joined = False
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the group gave this consumer its share (possibly none) and it runs."""
+        return self._joined and self._thread is not None and self._thread.is_alive()
+
+    def assignment(self) -> list[str]:
+        """``topic:partition`` of every partition this consumer owns now."""
+        return list(self._assigned)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the consumer thread; batches are handled on ``loop``."""
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name=f"consumer-{self.name}", daemon=True)
+        self._thread.start()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Let the batch in hand finish and commit, then leave the group."""
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, timeout)
+
+    def _run(self) -> None:
+        consumer = Consumer(self.config)
+        consumer.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        backoff = _BACKOFF_FIRST
+        try:
+            while not self._stopping.is_set():
+                records = consumer.consume(num_messages=self.batch_size, timeout=0.2)
+                events = self._events(records)
+                if not events:
+                    continue
+                if self._handle(events):
+                    self._commit(consumer, events)
+                    backoff = _BACKOFF_FIRST
+                else:
+                    # Nothing of the batch is committed: read it again after a pause.
+                    self._rewind(consumer, events)
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
+        except Exception as exc:  # a bug here must not leave a silent, stopped agent
+            ERRORS.labels(self.name, "consumer").inc()
+            log.critical("consumer.crashed", extra={"agent": self.name, "error": repr(exc)})
+            raise
+        finally:
+            consumer.close()
+
+    def _events(self, records: Sequence[KafkaMessage]) -> list[RawEvent]:
+        events: list[RawEvent] = []
+        for m in records:
+            err = m.error()
+            if err is not None:
+                ERRORS.labels(self.name, "fetch").inc()
+                log.warning("consumer.fetch.error", extra={"agent": self.name, "error": str(err)})
+                continue
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            assert topic is not None and partition is not None and offset is not None
+            key = m.key()
+            events.append(
+                RawEvent(
+                    topic,
+                    partition,
+                    offset,
+                    key.encode() if isinstance(key, str) else key,
+                    m.value(),
+                    m.headers() or [],  # type: ignore[arg-type]
+                    m.timestamp()[1] / 1000.0,
+                )
+            )
+        return events
+
+    def _handle(self, events: list[RawEvent]) -> bool:
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(self.runner.process(events), self._loop)
+        while True:
+            try:
+                future.result(timeout=1.0)
+                return True
+            except concurrent.futures.TimeoutError:
+                if self._loop.is_closed():
+                    return False
+            except Exception as exc:
+                # The wrapper settles every message; what reaches here is infrastructure.
+                ERRORS.labels(self.name, "handler").inc()
+                log.error(
+                    "consumer.batch.failed",
+                    extra={"agent": self.name, "size": len(events), "error": repr(exc)},
+                )
+                return False
+
+    def _commit(self, consumer: Consumer, events: Sequence[RawEvent]) -> None:
+        nexts: dict[int, int] = {}
+        for ev in events:
+            nexts[ev.partition] = ev.offset + 1
+        offsets = [TopicPartition(self.topic, p, o) for p, o in nexts.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Handled already; the next owner of a partition lost meanwhile re-reads
+            # from its last commit (at least once, as with Faust).
+            ERRORS.labels(self.name, "commit").inc()
+            log.warning("consumer.commit.failed", extra={"agent": self.name, "error": str(exc)})
+
+    def _rewind(self, consumer: Consumer, events: Sequence[RawEvent]) -> None:
+        firsts: dict[int, int] = {}
+        for ev in events:
+            firsts.setdefault(ev.partition, ev.offset)
+        for partition, offset in firsts.items():
+            try:
+                consumer.seek(TopicPartition(self.topic, partition, offset))
+            except KafkaException as exc:  # revoked meanwhile: its next owner re-reads it
+                log.info("consumer.rewind.skipped", extra={"agent": self.name, "error": str(exc)})
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._assigned = tuple(sorted(f"{tp.topic}:{tp.partition}" for tp in partitions))
+        self._joined = True
+        log.info("consumer.assigned", extra={"agent": self.name, "partitions": len(partitions)})
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._assigned = ()
+        self._joined = False
+
+
+def install(app: Any, direct: DirectConsumer) -> None:
+    """Start ``direct`` with the worker and stop it before the worker shuts down."""
+
+    async def start_consumer() -> None:
+        direct.start(asyncio.get_running_loop())
+
+    async def stop_consumer(sender: Any, **kwargs: Any) -> None:
+        started = time.monotonic()
+        await direct.stop()
+        log.info(
+            "consumer.stopped",
+            extra={"agent": direct.name, "seconds": round(time.monotonic() - started, 3)},
+        )
+
+    start_consumer.__name__ = f"start_{direct.name}"
+    app.task(start_consumer)
+    app.on_before_shutdown.connect(stop_consumer)
