@@ -7,11 +7,12 @@ a row's summed values, ``extra`` values and filter values are always parameters.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg import sql
 
-from streams.buffers.models import ModelSpec, sql_value
+from streams.buffers.models import Kind, ModelSpec, sql_value
 from streams.buffers.window import RowSums
 
 # (counter columns, extra columns) present in a row, in allow-list order.
@@ -45,6 +46,84 @@ def update_statement(spec: ModelSpec, shape: Shape) -> sql.Composed:
     return sql.SQL("UPDATE {table} SET {sets} WHERE {where} RETURNING 1").format(
         table=sql.Identifier(spec.table), sets=sql.SQL(", ").join(sets), where=where
     )
+
+
+def _array_type(kind: Kind) -> sql.SQL:
+    # Kind values are fixed SQL type names from code (models.Kind), never from a message.
+    return sql.SQL(kind.value + "[]")
+
+
+@functools.lru_cache(maxsize=256)
+def bulk_update_statement(spec: ModelSpec, shape: Shape) -> sql.Composed:
+    """One ``UPDATE <table> ... FROM unnest(<one array per column>)`` for every row of a
+    shape: counters added, extras set (monotonic ones by GREATEST), matched on all the
+    filters; returns the filter values of the rows it found (the others are missing).
+
+    The arrays must not hold the same filter values twice: PostgreSQL would apply only
+    one of the two (``bulk_batches`` splits them)."""
+    counters, extras = shape
+    filters = list(spec.filters.items())
+    cols: list[tuple[str, Kind]] = [(c, Kind.BIGINT) for c in counters]
+    cols += [(e, spec.extra[e].kind) for e in extras]
+    aliases = [sql.Identifier(f"c{i}") for i in range(len(counters))]
+    aliases += [sql.Identifier(f"e{i}") for i in range(len(extras))]
+    faliases = [sql.Identifier(f"f{i}") for i in range(len(filters))]
+    sets: list[sql.Composable] = [
+        sql.SQL("{c} = t.{c} + v.{a}").format(c=sql.Identifier(c), a=a)
+        for c, a in zip(counters, aliases, strict=False)
+    ]
+    for name, alias in zip(extras, aliases[len(counters) :], strict=True):
+        col = sql.Identifier(name)
+        if spec.extra[name].monotonic:
+            sets.append(sql.SQL("{c} = GREATEST(t.{c}, v.{a})").format(c=col, a=alias))
+        else:
+            sets.append(sql.SQL("{c} = v.{a}").format(c=col, a=alias))
+    arrays = [
+        sql.SQL("%s::{t}").format(t=_array_type(kind))
+        for kind in [k for _, k in cols] + [k for _, k in filters]
+    ]
+    where = sql.SQL(" AND ").join(
+        sql.SQL("t.{f} = v.{a}").format(f=sql.Identifier(f), a=a)
+        for (f, _), a in zip(filters, faliases, strict=True)
+    )
+    return sql.SQL(
+        "UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS v({aliases}) "
+        "WHERE {where} RETURNING {returning}"
+    ).format(
+        table=sql.Identifier(spec.table),
+        sets=sql.SQL(", ").join(sets),
+        arrays=sql.SQL(", ").join(arrays),
+        aliases=sql.SQL(", ").join(aliases + faliases),
+        where=where,
+        returning=sql.SQL(", ").join(sql.SQL("v.{a}").format(a=a) for a in faliases),
+    )
+
+
+def bulk_params(rows: Sequence[RowSums], shape: Shape) -> tuple[list[Any], ...]:
+    """The column arrays of ``bulk_update_statement`` for ``rows`` (all of ``shape``)."""
+    counters, extras = shape
+    arrays: list[list[Any]] = [[r.columns[c] for r in rows] for c in counters]
+    arrays += [[sql_value(r.model, e, r.extra[e][1]) for r in rows] for e in extras]
+    width = len(rows[0].filters) if rows else 0
+    arrays += [[r.filters[i][1] for r in rows] for i in range(width)]
+    return tuple(arrays)
+
+
+def bulk_batches(rows: Sequence[RowSums]) -> list[list[RowSums]]:
+    """``rows`` in as few batches as keep each batch's filter values distinct (a row
+    can reach one flush from two partitions when a producer wrote the topic with its
+    own keys); in the normal case, one batch."""
+    batches: list[list[RowSums]] = []
+    seen: list[set[tuple[Any, ...]]] = []
+    for row in rows:
+        values = tuple(v for _, v in row.filters)
+        i = next((i for i, keys in enumerate(seen) if values not in keys), len(batches))
+        if i == len(batches):
+            batches.append([])
+            seen.append(set())
+        batches[i].append(row)
+        seen[i].add(values)
+    return batches
 
 
 def update_params(row: RowSums, shape: Shape) -> tuple[Any, ...]:

@@ -35,7 +35,7 @@ Emit = Callable[[Sequence[tuple[PartitionWindow, RowSums]]], Awaitable[None]]
 class FlushOutcome:
     applied: set[int] = field(default_factory=set)  # partitions committed
     conflicts: dict[int, int] = field(default_factory=dict)  # partition -> stored mark
-    statements: int = 0  # row UPDATEs executed
+    statements: int = 0  # row-writing statements executed (one per column set)
     written: int = 0
     signalled: int = 0
     parked: int = 0
@@ -147,12 +147,12 @@ class PostgresFlushStore:
             return
         try:
             async with conn.transaction():  # a savepoint: a bad row must not sink the flush
-                missing = await _update_batched(conn, writes)
-            out.statements += len(writes)
+                missing, statements = await _update_batched(conn, writes)
+            out.statements += statements
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             log.warning("buffers.flush.row_error", extra={"error": repr(exc)})
             missing = await _update_isolated(conn, writes)
-            out.statements += 2 * len(writes)  # the failed batch, then one by one
+            out.statements += 1 + len(writes)  # the failed batch, then one by one
         out.written = len(writes) - len(missing)
         for (w, row), reason in missing:
             await conn.execute(q.PARK, self._park_params(w, row, reason))
@@ -189,23 +189,30 @@ def _ordered(w: PartitionWindow) -> list[RowSums]:
 
 async def _update_batched(
     conn: psycopg.AsyncConnection[Any], writes: list[tuple[PartitionWindow, RowSums]]
-) -> Missing:
-    """One UPDATE per row, sent as one pipelined ``executemany`` per statement shape."""
+) -> tuple[Missing, int]:
+    """Every row of one (model, column set) in one ``UPDATE ... FROM unnest(...)``:
+    (the rows it did not find, the statements executed)."""
     groups: dict[Any, list[tuple[PartitionWindow, RowSums]]] = {}
     for item in writes:
         row = item[1]
         groups.setdefault((row.model.name, q.shape_of(row)), []).append(item)
     missing: Missing = []
-    async with conn.cursor() as cur:
-        for (_, shape), items in groups.items():
-            spec = items[0][1].model
-            params = [q.update_params(r, shape) for _, r in items]
-            await cur.executemany(q.update_statement(spec, shape), params, returning=True)
-            for item in items:
-                if cur.rowcount < 1:
-                    missing.append((item, "row_missing"))
-                cur.nextset()
-    return missing
+    statements = 0
+    for (_, shape), items in groups.items():
+        spec = items[0][1].model
+        by_row = {id(item[1]): item for item in items}
+        for batch in q.bulk_batches([r for _, r in items]):
+            cur = await conn.execute(
+                q.bulk_update_statement(spec, shape), q.bulk_params(batch, shape)
+            )
+            found = {tuple(r) for r in await cur.fetchall()}
+            statements += 1
+            missing += [
+                (by_row[id(r)], "row_missing")
+                for r in batch
+                if tuple(v for _, v in r.filters) not in found
+            ]
+    return missing, statements
 
 
 async def _update_isolated(

@@ -56,3 +56,30 @@ def test_identifiers_come_from_the_spec_even_if_a_row_holds_other_names() -> Non
     shape = q.shape_of(r)
     assert shape == (("times_seen",), ())
     assert "pwned" not in render(q.update_statement(SPEC, shape))
+
+
+def test_a_bulk_update_writes_every_row_of_a_column_set_from_arrays() -> None:
+    r = row(last_seen=dt.datetime(2025, 1, 1, tzinfo=dt.UTC), level="error")
+    other = row(last_seen=dt.datetime(2025, 1, 2, tzinfo=dt.UTC), level="x'; DROP TABLE t; --")
+    other.filters = (("id", 8),)
+    shape = q.shape_of(r)
+    text = render(q.bulk_update_statement(SPEC, shape))
+    assert text == (
+        'UPDATE "issue_group" AS t SET "times_seen" = t."times_seen" + v."c0", '
+        '"last_seen" = GREATEST(t."last_seen", v."e0"), "level" = v."e1" '
+        "FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[], %s::bigint[]) "
+        'AS v("c0", "e0", "e1", "f0") WHERE t."id" = v."f0" RETURNING v."f0"'
+    )
+    assert "DROP" not in text
+    assert q.bulk_params([r, other], shape) == (
+        [3, 3],
+        [dt.datetime(2025, 1, 1, tzinfo=dt.UTC), dt.datetime(2025, 1, 2, tzinfo=dt.UTC)],
+        ["error", "x'; DROP TABLE t; --"],
+        [7, 8],
+    )
+
+
+def test_the_same_row_twice_goes_into_two_batches_never_one() -> None:
+    a, b, a_again = row(), row(), row()
+    b.filters = (("id", 8),)
+    assert q.bulk_batches([a, b, a_again]) == [[a, b], [a_again]]

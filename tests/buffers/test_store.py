@@ -59,12 +59,29 @@ def test_a_flush_adds_the_sums_and_advances_each_partitions_mark(database: str) 
         database,
         [window(0, 0, [(a, 2, {}, False), (a, 3, {}, False)]), window(3, 0, [(b, 1, {}, False)])],
     )
-    assert (out.applied, out.statements, out.written) == ({0, 3}, 2, 2)
+    assert (out.applied, out.statements, out.written) == ({0, 3}, 1, 2)  # one per column set
     assert s.times_seen(database) == {a: 5, b: 1}
     assert s.marks(database) == [(0, 2, 1, 2), (3, 1, 1, 1)]
     out = flush(database, [window(0, 2, [(a, 1, {}, False)])])
     assert s.times_seen(database)[a] == 6
     assert s.marks(database)[0] == (0, 3, 2, 3)
+
+
+def test_thousands_of_rows_are_one_statement_and_a_row_from_two_partitions_counts_twice(
+    database: str,
+) -> None:
+    ids = s.seed_groups(database, 3000)
+    first = window(0, 0, [(gid, 1 + gid % 3, {}, False) for gid in ids])
+    # A producer writing the topic with its own keys can put one row on two partitions.
+    second = window(1, 0, [(ids[0], 10, {}, False), (ids[1], 5, {"level": "fatal"}, False)])
+    out = flush(database, [first, second])
+    assert (out.applied, out.written, out.parked) == ({0, 1}, 3002, 0)
+    assert out.statements == 3  # 3000 rows; ids[0] again; ids[1] with an extra column
+    seen = s.times_seen(database)
+    assert seen == {
+        gid: 1 + gid % 3 + (10 if gid == ids[0] else 5 if gid == ids[1] else 0) for gid in ids
+    }
+    assert s.groups(database)[ids[1]]["level"] == "fatal"
 
 
 def test_a_window_from_a_stale_mark_applies_nothing(database: str) -> None:
