@@ -11,24 +11,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka import Message as KafkaMessage
+from confluent_kafka import KafkaException
 from psycopg_pool import ConnectionPool
 
 from streams import metrics
 from streams.dlq import dead_rows
 from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.dlq.sink import KafkaDeadLetterSink
-from streams.kafka_config import PRODUCER_BROKEN
 from streams.outbox.categories import OutboxTable
-from streams.publisher import Publisher
 from streams.relay import claim, outcome
 from streams.relay import metrics as m
+from streams.relay.acks import BatchAcks
 from streams.relay.encode import BatchEncoder
 from streams.relay.messages import Group, Row, ShardKey, coalesce, headers_for
 from streams.relay.producer import PublisherSlot
@@ -55,43 +53,6 @@ class DrainStats:
         return self.published + self.dead_lettered + self.coalesced + self.rescheduled
 
 
-class _Acks:
-    """Collects the broker's answer for each message of a batch."""
-
-    def __init__(self, n: int) -> None:
-        self.ok: list[bool | None] = [None] * n
-        self.errors: list[str] = [""] * n
-        self.fatal = False  # the producer is broken for good and must be replaced
-        self._pending = n
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        if n == 0:
-            self._done.set()
-
-    def settle(self, i: int, error: str | None, fatal: bool = False) -> None:
-        with self._lock:
-            self.fatal = self.fatal or fatal
-            if self.ok[i] is not None:
-                return
-            self.ok[i] = error is None
-            self.errors[i] = error or ""
-            self._pending -= 1
-            if self._pending == 0:
-                self._done.set()
-
-    def callback(self, i: int) -> Callable[[KafkaError | None, KafkaMessage], None]:
-        def cb(err: KafkaError | None, msg: KafkaMessage) -> None:
-            if err is None:
-                self.settle(i, None)
-            else:
-                self.settle(i, err.str(), err.fatal() or err.code() in PRODUCER_BROKEN)
-
-        return cb
-
-    def wait(self, timeout: float) -> bool:
-        return self._done.wait(timeout)
-
-
 class Drainer:
     """Drains id ranges of one outbox table; safe to run in several threads at once."""
 
@@ -105,10 +66,14 @@ class Drainer:
         publish_timeout: float,
         slot: str,
         stop: threading.Event | None = None,
+        letters: PublisherSlot | None = None,
     ) -> None:
         self.table = table
         self.pool = pool
         self.publishers = publishers
+        # Dead letters need a success report each (the sink counts them on it): they go
+        # through a publisher that reports every delivery, unlike the outbox producer.
+        self.letters = letters or publishers
         self.batch_size = batch_size
         self.publish_timeout = publish_timeout
         self.slot = slot
@@ -192,69 +157,57 @@ class Drainer:
     def _publish(
         self, rows: Sequence[Row]
     ) -> tuple[DrainStats, set[ShardKey], list[int], list[Letter]]:
-        """Publish the batch and settle it; the caller deletes, parks the dead letters
-        too large for the topic (returned last) and reschedules."""
+        """Publish the batch, flush it once and settle it; the caller deletes, parks the
+        dead letters too large for the topic (returned last) and reschedules."""
         publisher = self.publishers.get()
         encoder = BatchEncoder(
             self.table, publisher.codec, self._prefix, publisher.settings.producer_name
         )
         groups = coalesce(rows)
-        acks = _Acks(len(groups))
+        acks = BatchAcks()
         sent: dict[int, str] = {}  # group -> topic, for the groups produced
         dead: set[int] = set()  # the groups dead-lettered
         parked: list[Letter] = []  # dead letters too large for the topic: kept in PostgreSQL
+        send = publisher.send_raw
+        encode = encoder.encode
+        on_message = acks.on_message
+        reason: FailureReason
+        error: BaseException
         for i, group in enumerate(groups):
-            topic = self._send(publisher, encoder, i, group, acks, parked=parked)
-            if topic is None:
-                dead.add(i)
-            else:
-                sent[i] = topic
-        if not acks.wait(self.publish_timeout + 5.0):
+            row = group.row
+            try:
+                enc = encode(row, i)
+                send(
+                    enc.full_topic,
+                    enc.value,
+                    key=enc.key,
+                    headers=enc.headers,
+                    on_delivery=on_message(i),
+                )
+                sent[i] = enc.topic
+                continue
+            except KafkaException as exc:
+                reason, error = FailureReason.PRODUCE, exc
+            except Exception as exc:  # routing or schema: this row can never be published
+                reason, error = FailureReason.ENCODE, exc
+            dead.add(i)
+            self._dead_letter(i, row, reason=reason, exc=error, acks=acks, parked=parked)
+        if not acks.wait(publisher.producer, self.publish_timeout + 5.0):
             log.warning("relay.batch.ack_timeout", extra={"table": self.table.name})
         if acks.fatal:
             self.publishers.renew(publisher)
+        if acks.letters_fatal and not (acks.fatal and self.letters is self.publishers):
+            self.letters.renew(self.letters.get())
         return (*self._settle(rows, groups, acks, sent, dead), parked)
-
-    def _send(
-        self,
-        publisher: Publisher,
-        encoder: BatchEncoder,
-        i: int,
-        group: Group,
-        acks: _Acks,
-        *,
-        parked: list[Letter],
-    ) -> str | None:
-        """Produce one message; returns its topic, or None if it was dead-lettered."""
-        row = group.row
-        reason: FailureReason
-        error: BaseException
-        try:
-            enc = encoder.encode(row, i)
-            publisher.send_raw(
-                enc.full_topic,
-                enc.value,
-                key=enc.key,
-                headers=enc.headers,
-                on_delivery=acks.callback(i),
-            )
-            return enc.topic
-        except KafkaException as exc:
-            reason, error = FailureReason.PRODUCE, exc
-        except Exception as exc:  # routing or schema: this row can never be published
-            reason, error = FailureReason.ENCODE, exc
-        self._dead_letter(publisher, i, row, reason=reason, exc=error, acks=acks, parked=parked)
-        return None
 
     def _dead_letter(
         self,
-        publisher: Publisher,
         i: int,
         row: Row,
         *,
         reason: FailureReason,
         exc: BaseException,
-        acks: _Acks,
+        acks: BatchAcks,
         parked: list[Letter],
     ) -> None:
         """Enqueue the row (as JSON) to the dead letters; its ack settles like a publish.
@@ -295,18 +248,19 @@ class Drainer:
                 },
             )
             parked.append(letter)
-            acks.settle(i, None)
+            acks.settle_letter(i, None)
             return
+        letters = self.letters.get()
         try:
-            KafkaDeadLetterSink(publisher, self._prefix).produce(letter, acks.callback(i))
+            KafkaDeadLetterSink(letters, self._prefix).produce(letter, acks.on_letter(i))
         except KafkaException as dlq_exc:
-            acks.settle(i, f"dead-letter refused: {dlq_exc}")
+            acks.settle_letter(i, f"dead-letter refused: {dlq_exc}")
 
     def _settle(
         self,
         rows: Sequence[Row],
         groups: list[Group],
-        acks: _Acks,
+        acks: BatchAcks,
         sent: dict[int, str],
         dead: set[int],
     ) -> tuple[DrainStats, set[ShardKey], list[int]]:
@@ -319,14 +273,14 @@ class Drainer:
             shard = group.row.shard
             if shard in failed:
                 continue  # keep order: nothing after a shard's failure is deleted
-            if not acks.ok[i]:
+            if not acks.ok(i):
                 failed.add(shard)
                 log.warning(
                     "relay.publish.failed",
                     extra={
                         "table": self.table.name,
                         "outbox_id": group.row.id,
-                        "error": acks.errors[i] or "no acknowledgement",
+                        "error": acks.error(i),
                     },
                 )
                 continue

@@ -20,16 +20,32 @@ log = logging.getLogger(__name__)
 
 
 class PublisherSlot:
-    """Hands out the current publisher; ``renew`` swaps a broken one (once per breakage)."""
+    """Hands out the current publisher; ``renew`` swaps a broken one (once per breakage).
 
-    def __init__(self, factory: Callable[[], Publisher], publisher: Publisher | None = None):
+    ``lazy`` builds the first publisher only when it is first asked for (the relay's
+    dead-letter publisher: most relays never need one).
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], Publisher],
+        publisher: Publisher | None = None,
+        *,
+        lazy: bool = False,
+    ):
         self._factory = factory
-        self._current = publisher if publisher is not None else factory()
+        self._current = publisher if publisher is not None or lazy else factory()
         self._lock = threading.Lock()
         self.renewals = 0
 
     def get(self) -> Publisher:
-        return self._current
+        current = self._current
+        if current is None:
+            with self._lock:
+                if self._current is None:
+                    self._current = self._factory()
+                current = self._current
+        return current
 
     def renew(self, broken: Publisher) -> None:
         """Replace ``broken`` with a new publisher, unless another thread already did."""
@@ -43,7 +59,8 @@ class PublisherSlot:
         threading.Thread(target=_close, args=(broken, 2.0), daemon=True).start()
 
     def close(self, timeout: float = 10.0) -> None:
-        _close(self._current, timeout)
+        if self._current is not None:
+            _close(self._current, timeout)
 
 
 def _close(publisher: Publisher, timeout: float) -> None:
