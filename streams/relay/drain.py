@@ -126,14 +126,17 @@ class Drainer:
                 if not claimed:
                     return True, cursor, None
                 started = time.perf_counter()
-                rows, steps = claim.fetch_rows(
+                rows = claim.fetch_rows(
                     conn, self.table, claimed.values(), sc.last_id, self.batch_size
                 )
                 stats, failed, deletable, parked = self._publish(rows)
                 excluded.update(failed)
-                settled = outcome.Settled(
-                    stats, deletable, _kept(parked, deletable), {s: steps[s] for s in failed}
+                steps = (
+                    claim.backoff_steps(conn, self.table, [claimed[s] for s in failed])
+                    if failed
+                    else {}
                 )
+                settled = outcome.Settled(stats, deletable, _kept(parked, deletable), steps)
                 claim.delete(conn, self.table, settled.deletable)
                 dead_rows.park(conn, settled.parked)
                 claim.reschedule(conn, self.table, settled.reschedule)

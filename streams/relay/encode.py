@@ -50,25 +50,51 @@ class BatchEncoder:
         self._full = {name: spec.full_name(prefix) for name, spec in catalogue.TOPICS.items()}
         self._fast = _fast_writer(codec, table.topic)
         self._shards: dict[ShardKey, bytes] = {}  # key bytes, also the shard header value
+        self._plain_rows: dict[tuple[str, str], bool] = {}
+        self._categories: dict[str, bytes] = {}
+        self._topic = table.topic
+        self._full_topic = self._full[table.topic]
+        if len(self._meta) != 4:  # encode() lays the metadata headers out one by one
+            self._fast = None
 
     def encode(self, row: Row, seq: int) -> Encoded:
         """Raises (OutboxError, SchemaMismatch, ValueError, ...) when ``row`` cannot go out."""
         fast = self._fast
-        if fast is None or route(row, self.table) is not None:
+        if fast is None or not self._plain(row):
             return self._encode_general(row, seq)
         header, body = fast
         shard = self._shard(row)
-        headers = [(tracing.H_MESSAGE_ID, f"{self._id_stem}{seq:08x}".encode())]
-        headers += self._meta
-        headers += (
+        stem, meta = self._id_stem, self._meta
+        # One list display per row: the headers every message carries, in a fixed order.
+        headers = [
+            (tracing.H_MESSAGE_ID, f"{stem}{seq:08x}".encode()),
+            meta[0],
+            meta[1],
+            meta[2],
+            meta[3],
             (msg.H_OUTBOX_ID, str(row.id).encode()),
-            (msg.H_CATEGORY, row.category.encode()),
+            (msg.H_CATEGORY, self._category(row.category)),
             (msg.H_OBJECT_ID, str(row.object_identifier).encode()),
             (msg.H_DATE_ADDED, body.time_parts(row.date_added)[1]),
             (msg.H_SHARD, shard),
-        )
-        topic = self.table.topic
-        return Encoded(topic, self._full[topic], shard, header + body(row), headers)
+        ]
+        return Encoded(self._topic, self._full_topic, shard, header + body(row), headers)
+
+    def _plain(self, row: Row) -> bool:
+        """Whether ``row`` goes to the table's topic as an OutboxMessage (known per
+        category and scope after its first row; a refused row is never cached)."""
+        key = (row.category, row.shard_scope)
+        found = self._plain_rows.get(key)
+        if found is None:
+            found = route(row, self.table) is None  # raises when it cannot be routed
+            self._plain_rows[key] = found
+        return found
+
+    def _category(self, name: str) -> bytes:
+        found = self._categories.get(name)
+        if found is None:
+            found = self._categories[name] = name.encode()
+        return found
 
     def _shard(self, row: Row) -> bytes:
         key = (row.shard_scope, row.shard_identifier)

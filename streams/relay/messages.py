@@ -58,7 +58,7 @@ class Row:
         ).encode()
 
 
-@dataclass
+@dataclass(slots=True)
 class Group:
     """The row to publish and every claimed row it stands for (itself included)."""
 
@@ -73,6 +73,8 @@ class Group:
 # category name -> coalesces? Unknown names do not: they are dead-lettered one by one.
 _COALESCES = {c.value: info.coalesce for c, info in CATEGORIES.items()}
 
+_Key = tuple[str, int, str, int]
+
 
 def coalesce(rows: Sequence[Row]) -> list[Group]:
     """Group rows (given in id order) so that only the newest of an object is published.
@@ -81,25 +83,29 @@ def coalesce(rows: Sequence[Row]) -> list[Group]:
     newest row, published at the newest row's place, so the messages of a shard stay
     in id order. Only the claimed rows are covered: a row inserted meanwhile survives.
     """
-    newest: dict[tuple[str, int, str, int], int] = {}  # key -> index of its newest row
-    members: dict[tuple[str, int, str, int], list[int]] = {}
-    keys: list[tuple[str, int, str, int] | None] = []
+    newest: dict[_Key, int] = {}  # key -> index of its newest row
+    repeated: set[_Key] = set()  # keys of more than one row (usually none)
+    keys: list[_Key | None] = []
+    coalesces = _COALESCES
     for idx, r in enumerate(rows):
-        if not _COALESCES.get(r.category, False):
+        if not coalesces.get(r.category, False):
             keys.append(None)
             continue
         key = (r.shard_scope, r.shard_identifier, r.category, r.object_identifier)
         keys.append(key)
+        if key in newest:
+            repeated.add(key)
         newest[key] = idx
-        ids = members.get(key)
-        if ids is None:
-            members[key] = [r.id]
-        else:
-            ids.append(r.id)
+    if not repeated:  # nothing to coalesce: one message per row
+        return [Group(r, [r.id]) for r in rows]
+    members: dict[_Key, list[int]] = {k: [] for k in repeated}
+    for r, each in zip(rows, keys, strict=True):
+        if each is not None and each in repeated:
+            members[each].append(r.id)
     groups = []
     for idx, r in enumerate(rows):
         found = keys[idx]
-        if found is None:
+        if found is None or found not in repeated:
             groups.append(Group(r, [r.id]))
         elif newest[found] == idx:
             groups.append(Group(r, members[found]))
