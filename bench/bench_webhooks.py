@@ -7,7 +7,11 @@ receiver in another process and log every delivery in PostgreSQL. Reports change
 and POSTs/s end to end and the CPU of every worker per change, next to the bare
 limit measured in the same run (signed POSTs from one asyncio loop straight to the
 same receiver: no broker, no database), then publication-to-POST latency p50/p99 at
-paced 50 and 1k changes/s.
+paced 50 and 1k changes/s. Then the user's alternative, in the same run and with the same
+receiver once the workers are stopped: the same N changes through Celery + Redis
+(prefork x2, bench/celery_webhooks.py), its changes/s, POSTs/s, CPU per change (every
+Celery process and Redis) and latency at 50 changes/s, and streams/Celery next to the
+10x goal. Without redis-server or celery (make bench-tools) that part is skipped.
 
 Goals (issue 13): >= 2,900 changes/s and 5,800 POSTs/s; p50 <= 15 ms and p99 <= 50 ms
 at 50 changes/s; p99 < 100 ms at 1k changes/s.
@@ -31,6 +35,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psycopg
 
 from bench._profile import profiled
-from bench._results import Results
+from bench._results import Results, machine
 from bench._stack import ROOT, bench_stack, worker_env
+from bench.celery_webhooks import CONCURRENCY, celery_stack, missing
 from streams import topics
 from streams.db.migrate import migrate
-from streams.dev.stack import free_port
+from streams.dev.stack import free_port, read_stack
 from streams.publisher import Publisher
 from streams.settings import Settings
 
@@ -53,6 +60,24 @@ ORGS = 10  # each with the same 2 apps installed: 20 targets
 # (changes/s, seconds, p50 goal ms, p99 goal ms): light load, then the goal's 1k/s.
 PACED = ((50, 20, 15.0, 50.0), (1000, 10, None, 100.0))
 TITLE = re.compile(rb'"title":"(\d+)"')
+GOAL_RATIO = 10.0  # issue 13: 10x the same flow on Celery + Redis
+# Sends one change (the value on resource-changes) for an organization.
+Send = Callable[[dict[str, Any], int], None]
+
+
+@dataclass
+class Run:
+    """One system's figures: throughput, CPU seconds per change by process, latency."""
+
+    changes: float
+    posts: float
+    published: float
+    cpu: dict[str, float]
+    latency: dict[int, tuple[float, float, float]] = field(default_factory=dict)
+
+    def cpu_us(self, *prefixes: str) -> float:
+        """CPU per change (us) of the processes whose names start with ``prefixes``."""
+        return sum(v for k, v in self.cpu.items() if k.startswith(prefixes)) * 1e6
 
 
 def receiver_main(port: int) -> None:
@@ -235,51 +260,56 @@ def bare_posts(url: str, total: int) -> float:
 
 
 def throughput(
-    pub: Publisher, orgs: list[tuple[int, int, int]], stats: str, pids: dict[str, int]
-) -> tuple[float, float, dict[str, float]]:
-    """(changes/s, POSTs/s, CPU seconds per change of each process)."""
+    send: Send,
+    flush: Callable[[], None],
+    orgs: list[tuple[int, int, int]],
+    stats: str,
+    pids: dict[str, int],
+) -> Run:
+    """N changes sent at full speed; changes/s and POSTs/s end to end, CPU per change."""
     per_org = N // ORGS
     http(f"{stats}/reset", "POST")
     cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.perf_counter()
     with contextlib.ExitStack() as profiles:
         for name, pid in pids.items():
-            if name.startswith("worker"):
+            if name.startswith(("worker", "celery")):
                 profiles.enter_context(profiled(pid, f"webhooks-{name}"))
         for i in range(per_org):
             for org, first, _ in orgs:
-                pub.send("resource-changes", change(org, first + i), key=org)
-        pub.flush(60)
+                send(change(org, first + i), org)
+        flush()
         published = time.perf_counter() - started
         total = per_org * ORGS
         wait(lambda: http(stats)["count"] >= 2 * total, 300, "every POST")
         elapsed = time.perf_counter() - started
     print(f"published {total} changes in {published:.1f}s ({total / published:,.0f}/s)")
     print(
-        f"end to end: {total / elapsed:,.0f} changes/s (goal >= 2,900), "
-        f"{2 * total / elapsed:,.0f} POSTs/s (goal >= 5,800) over {elapsed:.1f}s"
+        f"end to end: {total / elapsed:,.0f} changes/s, "
+        f"{2 * total / elapsed:,.0f} POSTs/s over {elapsed:.1f}s"
     )
     # Load-independent figures: CPU spent per change (the machine is shared).
     used = {name: (cpu_seconds(pid) - cpu[name]) / total for name, pid in pids.items()}
     print(
-        "cpu per change: "
-        + ", ".join(f"{name} {sec * 1e6:.0f} us" for name, sec in used.items())
-        + f"; workers in all {sum(v for k, v in used.items() if k != 'receiver') * 1e6:.0f} us"
+        "cpu per change: " + ", ".join(f"{name} {sec * 1e6:.0f} us" for name, sec in used.items())
     )
-    return total / elapsed, 2 * total / elapsed, used
+    return Run(total / elapsed, 2 * total / elapsed, total / published, used)
 
 
 def paced(
-    pub: Publisher,
+    send: Send,
+    flush: Callable[[], None],
     orgs: list[tuple[int, int, int]],
     stats: str,
     *,
     rate: int,
     seconds: int,
     base: int,
+    drain: float = 120,
 ) -> tuple[float, float, float]:
-    """Publish ``rate`` changes/s for ``seconds``; issues from ``base`` on (per org).
-    Returns publication-to-POST (p50, p99, max) in ms."""
+    """Publish ``rate`` changes/s for ``seconds``; issues from ``base`` on (per org), then
+    wait up to ``drain`` seconds for the last POST. Returns publication-to-POST (p50,
+    p99, max) in ms."""
     http(f"{stats}/reset", "POST")
     sent_at: dict[int, float] = {}
     tick = 0.01 if rate >= 100 else 1 / rate
@@ -296,10 +326,10 @@ def paced(
             org, first, _ = orgs[n % ORGS]
             issue = first + base + n // ORGS
             sent_at[issue] = time.time()
-            pub.send("resource-changes", change(org, issue), key=org)
+            send(change(org, issue), org)
             n += 1
-    pub.flush(60)
-    wait(lambda: http(stats)["count"] >= 2 * total, 120, "every paced POST")
+    flush()
+    wait(lambda: http(stats)["count"] >= 2 * total, drain, "every paced POST")
     seen = http(f"{stats}?full=1")
     lat = sorted((at - sent_at[issue]) * 1000 for issue, at in seen if issue in sent_at)
     p50 = statistics.median(lat)
@@ -307,34 +337,185 @@ def paced(
     return p50, p99, lat[-1]
 
 
-def report_latency(
-    results: Results,
-    rate: int,
-    p50_goal: float | None,
-    p99_goal: float,
-    got: tuple[float, float, float],
+def print_latency(
+    rate: int, p50_goal: float | None, p99_goal: float | None, got: tuple[float, float, float]
 ) -> None:
     p50, p99, top = got
-    goals = (f"p50 <= {p50_goal:.0f} ms, " if p50_goal else "") + f"p99 <= {p99_goal:.0f} ms"
-    print(
-        f"latency at {rate}/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {top:.0f} ms (goal {goals})"
+    goals = (f"p50 <= {p50_goal:.0f} ms, " if p50_goal else "") + (
+        f"p99 <= {p99_goal:.0f} ms" if p99_goal else ""
     )
-    if p50_goal is not None:
-        results.add(
-            f"publish->POST p50 at {rate}/s",
-            p50,
-            "ms",
-            goal=f"<= {p50_goal:.0f} ms",
-            met=p50 <= p50_goal,
-            alternative="Celery+Redis p50 7 ms (issue 13)",
+    print(
+        f"latency at {rate}/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {top:.0f} ms"
+        + (f" (goal {goals})" if goals else "")
+    )
+
+
+def run_streams(
+    settings: Settings, orgs: list[tuple[int, int, int]], stats: str, receiver_pid: int
+) -> tuple[Run, float, tuple[float, float]]:
+    """Our workers: throughput, the bare limit, paced latency; stopped on return.
+    Returns (figures, bare signed POSTs/s, worker RSS MB before and after)."""
+    workers: list[subprocess.Popen[bytes]] = []
+    pub = Publisher(settings)
+    try:
+        ports: list[int] = []
+        for n in range(WORKERS):
+            worker, web_port = start_worker(settings, n)
+            workers.append(worker)
+            ports.append(web_port)
+        wait(lambda: all_assigned(ports), 90, "partitions shared")
+        pids = {f"worker{n}": w.pid for n, w in enumerate(workers)}
+        pids["receiver"] = receiver_pid
+        broker = read_stack(settings.state_dir).broker_pid
+        if broker:  # for a like-for-like figure next to Celery + Redis
+            pids["broker"] = broker
+
+        def send(value: dict[str, Any], org: int) -> None:
+            pub.send("resource-changes", value, key=org)
+
+        rss_before = sum(rss_mb(w.pid) for w in workers)
+        ours = throughput(send, lambda: pub.flush(60), orgs, stats, pids)
+        rss_after = sum(rss_mb(w.pid) for w in workers)
+        print(
+            f"workers in all {ours.cpu_us('worker'):.0f} us CPU per change, "
+            f"with the broker {ours.cpu_us('worker', 'broker'):.0f} us"
+        )
+        bare = bare_posts(f"{stats.rsplit('/', 1)[0]}/bare", min(N, 20000))
+        http(f"{stats}/reset", "POST")
+        print(f"limit, bare signed POSTs to the same receiver: {bare:,.0f} POSTs/s")
+        base = N // ORGS
+        for rate, seconds, p50_goal, p99_goal in PACED:
+            got = paced(
+                send, lambda: pub.flush(60), orgs, stats, rate=rate, seconds=seconds, base=base
+            )
+            ours.latency[rate] = got
+            print_latency(rate, p50_goal, p99_goal, got)
+            base += rate * seconds // ORGS
+        return ours, bare, (rss_before, rss_after)
+    finally:
+        pub.close()
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def run_celery(
+    settings: Settings, orgs: list[tuple[int, int, int]], stats: str, receiver_pid: int
+) -> Run | None:
+    """The same N changes through Celery + Redis, then its latency at the first paced
+    rate (the same issues as ours); None when it cannot run here (said in one line)."""
+    why = missing()
+    if why is not None:
+        print(f"Celery + Redis alternative skipped: {why}")
+        return None
+    print(f"Celery + Redis (prefork x{CONCURRENCY}), same N, same receiver; {machine()}")
+    try:
+        return _celery_phases(settings, orgs, stats, receiver_pid)
+    except (Exception, SystemExit) as exc:  # our figures are recorded all the same
+        print(f"Celery + Redis alternative failed: {exc!r} (logs in {settings.state_dir})")
+        return None
+
+
+def _celery_phases(
+    settings: Settings, orgs: list[tuple[int, int, int]], stats: str, receiver_pid: int
+) -> Run:
+    state = settings.state_dir / "celery"
+    with celery_stack(settings.database_url.get(), state, free_port()) as stack:
+        pids = {**stack.pids(), "receiver": receiver_pid}
+        run = throughput(lambda value, _org: stack.send(value), lambda: None, orgs, stats, pids)
+        print(
+            f"celery in all {run.cpu_us('celery'):.0f} us CPU per change, "
+            f"with redis {run.cpu_us('celery', 'redis'):.0f} us"
+        )
+        rate, seconds, _, _ = PACED[0]
+        got = paced(
+            lambda value, _org: stack.send(value),
+            lambda: None,
+            orgs,
+            stats,
+            rate=rate,
+            seconds=seconds,
+            base=N // ORGS,
+            # Celery may not keep up with the rate on a loaded machine: let it drain.
+            drain=120 + 2 * rate * seconds / run.changes,
+        )
+        run.latency[rate] = got
+        print_latency(rate, None, None, got)
+    return run
+
+
+def record(
+    results: Results, ours: Run, bare: float, rss: tuple[float, float], celery: Run | None
+) -> None:
+    """Every figure with its goal and the alternative measured in the same run."""
+    ratio = ours.changes / celery.changes if celery else 0.0
+    vs = (
+        f"Celery+Redis x{CONCURRENCY} {celery.changes:,.0f}/s = {ratio:.1f}x "
+        f"(goal {GOAL_RATIO:.0f}x)"
+        if celery
+        else "Celery+Redis not run (make bench-tools)"
+    )
+    if celery:
+        print(
+            f"streams / Celery: {ratio:.2f}x changes/s (goal >= {GOAL_RATIO:.0f}x); CPU per "
+            f"change {ours.cpu_us('worker', 'broker'):.0f} us (workers + broker) vs "
+            f"{celery.cpu_us('celery', 'redis'):.0f} us (Celery + redis)"
         )
     results.add(
-        f"publish->POST p99 at {rate}/s",
-        p99,
-        "ms",
-        goal=f"<= {p99_goal:.0f} ms",
-        met=p99 <= p99_goal,
+        "changes/s end to end",
+        ours.changes,
+        "changes/s",
+        goal=">= 2,900",
+        met=ours.changes >= 2900,
+        alternative=f"{vs}; {WORKERS} worker(s), {ours.cpu_us('worker'):.0f} us CPU/change",
     )
+    celery_posts = f"Celery+Redis {celery.posts:,.0f}/s; " if celery else ""
+    results.add(
+        "POSTs/s end to end",
+        ours.posts,
+        "POSTs/s",
+        goal=">= 5,800",
+        met=ours.posts >= 5800,
+        alternative=f"{celery_posts}bare signed POSTs {bare:,.0f}/s = {ours.posts / bare:.2f}x",
+    )
+    if celery:
+        results.add(
+            "changes/s vs Celery+Redis (same run)",
+            ratio,
+            "x",
+            goal=f">= {GOAL_RATIO:.0f}x",
+            met=ratio >= GOAL_RATIO,
+            alternative=f"Celery+Redis prefork x{CONCURRENCY}: {celery.changes:,.0f} changes/s, "
+            f"{celery.cpu_us('celery', 'redis'):.0f} us CPU/change with redis "
+            f"(ours {ours.cpu_us('worker', 'broker'):.0f} us with the broker)",
+        )
+    results.add(
+        "worker RSS after throughput", rss[1], "MB", alternative=f"{rss[0]:.0f} MB before, N={N}"
+    )
+    for rate, _, p50_goal, p99_goal in PACED:
+        p50, p99, _ = ours.latency[rate]
+        theirs = celery.latency.get(rate) if celery else None
+        if p50_goal is not None:
+            results.add(
+                f"publish->POST p50 at {rate}/s",
+                p50,
+                "ms",
+                goal=f"<= {p50_goal:.0f} ms",
+                met=p50 <= p50_goal,
+                alternative=f"Celery+Redis p50 {theirs[0]:.1f} ms" if theirs else "",
+            )
+        results.add(
+            f"publish->POST p99 at {rate}/s",
+            p99,
+            "ms",
+            goal=f"<= {p99_goal:.0f} ms",
+            met=p99 <= p99_goal,
+            alternative=f"Celery+Redis p99 {theirs[1]:.1f} ms" if theirs else "",
+        )
 
 
 def main() -> None:
@@ -350,62 +531,14 @@ def main() -> None:
         receiver = mp.get_context("spawn").Process(target=receiver_main, args=(port,), daemon=True)
         receiver.start()
         stats = f"http://127.0.0.1:{port}/stats"
-        workers: list[subprocess.Popen[bytes]] = []
-        pub = Publisher(settings)
         try:
             wait(lambda: _up(stats), 30, "receiver")
             orgs = seed(settings, f"http://127.0.0.1:{port}")
-            ports: list[int] = []
-            for n in range(WORKERS):
-                worker, web_port = start_worker(settings, n)
-                workers.append(worker)
-                ports.append(web_port)
-            wait(lambda: all_assigned(ports), 90, "partitions shared")
-            pids = {f"worker{n}": w.pid for n, w in enumerate(workers)}
-            pids["receiver"] = receiver.pid or 0
-            rss_before = sum(rss_mb(w.pid) for w in workers)
-            changes, posts, cpu = throughput(pub, orgs, stats, pids)
-            rss_after = sum(rss_mb(w.pid) for w in workers)
-            bare = bare_posts(f"http://127.0.0.1:{port}/bare", min(N, 20000))
-            http(f"{stats}/reset", "POST")
-            print(f"limit, bare signed POSTs to the same receiver: {bare:,.0f} POSTs/s")
-            worker_us = sum(v for k, v in cpu.items() if k != "receiver") * 1e6
-            results.add(
-                "changes/s end to end",
-                changes,
-                "changes/s",
-                goal=">= 2,900",
-                met=changes >= 2900,
-                alternative=f"{WORKERS} worker(s), {worker_us:.0f} us worker CPU/change",
-            )
-            results.add(
-                "POSTs/s end to end",
-                posts,
-                "POSTs/s",
-                goal=">= 5,800",
-                met=posts >= 5800,
-                alternative=f"bare signed POSTs {bare:,.0f}/s = {posts / bare:.2f}x",
-            )
-            results.add(
-                "worker RSS after throughput",
-                rss_after,
-                "MB",
-                alternative=f"{rss_before:.0f} MB before, N={N}",
-            )
-            base = N // ORGS
-            for rate, seconds, p50_goal, p99_goal in PACED:
-                got = paced(pub, orgs, stats, rate=rate, seconds=seconds, base=base)
-                report_latency(results, rate, p50_goal, p99_goal, got)
-                base += rate * seconds // ORGS
+            ours, bare, rss = run_streams(settings, orgs, stats, receiver.pid or 0)
+            # Our workers are stopped: Celery gets the same cores, receiver and database.
+            celery = run_celery(settings, orgs, stats, receiver.pid or 0)
+            record(results, ours, bare, rss, celery)
         finally:
-            pub.close()
-            for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                try:
-                    worker.wait(20)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
             receiver.terminate()
             receiver.join(5)
     # ~150 MB of PostgreSQL data per run: removed on success, kept (with worker.log) on failure.
