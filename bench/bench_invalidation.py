@@ -21,7 +21,8 @@ to ``project-config-invalidations``, spread at random over ``BENCH_PROJECTS`` pr
 Env: BENCH_RATE, BENCH_DURATION, BENCH_PROJECTS, BENCH_WORKERS, BENCH_LINGER_MS,
 BENCH_BURST (capacity burst size, default min(projects, 20000); 0 skips),
 BENCH_MEMORY_SCOPES, BENCH_PROFILE=1 (py-spy profile of worker 1 while requests are
-offered, ``bench/_profile.py``). Figures also go to ``.streams/bench/invalidation.json``.
+offered and until every window is published, ``bench/_profile.py``, with the samples
+by component). Figures also go to ``.streams/bench/invalidation.json``.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from bench import _stack
+from bench._profile import OUT as PROFILES
 from bench._profile import profiled
 from bench._results import Results
-from bench.invalidation_checks import Seen, distinct_windows, percentiles, unserved
+from bench.invalidation_checks import Seen, components, distinct_windows, percentiles, unserved
 from streams import catalogue, kafka_config, topics
 from streams.agents.project_configs import PARTITIONER, ConfigsOut
 from streams.db.migrate import migrate
@@ -264,16 +266,22 @@ def main_run(workers: list[Worker], settings: Settings, projects: list[Any]) -> 
         flush=True,
     )
     cpu0, t0 = sum(w.cpu() for w in workers), time.monotonic()
+    # The profile covers the offer and the drain of the backlog (all recomputes).
     with profiled(workers[0].proc.pid, "invalidation-worker", rate=50):
         times, sent, elapsed = offer(settings, projects)
-    wait_until(
-        "every request decided",
-        lambda: total(workers, "streams_invalidation_(scheduled|skipped)_total") >= sent,
-        elapsed + 600,
-    )
-    drained = time.monotonic() - t0
-    cpu = sum(w.cpu() for w in workers) - cpu0
-    c = settle(workers, reader, 600)
+        wait_until(
+            "every request decided",
+            lambda: total(workers, "streams_invalidation_(scheduled|skipped)_total") >= sent,
+            elapsed + 600,
+        )
+        drained = time.monotonic() - t0
+        cpu = sum(w.cpu() for w in workers) - cpu0
+        c = settle(workers, reader, 600)
+    profile = PROFILES / "invalidation-worker.txt"
+    if os.environ.get("BENCH_PROFILE") and profile.exists():
+        print("worker samples by component:")
+        for name, share in components(profile.read_text().splitlines()):
+            print(f"  {share:6.1%}  {name}")
     reader.stop.set()
     expected = sum(distinct_windows(ts, int(COUNTDOWN * 1000)) for ts in times.values())
     seen = list(reader.seen)

@@ -51,3 +51,36 @@ def percentiles(values: list[float]) -> tuple[float, float]:
         return float("nan"), float("nan")
     ordered = sorted(values)
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+# Where a worker's samples go, first match wins (a frame name or file in the stack).
+COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("timer: publish configs (encode, headers, produce)", ("ConfigsOut.publish",)),
+    ("timer: recompute SQL + documents", ("recompute (streams/projectconfigs/recompute.py",)),
+    ("timer: take, start, remove", ("Invalidation.tick",)),
+    ("served feed: topic path", ("ServedFeed.handle_batch",)),
+    ("served feed: skip own configs", ("attach_feed.<locals>.agent",)),
+    ("requests: decide (offer, due table)", ("Invalidation.handle_batch",)),
+    ("wrapper: decode, metrics", ("streams/agents/wrapper/",)),
+    ("publisher poll thread (delivery reports)", ("Publisher._poll_loop",)),
+    ("changelog flush thread", ("flush_blocking",)),
+    ("Faust stream / consumer", ("faust/streams.py", "faust/transport/", "faust/tables/")),
+    ("aiokafka fetcher", ("aiokafka/",)),
+    ("event loop select", ("select (selectors.py",)),
+    ("event loop, other", ("asyncio/",)),
+)
+
+
+def components(lines: Iterable[str]) -> list[tuple[str, float]]:
+    """Share of py-spy raw samples (``stack count`` lines) per component, largest first."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in lines:
+        stack, _, n = line.rstrip().rpartition(" ")
+        if not n.isdigit():
+            continue
+        total += int(n)
+        name = next((c for c, marks in COMPONENTS if any(m in stack for m in marks)), "other")
+        counts[name] = counts.get(name, 0) + int(n)
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    return [(name, n / total) for name, n in ranked] if total else []

@@ -32,6 +32,7 @@ from faust.types import TP
 from streams import metrics
 from streams.agents.base import AgentSpec, Message, Retry, RetryPolicy, attach, runs_here
 from streams.agents.project_configs import ConfigsOut
+from streams.agents.served_configs import feed_of
 from streams.errors import PermanentFailure
 from streams.projectconfigs.changelog import ChangelogWriter
 from streams.projectconfigs.debounce import DueWork, Request, fold, offer
@@ -241,6 +242,8 @@ class Invalidation:
     async def tick(self) -> None:
         if not self.ready or self.app.rebalancing:
             return
+        if self.out.served is None:
+            self.out.served = feed_of(self.app)  # installed after this agent, or not here
         now = time.time()
         works = self.take_due(now)
         if now - self._gauged >= 1.0:

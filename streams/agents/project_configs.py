@@ -16,8 +16,8 @@ holds it again shortly. Only a key that does not exist gets 404.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from streams import catalogue, metrics
-from streams.agents.base import AgentSpec, RetryPolicy, attach, runs_here
-from streams.agents.served_configs import ServedFeed
+from streams.agents.base import AgentSpec, RetryPolicy, runs_here
+from streams.agents.served_configs import HEADER, ServedFeed, attach_feed
 from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.errors import DecodeError
 from streams.projectconfigs.changelog import ChangelogWriter
 from streams.projectconfigs.debounce import DueWork
-from streams.projectconfigs.documents import served_document
+from streams.projectconfigs.documents import served_json
 from streams.projectconfigs.publish import send_all
 from streams.projectconfigs.recompute import Publication, recompute
 from streams.projectconfigs.scopes import Scope, ScopeKind, request_value
@@ -66,14 +66,18 @@ SERVED = metrics.counter(
 )
 
 
-def headers_for(work: DueWork) -> dict[str, str]:
-    """Where a published config came from (for tracing and latency measurements)."""
-    return {
-        "invalidation.scope": work.scope.key,
+def headers_for(work: DueWork, served_by: str | None = None) -> dict[str, str]:
+    """Where a published config came from (for tracing and latency measurements), and
+    which process already wrote it to its served table (``served_by``), if one did."""
+    headers = {
+        "invalidation.scope": work.scope_key,
         "invalidation.trigger": work.trigger,
         "invalidation.requested_at": str(round(work.requested_at * 1000)),
         "invalidation.due": str(round(work.due * 1000)),
     }
+    if served_by is not None:
+        headers[HEADER] = served_by
+    return headers
 
 
 @dataclass
@@ -82,6 +86,7 @@ class ConfigsOut:
 
     runtime: Runtime
     publisher: Publisher
+    served: ServedFeed | None = None  # this worker's served table, fed directly if set
 
     @classmethod
     def for_runtime(cls, runtime: Runtime) -> ConfigsOut:
@@ -89,11 +94,28 @@ class ConfigsOut:
         return cls(runtime, publisher)
 
     async def publish(self, pubs: Sequence[Publication]) -> None:
-        """Send all, then wait for every acknowledgement (raises if one fails)."""
-        items = [(p.public_key, p.value, headers_for(p.work)) for p in pubs]
-        await send_all(self.publisher, TOPIC, items)
+        """Send all, then wait for every acknowledgement (raises if one fails).
+
+        The configs of partitions this worker serves are written to its table first
+        (a failed publish is retried; the table then briefly holds the newer config),
+        and the changelog is acknowledged together with the configs.
+        """
+        served = self.served
+        direct = served.serve((p.public_key, p.value) for p in pubs) if served else set()
+        token = served.token.decode() if served is not None else None
+        items = [
+            (p.public_key, p.value, headers_for(p.work, token if p.public_key in direct else None))
+            for p in pubs
+        ]
+        if served is not None and direct:
+            await asyncio.gather(send_all(self.publisher, TOPIC, items), served.changelog.flush())
+        else:
+            await send_all(self.publisher, TOPIC, items)
+        kinds: dict[str, int] = {}
         for p in pubs:
-            PUBLISHED.labels(p.kind).inc()
+            kinds[p.kind] = kinds.get(p.kind, 0) + 1
+        for kind, n in kinds.items():
+            PUBLISHED.labels(kind).inc(n)
 
     async def dead_letter(self, work: DueWork, reason: str) -> None:
         """The request, re-encoded, so ``streams dlq replay`` can schedule it again."""
@@ -145,7 +167,7 @@ class OnMiss:
             )  # fmt: skip
             (pub,) = await recompute(conn, [work])
         await self._request(scope)
-        return served_bytes(pub.value)
+        return served_bytes(pub.value, True)
 
     async def _request(self, scope: Scope) -> None:
         value = request_value(scope, trigger=MISS_TRIGGER, countdown=0)
@@ -158,10 +180,11 @@ class OnMiss:
             )
 
 
-def served_bytes(record: Any) -> bytes:
-    """The served JSON document for one decoded ``project-configs`` value."""
+def served_bytes(record: Any, trusted: bool = False) -> bytes:
+    """The served JSON document for one ``project-configs`` value (``trusted``: built
+    by this process's recompute, not read from the topic)."""
     try:
-        return json.dumps(served_document(record), sort_keys=True).encode()
+        return served_json(record, trusted=trusted)
     except (KeyError, ValueError, TypeError) as exc:
         raise DecodeError(f"not a servable project config: {exc!r}") from exc
 
@@ -182,9 +205,19 @@ def install(app: Any, runtime: Runtime) -> None:
     changelog = ChangelogWriter(
         runtime.settings, served.changelog_topic.get_topic_name(), name=SERVED_TABLE
     )
-    feed = ServedFeed(served, changelog, served_bytes)
+    source = runtime.topic(TOPIC)
 
-    attach(
+    def owned() -> set[int]:
+        # Nothing while partitions move or the table recovers: recovery would write
+        # older records over a direct write.
+        if app.rebalancing or getattr(app, "in_recovery", False):
+            return set()
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == source}
+
+    feed = ServedFeed(served, changelog, served_bytes, spec.partitions, owned)
+    app.streams_served_feed = feed  # the recompute finds it here (served_configs.feed_of)
+
+    attach_feed(
         app,
         runtime,
         AgentSpec(
@@ -200,6 +233,7 @@ def install(app: Any, runtime: Runtime) -> None:
             batch_within=0.01,
             tombstones=True,
         ),
+        feed,
     )
 
     on_miss = OnMiss(runtime)

@@ -29,6 +29,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 5
+POLL_EVERY = 500  # records queued between two polls for delivery reports
 Record = tuple[int, bytes, bytes | None]  # (partition, key, value or None: a tombstone)
 
 
@@ -52,6 +53,7 @@ class ChangelogWriter:
         )
         self._failed: list[Record] = []
         self._lock = threading.Lock()
+        self._queued = 0
 
     def send(self, partition: int, key: str, value: Any) -> None:
         """Queue one record (``value`` None: a tombstone); JSON like Faust's serializer."""
@@ -62,23 +64,27 @@ class ChangelogWriter:
         """Queue one record as bytes (a table with the raw serializers)."""
         self._produce((partition, key, value))
 
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        # One bound callback for all records (not a closure per record): the record to
+        # send again is read back from the message.
+        if err is not None:
+            with self._lock:
+                self._failed.append((msg.partition() or 0, msg.key() or b"", msg.value()))
+
     def _produce(self, record: Record) -> None:
         partition, key, value = record
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                with self._lock:
-                    self._failed.append(record)
-
         while True:
             try:
                 self._producer.produce(
-                    self.topic, value, key, partition=partition, on_delivery=delivered
+                    self.topic, value, key, partition=partition, on_delivery=self._delivered
                 )
                 break
             except BufferError:
                 self._producer.poll(0.05)  # the local queue is full: let it drain
-        self._producer.poll(0)
+        self._queued += 1
+        if self._queued >= POLL_EVERY:  # serve delivery reports now and then; flush does too
+            self._queued = 0
+            self._producer.poll(0)
 
     def flush_blocking(self, timeout: float = 30.0) -> None:
         """Wait until every record is acknowledged, re-sending refused ones."""
@@ -99,6 +105,9 @@ class ChangelogWriter:
         raise PublishError(f"{self.topic}: changelog records not acknowledged")
 
     async def flush(self) -> None:
+        """``flush_blocking`` in a thread, unless nothing is waiting for its acknowledgement."""
+        if len(self._producer) == 0 and not self._failed:
+            return
         await asyncio.to_thread(self.flush_blocking)
 
     def close(self) -> None:

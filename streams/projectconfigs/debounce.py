@@ -91,8 +91,11 @@ class DueWork:
         ]
 
     @classmethod
-    def from_json(cls, data: list[Any] | dict[str, Any]) -> DueWork:
-        """Reads both the positional record and the older named one (a dict)."""
+    def from_json(cls, data: DueWork | list[Any] | dict[str, Any]) -> DueWork:
+        """Reads the work itself (the due table keeps it as is until a restart), the
+        positional record, and the older named one (a dict)."""
+        if isinstance(data, cls):
+            return data
         if isinstance(data, dict):
             return cls(**data)
         return cls(*data)

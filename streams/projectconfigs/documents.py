@@ -46,7 +46,11 @@ def canonical(doc: Mapping[str, Any]) -> str:
 
 
 def revision_of(doc: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical(doc).encode()).hexdigest()[:32]
+    return _revision(canonical(doc))
+
+
+def _revision(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def inactive_reason(row: KeyRow) -> str | None:
@@ -93,19 +97,22 @@ def config_record(
     """The ``project-configs`` record of a key that exists (disabled if inactive)."""
     if inactive_reason(row) is not None:
         return disabled_record(row.public_key, computed_at, row.project_id, row.organization_id)
-    doc = config_document(row, project_options, organization_options)
+    # Serialized once: the config and its revision are the same text.
+    text = canonical(config_document(row, project_options, organization_options))
     return {
         "public_key": row.public_key,
         "disabled": False,
         "project_id": row.project_id,
         "organization_id": row.organization_id,
-        "config": canonical(doc),
-        "revision": revision_of(doc),
+        "config": text,
+        "revision": _revision(text),
         "computed_at": computed_at,
     }
 
 
 DISABLED_DOC = {"disabled": True}
+_DISABLED_TEXT = canonical(DISABLED_DOC)
+_DISABLED_REVISION = _revision(_DISABLED_TEXT)
 
 
 def disabled_record(
@@ -121,18 +128,20 @@ def disabled_record(
         "project_id": project_id,
         "organization_id": organization_id,
         "config": None,
-        "revision": revision_of(DISABLED_DOC),
+        "revision": _DISABLED_REVISION,
         "computed_at": computed_at,
     }
 
 
+def _computed_at(computed: Any) -> str:
+    if isinstance(computed, dt.datetime):
+        return computed.astimezone(dt.UTC).isoformat()
+    return dt.datetime.fromtimestamp(int(computed) / 1000, dt.UTC).isoformat()
+
+
 def served_document(record: Mapping[str, Any]) -> dict[str, Any]:
     """What ``GET /api/project-configs/{public_key}`` answers for a decoded record."""
-    computed = record["computed_at"]
-    if isinstance(computed, dt.datetime):
-        computed_at = computed.astimezone(dt.UTC).isoformat()
-    else:
-        computed_at = dt.datetime.fromtimestamp(int(computed) / 1000, dt.UTC).isoformat()
+    computed_at = _computed_at(record["computed_at"])
     config = json.loads(record["config"]) if record.get("config") else None
     return {
         "public_key": record["public_key"],
@@ -143,3 +152,26 @@ def served_document(record: Mapping[str, Any]) -> dict[str, Any]:
         "computed_at": computed_at,
         "config": config if config is not None else dict(DISABLED_DOC),
     }
+
+
+def served_json(record: Mapping[str, Any], *, trusted: bool = False) -> bytes:
+    """``served_document(record)`` as JSON bytes, with the config's own text spliced in.
+
+    The record's config is already canonical JSON (``config_record``), so it is not
+    parsed and dumped again per served config; ``trusted=False`` (a record read from
+    the topic) still parses it once, to refuse one that is not JSON (``ValueError``).
+    The outer keys are sorted as ``json.dumps(..., sort_keys=True)`` sorts them.
+    """
+    text = record.get("config") or _DISABLED_TEXT
+    if not trusted and not isinstance(json.loads(text), dict):
+        raise ValueError("the config is not a JSON object")
+    rest = {
+        "disabled": record["disabled"],
+        "organization_id": record.get("organization_id"),
+        "project_id": record.get("project_id"),
+        "public_key": record["public_key"],
+        "revision": record["revision"],
+    }
+    head = json.dumps(_computed_at(record["computed_at"]))
+    tail = json.dumps(rest, sort_keys=True)
+    return f'{{"computed_at": {head}, "config": {text}, {tail[1:]}'.encode()

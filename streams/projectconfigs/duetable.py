@@ -54,9 +54,10 @@ class DueTable:
                 work.partition,
             )
             key = work.key
-        value = work.to_json()
-        self.table.data[key] = value
-        self.changelog.send(work.partition, key, value)
+        # The table keeps the work itself (read back without parsing); the changelog
+        # gets its JSON record, which is what recovery puts in the table.
+        self.table.data[key] = work
+        self.changelog.send(work.partition, key, work.to_json())
         heapq.heappush(self.heaps.setdefault(work.partition, []), (work.due, key))
         self.pending.add(work.scope_key, work.due)
 
