@@ -287,21 +287,24 @@ def incr(
     in the allow-list (``streams.buffers.models.MODELS``), else ``TypeError`` and
     nothing is published. Does not wait for the broker unless ``wait=True``; an
     increment the broker refuses later is logged (``client.incr.undelivered``). With
-    ``conn`` the increment is sent only if that transaction commits. After
-    ``coalesce_increments(window)``, asynchronous increments are summed per row for up
-    to ``window`` seconds before they are sent (``streams/incr_coalesce.py``): a client
-    killed with -9 also loses those.
+    ``conn`` the increment is sent only if that transaction commits. Asynchronous
+    increments are summed per row for up to 20 ms before they are sent (the first
+    after a quiet window at once; ``coalesce_increments`` changes the window, 0 turns
+    it off; ``streams/incr_coalesce.py``): a client killed with -9 also loses those.
     """
     from streams.buffers.models import check_increment
-    from streams.incr_coalesce import coalescer_for
+    from streams.incr_coalesce import coalescer_for, default_coalescer
 
-    # A coalescer exists only once coalesce_increments() built the publisher; without
-    # one, the value is checked before a publisher (and its settings) is needed.
     coalescer = coalescer_for(_publisher) if _publisher is not None else None
-    if coalescer is not None and conn is None and not wait and signal_only is False:
-        # Summed per row in this process for up to a window (streams/incr_coalesce.py).
-        coalescer.add(model, columns, filters, extra)
-        return
+    if conn is None and not wait and signal_only is False:
+        if coalescer is None:
+            # Checked before a publisher (and its settings) is needed.
+            check_increment(model, columns, filters, extra, signal_only)
+            coalescer = default_coalescer(get_publisher())
+        if coalescer.window > 0:
+            # Summed per row in this process for up to a window (streams/incr_coalesce.py).
+            coalescer.add(model, columns, filters, extra)
+            return
     inc = check_increment(model, columns, filters, extra, signal_only)
     publisher = get_publisher()
     if coalescer is not None:
@@ -317,10 +320,11 @@ def incr(
 
 def coalesce_increments(window: float = 0.02) -> None:
     """Sum this process's asynchronous ``incr()`` calls per row for up to ``window``
-    seconds before sending them (one message per row per window; the first after a
-    quiet window goes at once). A clean exit (``Publisher.flush``/``close``) sends what
-    is held; a kill -9 loses at most ``window`` seconds of increments more than
-    without it. ``window=0`` sends every call at once again."""
+    seconds before sending them (on by default with 0.02 s; one message per row per
+    window; the first after a quiet window goes at once). A clean exit
+    (``Publisher.flush``/``close``) sends what is held; a kill -9 loses at most
+    ``window`` seconds of increments more than without it. ``window=0`` sends every
+    call at once."""
     from streams.incr_coalesce import coalescer_for
 
     if window < 0:

@@ -146,7 +146,7 @@ class Buffer:
         counter = self._received.get(inc.model.name)
         if counter is None:
             counter = self._received[inc.model.name] = m.INCREMENTS.labels(inc.model.name)
-        counter.inc()
+        counter.inc(inc.count)  # incr() calls, however many one message sums
 
     def hold(self, items: Sequence[Item]) -> None:
         closes_at = (math.floor(self._clock() / self.interval) + 1) * self.interval

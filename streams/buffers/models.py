@@ -83,6 +83,7 @@ class Increment:
     extra: Mapping[str, WireExtra]
     signal_only: bool
     event_time_ms: int
+    count: int = 1  # the incr() calls this increment sums (a client may have summed them)
 
     @property
     def key(self) -> str:
@@ -97,6 +98,7 @@ class Increment:
             "extra": dict(self.extra) if self.extra else None,
             "signal_only": self.signal_only,
             "event_time": self.event_time_ms,
+            "increments": self.count,
         }
 
 
@@ -165,10 +167,12 @@ def check_increment(
     *,
     event_time_ms: int | None = None,
     wire: bool = False,
+    count: int = 1,
 ) -> Increment:
     """Validate against the allow-list; raises ``NotAllowed`` (a TypeError) naming the problem.
 
-    ``wire=True`` reads timestamps in ``extra`` as epoch ms (as decoded from the topic).
+    ``wire=True`` reads timestamps in ``extra`` as epoch ms (as decoded from the topic);
+    ``count`` is how many calls the increment sums (>= 1).
     """
     spec = spec_for(model)
     cols = _mapping("columns", columns)
@@ -206,9 +210,11 @@ def check_increment(
         extras[name] = _check_scalar(f"{spec.name} extra {name}", kind, value)
     if type(signal_only) is not bool:
         raise NotAllowed(f"signal_only must be a bool, got {type(signal_only).__name__}")
+    if type(count) is not int or count < 1:
+        raise NotAllowed(f"increments must be an int >= 1, got {count!r}")
     if event_time_ms is None:
         event_time_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-    return Increment(spec, tuple(ordered), counters, extras, signal_only, event_time_ms)
+    return Increment(spec, tuple(ordered), counters, extras, signal_only, event_time_ms, count)
 
 
 def from_wire(value: Mapping[str, Any]) -> Increment:
@@ -224,6 +230,7 @@ def from_wire(value: Mapping[str, Any]) -> Increment:
         value.get("signal_only", False),
         event_time_ms=int(event_time),
         wire=True,
+        count=value.get("increments", 1),  # absent from v1 messages: one call each
     )
 
 

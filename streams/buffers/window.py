@@ -38,7 +38,7 @@ class RowSums:
             self.columns[name] = self.columns.get(name, 0) + delta
         for name, value in inc.extra.items():
             self._set_extra(name, inc.event_time_ms, value)
-        self.increments += 1
+        self.increments += inc.count
         if self.first_offset < 0:
             self.first_offset = offset
         self.last_offset = offset
@@ -93,7 +93,7 @@ class PartitionWindow:
         if row is None:
             row = self.rows[row_id] = RowSums(inc.model, inc.filters, inc.signal_only)
         row.add(inc, offset)
-        self.increments += 1
+        self.increments += inc.count
 
     def hold(self, offset: int, token: object, closes_at: float) -> None:
         """Record that ``offset`` was consumed into this window (applied or dead-lettered)."""
