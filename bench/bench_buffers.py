@@ -1,23 +1,27 @@
-"""Buffered increments: sustained increments/s and statements per 100k increments,
-next to the naive one-UPDATE-per-increment loop on the same PostgreSQL in the same run.
+"""Buffered increments at three sizes 10x apart: increments/s from incr() to exact
+totals, next to the naive one-UPDATE-per-increment loop on the same PostgreSQL in
+the same run, and the worker's RSS at each size.
 
-    .venv/bin/python bench/bench_buffers.py [--increments 200000] [--rows 500] [--interval 5]
-        [--coalesce 0.02]
+    .venv/bin/python bench/bench_buffers.py [--sizes 50,500,5000] [--increments 200000]
+        [--interval 1] [--coalesce SECONDS]
 
 Starts its own broker + PostgreSQL (unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL are
-set) and a real ``streams worker`` running only the buffer agent. Figures:
+set); for each size (rows), a scratch database and a fresh ``streams worker`` running
+only the buffer agent. Figures per size:
   * naive: one autocommitted UPDATE per increment (what a task per increment did);
   * buffered: increments/s from the first incr() to every counter exact in
-    PostgreSQL, and the row statements the flushes executed per 100k increments
-    (limit: <= rows x windows; goal: far fewer than the naive 100,000), with incr()
-    summing per row in the client for --coalesce seconds (client.coalesce_increments;
-    0 = one message per call).
-Goals (issue 13): >= 100,000 increments/s end to end and >= 5x the naive loop.
+    PostgreSQL (so it includes the last flush window), the row statements the
+    flushes executed (limit: <= rows x windows), database time per 100k, and the
+    worker's RSS (now and peak). incr() sums per row in the client by default
+    (streams/incr_coalesce.py); --coalesce sets that window (0 = off).
+Goals (issue 13): >= 100,000 increments/s end to end and >= 5x the naive loop;
+throughput and RSS within 20% per 10x rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -29,12 +33,13 @@ import sys
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
 from bench._profile import profiled
-from bench._results import Results
+from bench._results import Results, machine
 from bench._stack import worker_env
 from streams import client, topics
 from streams.db.migrate import migrate
@@ -139,15 +144,15 @@ def metric(settings: Settings, name: str, labels: str = "") -> float:
 
 
 def buffered(
-    settings: Settings, ids: list[int], n: int, dsn: str, *, coalesce: float, pid: int
+    settings: Settings, ids: list[int], n: int, dsn: str, *, coalesce: float | None, pid: int
 ) -> tuple[float, float, float]:
     """(increments/s end to end, incr() calls/s, seconds until all were applied)."""
     rng = random.Random(2)
     publisher = Publisher(settings)
     client.set_publisher(publisher)
-    if coalesce > 0:
+    if coalesce is not None:
         client.coalesce_increments(coalesce)
-    profile = profiled(pid, "buffers-worker")
+    profile = profiled(pid, f"buffers-worker-{len(ids)}")
     try:
         with profile:
             started = time.perf_counter()
@@ -166,37 +171,40 @@ def buffered(
     return n / applied, n / sent, applied
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process (Linux /proc), MB."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process (Linux /proc), MB; ``VmHWM`` for its peak."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--increments", type=int, default=200_000)
-    parser.add_argument("--naive", type=int, default=20_000, help="increments for the naive loop")
-    parser.add_argument("--rows", type=int, default=500)
-    parser.add_argument(
-        "--interval", type=float, default=5.0, help="flush window, seconds (default: the default)"
-    )
-    parser.add_argument(
-        "--coalesce", type=float, default=0.02, help="incr() per-row summing window, s (0: off)"
-    )
-    args = parser.parse_args()
+@dataclass
+class Size:
+    """The figures of one size."""
 
-    state = ROOT / ".streams" / f"bench-buffers-{os.getpid()}"
-    info = stack.start(state, detach=False, env=dict(os.environ))
-    assert info.kafka_bootstrap_servers and info.database_url
-    dsn = scratch_database(info.database_url)
+    rows: int
+    naive: float  # increments/s
+    rate: float  # increments/s, incr() to exact totals
+    calls: float  # incr() calls/s
+    seconds: float
+    statements: float
+    flushes: float
+    db_seconds: float
+    rss: float  # MB, after the run
+    peak: float  # MB
+    load: str
+
+
+def run_size(info: stack.StackInfo, state: Path, args: argparse.Namespace, rows: int) -> Size:
+    """One size: a scratch database, its own topics, a fresh worker; stopped after."""
+    dsn = scratch_database(info.database_url or "")
     proc: subprocess.Popen[bytes] | None = None
     try:
         migrate(dsn)
         tag = uuid.uuid4().hex[:6]
         settings = Settings(
-            kafka_bootstrap_servers=info.kafka_bootstrap_servers,
+            kafka_bootstrap_servers=info.kafka_bootstrap_servers or "",
             database_url=Secret(dsn),
             topic_prefix=f"bench{tag}.",
             app_id=f"bench-buffers-{tag}",
@@ -204,68 +212,24 @@ def main() -> None:
             state_dir=state / tag,
         )
         topics.create_all(settings)
-        ids = seed(dsn, args.rows)
-
-        results = Results(os.environ.get("BENCH_RESULTS_NAME", "buffers"))
+        ids = seed(dsn, rows)
         naive_rate = naive(dsn, ids, args.naive)
-        print(
-            f"naive loop:  {naive_rate:9,.0f} increments/s   100,000 statements per 100k   "
-            f"100,000 transactions per 100k   {100_000 / naive_rate:.2f} s database time per 100k"
-        )
-
-        state.mkdir(parents=True, exist_ok=True)
         proc = start_worker(settings, args.interval, state / "worker.log")
-        rate, produce_rate, seconds = buffered(
+        rate, calls, seconds = buffered(
             settings, ids, args.increments, dsn, coalesce=args.coalesce, pid=proc.pid
         )
-        statements = metric(settings, "streams_buffer_statements_total", 'kind="row"')
-        flushes = metric(settings, "streams_buffer_flushes_total")
-        db_seconds = metric(settings, "streams_buffer_flush_seconds_sum")
-        per_100k = 100_000 / args.increments
-        print(
-            f"buffered:    {rate:9,.0f} increments/s   {statements * per_100k:7,.0f} statements "
-            f"per 100k   {flushes * per_100k:,.0f} transactions per 100k   "
-            f"{db_seconds * per_100k:.2f} s database time per 100k"
-        )
-        print(
-            f"             ({args.increments:,} increments over {args.rows} rows in "
-            f"{seconds:.1f} s, window {args.interval:g} s; incr() {produce_rate:,.0f} calls/s)"
-        )
-        print(
-            f"limits:      statements {statements:,.0f} <= rows x windows "
-            f"{args.rows * flushes:,.0f} ({flushes:.0f} flushes): "
-            f"{'ok' if statements <= args.rows * flushes else 'EXCEEDED'};  "
-            f"speed-up over the naive loop: {rate / naive_rate:.1f}x"
-        )
-        results.add(
-            "increments/s, incr() to exact totals",
-            rate,
-            "increments/s",
-            goal=">= 100,000",
-            met=rate >= 100_000,
-            alternative=f"coalesce window {args.coalesce:g} s; incr() {produce_rate:,.0f} calls/s",
-        )
-        results.add(
-            "speed-up over the naive UPDATE loop",
-            rate / naive_rate,
-            "x",
-            goal=">= 5x",
-            met=rate >= 5 * naive_rate,
-            alternative=f"naive loop {naive_rate:,.0f} increments/s",
-        )
-        results.add(
-            f"worker RSS after {args.increments:,} increments over {args.rows:,} rows",
-            rss_mb(proc.pid),
-            "MB",
-            alternative=f"{rate:,.0f} increments/s at this size",
-        )
-        results.add(
-            "row statements per 100k increments",
-            statements * per_100k,
-            "statements",
-            goal=f"<= rows x windows ({args.rows * flushes:,.0f})",
-            met=statements <= args.rows * flushes,
-            alternative="naive loop 100,000",
+        return Size(
+            rows=rows,
+            naive=naive_rate,
+            rate=rate,
+            calls=calls,
+            seconds=seconds,
+            statements=metric(settings, "streams_buffer_statements_total", 'kind="row"'),
+            flushes=metric(settings, "streams_buffer_flushes_total"),
+            db_seconds=metric(settings, "streams_buffer_flush_seconds_sum"),
+            rss=rss_mb(proc.pid),
+            peak=rss_mb(proc.pid, "VmHWM"),
+            load=machine(),
         )
     finally:
         if proc is not None and proc.poll() is None:
@@ -274,7 +238,95 @@ def main() -> None:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        drop_database(info.database_url, dsn)
+        drop_database(info.database_url or "", dsn)
+
+
+def report(sizes: list[Size], args: argparse.Namespace) -> None:
+    """Print one line per size, and record the figures for bench/summary.py."""
+    per_100k = 100_000 / args.increments
+    print(
+        "rows    naive/s  buffered/s  speed-up  incr() calls/s  row stmts  flushes  "
+        "DB s/100k  RSS MB (peak)  load"
+    )
+    for z in sizes:
+        print(
+            f"{z.rows:>5} {z.naive:>10,.0f} {z.rate:>11,.0f} {z.rate / z.naive:>8.1f}x "
+            f"{z.calls:>15,.0f} {z.statements:>10,.0f} {z.flushes:>8,.0f} "
+            f"{z.db_seconds * per_100k:>10.2f} {z.rss:>7.0f} ({z.peak:.0f})  {z.load}"
+        )
+    results = Results(os.environ.get("BENCH_RESULTS_NAME", "buffers"))
+    for z in sizes:
+        limit = z.rows * z.flushes
+        results.add(
+            f"increments/s, incr() to exact totals, {z.rows:,} rows",
+            z.rate,
+            "increments/s",
+            goal=">= 100,000",
+            met=z.rate >= 100_000,
+            alternative=f"incr() {z.calls:,.0f} calls/s; {args.increments:,} increments",
+        )
+        results.add(
+            f"speed-up over the naive UPDATE loop, {z.rows:,} rows",
+            z.rate / z.naive,
+            "x",
+            goal=">= 5x",
+            met=z.rate >= 5 * z.naive,
+            alternative=f"naive loop {z.naive:,.0f} increments/s",
+        )
+        results.add(
+            f"worker RSS after {args.increments:,} increments over {z.rows:,} rows",
+            z.rss,
+            "MB",
+            alternative=f"peak {z.peak:.0f} MB",
+        )
+        results.add(
+            f"row statements, {z.rows:,} rows",
+            z.statements,
+            "statements",
+            goal=f"<= rows x windows ({limit:,.0f})",
+            met=z.statements <= limit,
+            alternative=f"naive loop {args.increments:,}",
+        )
+    for small, big in itertools.pairwise(sizes):
+        growth = f"{small.rows:,} -> {big.rows:,} rows"
+        results.add(
+            f"throughput kept, {growth}",
+            big.rate / small.rate,
+            "x",
+            goal=">= 0.8x",
+            met=big.rate >= 0.8 * small.rate,
+        )
+        results.add(
+            f"worker RSS growth, {growth}",
+            big.rss / small.rss,
+            "x",
+            goal="<= 1.2x",
+            met=big.rss <= 1.2 * small.rss,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--increments", type=int, default=200_000)
+    parser.add_argument("--naive", type=int, default=10_000, help="increments for the naive loop")
+    parser.add_argument("--sizes", default="50,500,5000", help="rows per size, comma-separated")
+    parser.add_argument("--interval", type=float, default=1.0, help="worker flush window, s")
+    parser.add_argument(
+        "--coalesce",
+        type=float,
+        default=None,
+        help="incr() per-row summing window, s (default: the library's; 0: off)",
+    )
+    args = parser.parse_args()
+
+    state = ROOT / ".streams" / f"bench-buffers-{os.getpid()}"
+    info = stack.start(state, detach=False, env=dict(os.environ))
+    assert info.kafka_bootstrap_servers and info.database_url
+    state.mkdir(parents=True, exist_ok=True)
+    try:
+        sizes = [run_size(info, state, args, int(r)) for r in args.sizes.split(",")]
+        report(sizes, args)
+    finally:
         stack.stop(state)
         shutil.rmtree(state, ignore_errors=True)
 
