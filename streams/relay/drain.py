@@ -172,22 +172,16 @@ class Drainer:
         dead: set[int] = set()  # the groups dead-lettered
         parked: list[Letter] = []  # dead letters too large for the topic: kept in PostgreSQL
         send = publisher.send_raw
-        encode = encoder.encode
+        encode = encoder.encode_raw
         on_message = acks.on_message
         reason: FailureReason
         error: BaseException
         for i, group in enumerate(groups):
             row = group.row
             try:
-                enc = encode(row, i)
-                send(
-                    enc.full_topic,
-                    enc.value,
-                    key=enc.key,
-                    headers=enc.headers,
-                    on_delivery=on_message(i),
-                )
-                sent[i] = enc.topic
+                topic, full_topic, key, value, headers = encode(row, i)
+                send(full_topic, value, key=key, headers=headers, on_delivery=on_message(i))
+                sent[i] = topic
                 continue
             except KafkaException as exc:
                 reason, error = FailureReason.PRODUCE, exc

@@ -46,10 +46,29 @@ def _shape(avro_type: Any) -> object:
 
 
 def _varint(n: int) -> bytes:
-    """Avro long: zigzag, then base-128 little-endian varint."""
+    """Avro long: zigzag, then base-128 little-endian varint (unrolled up to 5 bytes:
+    ids up to 17 billion; a loop beyond)."""
     if not _INT64_MIN <= n <= _INT64_MAX:
         raise ValueError(f"{n} does not fit an Avro long")
     z = (n << 1) ^ (n >> 63)
+    if z < 0x80:
+        return bytes((z,))
+    if z < 0x4000:
+        return bytes((z & 0x7F | 0x80, z >> 7))
+    if z < 0x200000:
+        return bytes((z & 0x7F | 0x80, z >> 7 & 0x7F | 0x80, z >> 14))
+    if z < 0x10000000:
+        return bytes((z & 0x7F | 0x80, z >> 7 & 0x7F | 0x80, z >> 14 & 0x7F | 0x80, z >> 21))
+    if z < 0x800000000:
+        return bytes(
+            (
+                z & 0x7F | 0x80,
+                z >> 7 & 0x7F | 0x80,
+                z >> 14 & 0x7F | 0x80,
+                z >> 21 & 0x7F | 0x80,
+                z >> 28,
+            )
+        )
     out = bytearray()
     while z >= 0x80:
         out.append((z & 0x7F) | 0x80)
