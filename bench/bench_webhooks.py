@@ -426,10 +426,13 @@ def _celery_phases(
     state = settings.state_dir / "celery"
     with celery_stack(settings.database_url.get(), state, free_port()) as stack:
         pids = {**stack.pids(), "receiver": receiver_pid}
+        logged = delivery_log_rows(settings)
         run = throughput(lambda value, _org: stack.send(value), lambda: None, orgs, stats, pids)
+        logged = delivery_log_rows(settings) - logged
         print(
             f"celery in all {run.cpu_us('celery'):.0f} us CPU per change, "
-            f"with redis {run.cpu_us('celery', 'redis'):.0f} us"
+            f"with redis {run.cpu_us('celery', 'redis'):.0f} us; "
+            f"{logged} delivery log rows written (expected {2 * (N // ORGS) * ORGS})"
         )
         rate, seconds, _, _ = PACED[0]
         got = paced(
@@ -543,6 +546,13 @@ def main() -> None:
             receiver.join(5)
     # ~150 MB of PostgreSQL data per run: removed on success, kept (with worker.log) on failure.
     shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+def delivery_log_rows(settings: Settings) -> int:
+    """Rows in webhook_delivery_log (both systems log every POST there)."""
+    with psycopg.connect(settings.database_url.get()) as conn:
+        row = conn.execute("SELECT count(*) FROM webhook_delivery_log").fetchone()
+    return int(row[0]) if row else 0
 
 
 def all_assigned(ports: list[int]) -> bool:

@@ -224,13 +224,22 @@ def _wait(pred: Any, timeout: float, what: str) -> None:
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def _with_parent(args: list[str]) -> list[str]:
+    """``args`` run to receive SIGTERM when the benchmark dies (a timeout's kill leaves
+    no Redis or Celery behind); setpriv (util-linux) execs it, so the PID is the same."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *args] if setpriv else args
+
+
 def _start_redis(port: int, state_dir: Path) -> subprocess.Popen[bytes]:
     import redis
 
     args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     args += ["--appendonly", "no", "--dir", str(state_dir), "--loglevel", "warning"]
     proc = subprocess.Popen(
-        args, stdout=(state_dir / "redis.log").open("ab"), stderr=subprocess.STDOUT
+        _with_parent(args),
+        stdout=(state_dir / "redis.log").open("ab"),
+        stderr=subprocess.STDOUT,
     )
 
     def up() -> bool:
@@ -268,7 +277,7 @@ def celery_stack(database_url: str, state_dir: Path, port: int) -> Iterator[Cele
     celery = [sys.executable, "-m", "celery", "-A", "bench.celery_webhooks", "worker"]
     celery += ["--pool=prefork", f"--concurrency={CONCURRENCY}", "--loglevel=warning"]
     worker = subprocess.Popen(
-        celery,
+        _with_parent(celery),
         env=env,
         cwd=ROOT,
         stdout=(state_dir / "celery.log").open("ab"),
