@@ -19,7 +19,8 @@ at 50 changes/s; p99 < 100 ms at 1k changes/s.
     BENCH_WEBHOOK_CHANGES=30000 BENCH_WEBHOOK_WORKERS=2 .venv/bin/python bench/bench_webhooks.py
 
 BENCH_FETCH_WAIT (seconds) and BENCH_BATCH_WITHIN override the worker's fetch wait and
-agent batching window; BENCH_PROFILE=1 records each worker with py-spy (bench/_profile.py).
+agent batching window; BENCH_CELERY_CHANGES runs fewer changes through Celery (default N);
+BENCH_PROFILE=1 records each worker and Celery process with py-spy (bench/_profile.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ from streams.publisher import Publisher
 from streams.settings import Settings
 
 N = int(os.environ.get("BENCH_WEBHOOK_CHANGES", "30000"))
+# Celery + Redis did ~100 changes/s on a quiet 2-core machine: fewer changes shorten its
+# run (the rates are steady from a few thousand on). At most N (the issues seeded).
+CELERY_N = min(N, int(os.environ.get("BENCH_CELERY_CHANGES", str(N))))
 WORKERS = int(os.environ.get("BENCH_WEBHOOK_WORKERS", "2"))
 ORGS = 10  # each with the same 2 apps installed: 20 targets
 # (changes/s, seconds, p50 goal ms, p99 goal ms): light load, then the goal's 1k/s.
@@ -265,9 +269,11 @@ def throughput(
     orgs: list[tuple[int, int, int]],
     stats: str,
     pids: dict[str, int],
+    *,
+    changes: int = N,
 ) -> Run:
-    """N changes sent at full speed; changes/s and POSTs/s end to end, CPU per change."""
-    per_org = N // ORGS
+    """``changes`` sent at full speed; changes/s and POSTs/s end to end, CPU per change."""
+    per_org = changes // ORGS
     http(f"{stats}/reset", "POST")
     cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.perf_counter()
@@ -412,7 +418,7 @@ def run_celery(
     if why is not None:
         print(f"Celery + Redis alternative skipped: {why}")
         return None
-    print(f"Celery + Redis (prefork x{CONCURRENCY}), same N, same receiver; {machine()}")
+    print(f"Celery + Redis (prefork x{CONCURRENCY}), N={CELERY_N}, same receiver; {machine()}")
     try:
         return _celery_phases(settings, orgs, stats, receiver_pid)
     except (Exception, SystemExit) as exc:  # our figures are recorded all the same
@@ -427,12 +433,19 @@ def _celery_phases(
     with celery_stack(settings.database_url.get(), state, free_port()) as stack:
         pids = {**stack.pids(), "receiver": receiver_pid}
         logged = delivery_log_rows(settings)
-        run = throughput(lambda value, _org: stack.send(value), lambda: None, orgs, stats, pids)
+        run = throughput(
+            lambda value, _org: stack.send(value),
+            lambda: None,
+            orgs,
+            stats,
+            pids,
+            changes=CELERY_N,
+        )
         logged = delivery_log_rows(settings) - logged
         print(
             f"celery in all {run.cpu_us('celery'):.0f} us CPU per change, "
             f"with redis {run.cpu_us('celery', 'redis'):.0f} us; "
-            f"{logged} delivery log rows written (expected {2 * (N // ORGS) * ORGS})"
+            f"{logged} delivery log rows written (expected {2 * (CELERY_N // ORGS) * ORGS})"
         )
         rate, seconds, _, _ = PACED[0]
         got = paced(
