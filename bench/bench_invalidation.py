@@ -55,7 +55,9 @@ from bench._profile import profiled
 from bench._results import Results
 from bench.invalidation_checks import Seen, components, distinct_windows, percentiles, unserved
 from streams import catalogue, kafka_config, topics
-from streams.agents.project_configs import PARTITIONER, ConfigsOut
+from streams.agents.project_configs import ConfigsOut, configs_publisher
+from streams.avro.codec import build_codec
+from streams.avro.store import default_store
 from streams.db.migrate import migrate
 from streams.dev import stack
 from streams.projectconfigs.debounce import DueWork
@@ -368,7 +370,8 @@ def burst(settings: Settings, projects: list[Any], workers: list[Worker]) -> Non
 
 async def bare_rate(settings: Settings, chosen: list[Any]) -> float:
     """The same recompute SQL and publish, in batches of BATCH, from this process."""
-    out = ConfigsOut(cast(Any, None), Publisher(settings, partitioner=PARTITIONER))
+    codec = build_codec(default_store(), settings.schema_registry_url)
+    out = ConfigsOut(cast(Any, None), configs_publisher(settings, codec))
     now = time.time()
     works = [
         DueWork("project", org, project, None, "bare", now, now, 0) for org, project, _ in chosen

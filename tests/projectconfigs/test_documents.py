@@ -6,6 +6,8 @@ import datetime as dt
 import json
 from dataclasses import replace
 
+import pytest
+
 from streams.avro.codec import build_codec
 from streams.avro.store import default_store
 from streams.projectconfigs.documents import (
@@ -13,6 +15,7 @@ from streams.projectconfigs.documents import (
     config_record,
     disabled_record,
     served_document,
+    served_json,
 )
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -56,3 +59,17 @@ def test_records_fit_the_topic_schema_and_serve_as_json() -> None:
         assert served["computed_at"] == "2026-01-02T03:04:05+00:00"
     assert served["config"] == {"disabled": True}
     assert served["public_key"] == "gone" and served["project_id"] is None
+
+
+def test_the_served_json_is_the_served_document_with_the_config_text_spliced_in() -> None:
+    codec = build_codec(default_store(), None)
+    for record in (config_record(ROW, {"sentry:x": [1, 2]}, {}, NOW), disabled_record("gone", NOW)):
+        decoded = codec.decode("project-configs", codec.encode("project-configs", record))
+        for value, trusted in ((record, True), (decoded, False)):
+            assert json.loads(served_json(value, trusted=trusted)) == served_document(value)
+
+
+def test_a_config_that_is_not_json_is_refused_when_read_from_the_topic() -> None:
+    record = {**config_record(ROW, {}, {}, NOW), "config": "{not json"}
+    with pytest.raises(ValueError):
+        served_json(record)
