@@ -115,8 +115,7 @@ class DirectConsumer:
         backoff = _BACKOFF_FIRST
         try:
             while not self._stopping.is_set():
-                records = consumer.consume(num_messages=self.batch_size, timeout=0.2)
-                events = self._events(records)
+                events = self._events(self._ready(consumer))
                 if not events:
                     continue
                 if self._handle(events):
@@ -133,6 +132,18 @@ class DirectConsumer:
             raise
         finally:
             consumer.close()
+
+    def _ready(self, consumer: Consumer) -> list[KafkaMessage]:
+        # consume(n, timeout) waits until n records or the timeout: a light-load batch
+        # would wait the whole timeout. Take what is queued; only when nothing is, wait
+        # for the first record, then take what came with it.
+        records = consumer.consume(self.batch_size, 0)
+        if records:
+            return records
+        records = consumer.consume(1, 0.2)
+        if records and self.batch_size > 1:
+            records.extend(consumer.consume(self.batch_size - 1, 0))
+        return records
 
     def _events(self, records: Sequence[KafkaMessage]) -> list[RawEvent]:
         events: list[RawEvent] = []
