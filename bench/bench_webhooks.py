@@ -509,12 +509,13 @@ def record(
             f"{celery.posts:,.0f} POSTs/s",
         )
         # Load-independent: the phases run one after the other on a shared machine.
-        theirs, mine = celery.cpu_us("celery", "redis"), ours.cpu_us("worker", "broker")
+        cpu_celery, cpu_ours = celery.cpu_us("celery", "redis"), ours.cpu_us("worker", "broker")
         results.add(
             "CPU per change, Celery+Redis / ours",
-            theirs / mine,
+            cpu_celery / cpu_ours,
             "x",
-            alternative=f"Celery + redis {theirs:,.0f} us, our workers + broker {mine:,.0f} us",
+            alternative=f"Celery + redis {cpu_celery:,.0f} us, "
+            f"our workers + broker {cpu_ours:,.0f} us",
         )
     results.add(
         "worker RSS after throughput", rss[1], "MB", alternative=f"{rss[0]:.0f} MB before, N={N}"
