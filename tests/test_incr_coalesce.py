@@ -12,12 +12,15 @@ from typing import Any
 
 import pytest
 
+from streams import catalogue
 from streams.buffers.models import NotAllowed
 from streams.client import incr
-from streams.incr_coalesce import IncrCoalescer
+from streams.incr_coalesce import MAX_ROWS, IncrCoalescer, partition_of
 from streams.publisher import Publisher
 from streams.settings import Settings
 from tests.buffers import support as s
+
+PARTITIONS = catalogue.lookup("buffer-increments").partitions
 
 
 class FakePublisher:
@@ -46,17 +49,33 @@ def test_a_window_of_increments_is_one_message_per_row_with_the_exact_sum() -> N
     c.add("issue_group", {"times_seen": 1}, {"id": 2}, {"last_seen": seen})
     assert len(pub.sent) == 1  # held: the window is not over
     pub.flush()
-    rows = {v["filters"]["id"]: v for _, v, _ in pub.sent[1:]}
+    rows = {v["filters"]["id"]: v for v in sent_rows(pub.sent[1:])}
     assert {i: v["columns"]["times_seen"] for i, v in rows.items()} == {1: 668, 2: 667, 3: 666}
     assert rows[2]["extra"] == {"last_seen": int(seen.timestamp() * 1000)}
     assert rows[1]["extra"] is None
-    assert sum(v["columns"]["times_seen"] for _, v, _ in pub.sent) == 1 + 2000 + 1
-    assert [v["increments"] for _, v, _ in pub.sent] == [1, 334, 334, 333]  # calls summed
-    assert {k for _, _, k in pub.sent[1:]} == {
-        'issue_group:{"id":1}',
-        'issue_group:{"id":2}',
-        'issue_group:{"id":3}',
-    }
+    assert sum(v["columns"]["times_seen"] for v in sent_rows(pub.sent)) == 1 + 2000 + 1
+    assert {i: v["increments"] for i, v in rows.items()} == {1: 334, 2: 334, 3: 333}
+    # Each row rides on its own key's partition, with the rows of that partition.
+    for _, v, key in pub.sent:
+        part = partition_of(key, PARTITIONS)
+        for r in [v, *v.get("more", [])]:
+            assert partition_of(f'issue_group:{{"id":{r["filters"]["id"]}}}', PARTITIONS) == part
+
+
+def sent_rows(sent: list[tuple[str, dict[str, Any], str]]) -> list[dict[str, Any]]:
+    """Every row of the sent messages: the top-level one and those in ``more``."""
+    return [r for _, v, _ in sent for r in [v, *v.get("more", [])]]
+
+
+def test_thousands_of_rows_in_a_window_are_a_few_messages_per_partition() -> None:
+    pub = FakePublisher()
+    c = IncrCoalescer(pub, window=60.0)
+    for n in range(5001):
+        c.add("issue_group", {"times_seen": 1}, {"id": n}, {"culprit": "x" * (n % 100)})
+    pub.flush()
+    assert len(pub.sent) <= 1 + 2 * PARTITIONS + 5000 // MAX_ROWS
+    ids = sorted(r["filters"]["id"] for r in sent_rows(pub.sent))
+    assert ids == list(range(5001))
 
 
 def test_bad_calls_raise_before_anything_is_held() -> None:
@@ -82,7 +101,7 @@ def test_a_sum_that_would_leave_bigint_is_sent_in_two_messages() -> None:
     c.add("issue_group", {"times_seen": big}, {"id": 9}, None)
     c.add("issue_group", {"times_seen": big}, {"id": 9}, None)
     pub.flush()
-    sums = [v["columns"]["times_seen"] for _, v, _ in pub.sent if v["filters"]["id"] == 9]
+    sums = [v["columns"]["times_seen"] for v in sent_rows(pub.sent) if v["filters"]["id"] == 9]
     assert sums == [big, big]
 
 
@@ -99,8 +118,9 @@ def test_incr_sums_by_default_and_keeps_each_rows_order_with_unbatched_calls(
         incr("issue_group", {"times_seen": 1}, {"id": 2}, wait=True)
         incr("issue_group", {"times_seen": 1}, {"id": 3})
         publisher.flush()
-    values = [v for _, v, _ in s.read_topic(settings, "buffer-increments")]
-    assert len(values) < 3000 / 10
+    messages = [v for _, v, _ in s.read_topic(settings, "buffer-increments")]
+    assert len(messages) < 3000 / 10
+    values = [{**r, "signal_only": v["signal_only"]} for v in messages for r in [v, *v["more"]]]
     assert sum(v["increments"] for v in values) == 3003
     by_row: dict[int, list[dict[str, Any]]] = {}
     for v in values:
@@ -110,3 +130,25 @@ def test_incr_sums_by_default_and_keeps_each_rows_order_with_unbatched_calls(
     assert by_row[1][-1]["signal_only"] and by_row[1][-1]["increments"] == 1
     assert [v["signal_only"] for v in by_row[1][:-1]] == [False] * (len(by_row[1]) - 1)
     assert by_row[2][-1]["columns"] == {"times_seen": 1} and by_row[2][-1]["increments"] == 1
+
+
+def test_rows_are_grouped_by_the_partition_the_producer_gives_their_key(
+    settings: Settings, publisher: Publisher
+) -> None:
+    got: dict[str, int] = {}
+
+    def delivered(err: Any, msg: Any) -> None:
+        assert err is None
+        got[msg.key().decode()] = msg.partition()
+
+    keys = [f'issue_group:{{"id":{n}}}' for n in range(200)] + ["é", "k" * 300]
+    value = {
+        "model": "issue_group",
+        "filters": {"id": 1},
+        "columns": {"times_seen": 1},
+        "event_time": 0,
+    }
+    for key in keys:
+        publisher.send("buffer-increments", value, key=key, on_delivery=delivered)
+    publisher.flush()
+    assert got == {key: partition_of(key, PARTITIONS) for key in keys}

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from streams.agents.base import AgentSpec, Message, Mode, RetryPolicy, attach
 from streams.buffers.buffer import Buffer, Item
-from streams.buffers.models import Increment, NotAllowed, from_wire, row_key
+from streams.buffers.models import Increment, NotAllowed, row_key, rows_from_wire
 from streams.buffers.store import PostgresFlushStore
 from streams.buffers.window import PartitionWindow, RowSums
 from streams.errors import PermanentFailure
@@ -36,9 +36,10 @@ BATCH = 2000
 BATCH_WITHIN = 0.1
 
 
-def _increment(msg: Message) -> Increment:
+def _increments(msg: Message) -> list[Increment]:
+    """The rows of one message (a client sends one row, or several of one partition)."""
     try:
-        return from_wire(msg.value)
+        return rows_from_wire(msg.value)
     except (NotAllowed, KeyError, TypeError, ValueError) as exc:
         raise PermanentFailure(f"increment outside the allow-list: {exc}") from exc
 
@@ -116,12 +117,14 @@ def install(app: Any, runtime: Runtime) -> None:
     )
 
     async def handle(msg: Message) -> None:
-        buffer.add(msg.partition, msg.offset, _increment(msg))
+        for inc in _increments(msg):
+            buffer.add(msg.partition, msg.offset, inc)
 
     async def handle_batch(msgs: Sequence[Message]) -> None:
-        incs = [_increment(msg) for msg in msgs]  # all valid, or none added
-        for msg, inc in zip(msgs, incs, strict=True):
-            buffer.add(msg.partition, msg.offset, inc)
+        rows = [_increments(msg) for msg in msgs]  # all valid, or none added
+        for msg, incs in zip(msgs, rows, strict=True):
+            for inc in incs:
+                buffer.add(msg.partition, msg.offset, inc)
 
     spec = AgentSpec(
         NAME,

@@ -218,19 +218,36 @@ def check_increment(
 
 
 def from_wire(value: Mapping[str, Any]) -> Increment:
-    """Validate a decoded ``buffer-increments`` value (a producer may have skipped incr())."""
-    event_time = value["event_time"]
+    """Validate a decoded ``buffer-increments`` value's top-level row (a producer may
+    have skipped incr()); ``rows_from_wire`` gives every row of the message."""
+    return _row_from_wire(value["model"], value.get("signal_only", False), value)
+
+
+def rows_from_wire(value: Mapping[str, Any]) -> list[Increment]:
+    """Every row of a decoded ``buffer-increments`` value: the top-level one, then
+    ``more`` (v2: rows of the same model a client summed in one window); all valid,
+    else ``NotAllowed`` (the message is dead-lettered whole)."""
+    model, signal_only = value["model"], value.get("signal_only", False)
+    first = _row_from_wire(model, signal_only, value)
+    more = value.get("more") or ()
+    if not more:
+        return [first]
+    return [first, *(_row_from_wire(model, signal_only, row) for row in more)]
+
+
+def _row_from_wire(model: object, signal_only: object, row: Mapping[str, Any]) -> Increment:
+    event_time = row["event_time"]
     if isinstance(event_time, dt.datetime):
         event_time = int(event_time.timestamp() * 1000)
     return check_increment(
-        value["model"],
-        value["columns"],
-        value["filters"],
-        value.get("extra"),
-        value.get("signal_only", False),
+        model,
+        row["columns"],
+        row["filters"],
+        row.get("extra"),
+        signal_only,
         event_time_ms=int(event_time),
         wire=True,
-        count=value.get("increments", 1),  # absent from v1 messages: one call each
+        count=row.get("increments", 1),  # absent from v1 messages: one call each
     )
 
 

@@ -89,3 +89,35 @@ def test_a_lone_surrogate_in_extra_is_a_type_error_before_anything_is_sent() -> 
         incr("issue_group", {"times_seen": 1}, {"id": 1}, {"level": "err\ud800or"})
     inc = check_increment("issue_group", {"times_seen": 1}, {"id": 1}, {"level": "erreur ✓"})
     assert inc.extra == {"level": "erreur ✓"}
+
+
+def test_every_row_of_a_summed_message_is_read_and_one_bad_row_refuses_the_message() -> None:
+    from streams.buffers.models import rows_from_wire
+
+    second: dict[str, Any] = {
+        "filters": {"id": 2},
+        "columns": {"times_seen": 1},
+        "event_time": 9,
+        "increments": 1,
+    }
+    value: dict[str, Any] = {
+        "model": "issue_group",
+        "filters": {"id": 1},
+        "columns": {"times_seen": 5},
+        "extra": None,
+        "signal_only": False,
+        "event_time": 0,
+        "increments": 3,
+        "more": [second],
+    }
+    rows = rows_from_wire(value)
+    assert [(r.filters, dict(r.columns), r.count) for r in rows] == [
+        ((("id", 1),), {"times_seen": 5}, 3),
+        ((("id", 2),), {"times_seen": 1}, 1),
+    ]
+    value["more"] = [{**second, "columns": {"title": 1}}]
+    with pytest.raises(NotAllowed, match="not an allow-listed counter"):
+        rows_from_wire(value)
+    value["more"] = [{**second, "increments": 0}]
+    with pytest.raises(NotAllowed, match="increments must be an int >= 1"):
+        rows_from_wire(value)
