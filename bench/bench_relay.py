@@ -96,7 +96,7 @@ def bare_postgres(dsn: str, rows: int, batch: int) -> float:
     return rows / (time.perf_counter() - started)
 
 
-def bare_kafka(settings: Settings, rows: int) -> float:
+def bare_kafka(settings: Settings, rows: int) -> tuple[float, float]:
     """The relay's own encoded messages (values, keys and every header, as
     streams.relay.encode makes them) through a bare idempotent producer, no database."""
     import datetime as dt
@@ -130,6 +130,7 @@ def bare_kafka(settings: Settings, rows: int) -> float:
         done[0] += 1
 
     started = time.perf_counter()
+    cpu = time.process_time()
     for full, key, data, headers in msgs:
         while True:
             try:
@@ -140,7 +141,8 @@ def bare_kafka(settings: Settings, rows: int) -> float:
         producer.poll(0)
     producer.flush(60)
     assert done[0] == rows
-    return rows / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    return rows / elapsed, (time.process_time() - cpu) / rows * 1e6
 
 
 def relay_run(
@@ -148,33 +150,45 @@ def relay_run(
 ) -> tuple[float, float]:
     """(rows/s, this process's CPU microseconds per row: all threads, librdkafka's too)."""
     dsn = settings.database_url.get()
-    fill(dsn, rows, per_object)
     relay = Relay(settings, concurrency=concurrency)
     relay.pool.open(wait=True)
     try:
-        relay.run_pass()  # warm up: connections and producer (the table is drained here)
-    finally:
-        relay.close()
-    # Measure on a fresh fill with a warm relay.
-    fill(dsn, rows, per_object)
-    relay = Relay(settings, concurrency=concurrency)
-    relay.pool.open(wait=True)
-    from concurrent.futures import ThreadPoolExecutor
-
-    try:
-        with ThreadPoolExecutor(concurrency) as ex:
+        with relay.ranges() as ranges:  # worker processes when concurrency > 1
+            # Warm up (connections, producers, worker processes), then measure on a
+            # fresh fill with the warm relay.
+            fill(dsn, max(rows // 10, 1_000), per_object)
+            while relay.run_pass(ranges):
+                pass
+            fill(dsn, rows, per_object)
             started = time.perf_counter()
-            cpu = time.process_time()
-            while relay.run_pass(ex):
+            cpu = _cpu_seconds()
+            while relay.run_pass(ranges):
                 pass
             elapsed = time.perf_counter() - started
-            cpu = time.process_time() - cpu
+            cpu = _cpu_seconds() - cpu
     finally:
         relay.close()
     with psycopg.connect(dsn) as conn:
         left = conn.execute("SELECT count(*) FROM region_outbox").fetchone()
     assert left is not None and left[0] == 0, left
     return rows / elapsed, cpu / rows * 1e6
+
+
+def _cpu_seconds() -> float:
+    """CPU of this process and of the relay's worker processes (its multiprocessing
+    children, read from ``/proc``; the broker and PostgreSQL are children too, not counted)."""
+    total = time.process_time()
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and b"multiprocessing" in (entry / "cmdline").read_bytes():
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 class TimingPublisher(Publisher):
@@ -287,8 +301,11 @@ def main() -> None:
         print(f"relay benchmark: {n:,} rows over {SHARDS:,} shards, {os.cpu_count()} cores")
         pg = bare_postgres(dsn, n, settings.relay_batch_size)
         print(f"  limit 1, bare PostgreSQL claim+delete loop: {pg:10,.0f} rows/s")
-        kafka = bare_kafka(settings, n)
-        print(f"  limit 2, bare confluent-kafka producer:     {kafka:10,.0f} rows/s")
+        kafka, kafka_us = bare_kafka(settings, n)
+        print(
+            f"  limit 2, bare confluent-kafka producer:     {kafka:10,.0f} rows/s"
+            f"  [{kafka_us:.1f} us CPU/row, load {os.getloadavg()[0]:.2f}]"
+        )
         rates: dict[tuple[int, int], float] = {}
         concs = [int(c) for c in args.concurrency.split(",")]
         for per_object in [int(p) for p in args.per_object.split(",")]:

@@ -12,8 +12,8 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import psycopg
 from confluent_kafka import KafkaException
@@ -43,14 +43,21 @@ class DrainStats:
     rescheduled: int = 0
     regular_rows: int = 0
     backfill_rows: int = 0
+    batch_seconds: list[float] = field(default_factory=list)  # one per batch transaction
 
     def add(self, other: DrainStats) -> None:
+        """Add ``other``'s counts (not its batch timings: a relay's totals keep none)."""
         for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+            if name != "batch_seconds":
+                setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property
     def work(self) -> int:
         return self.published + self.dead_lettered + self.coalesced + self.rescheduled
+
+
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
 
 
 class Drainer:
@@ -65,7 +72,7 @@ class Drainer:
         batch_size: int,
         publish_timeout: float,
         slot: str,
-        stop: threading.Event | None = None,
+        stop: StopFlag | None = None,
         letters: PublisherSlot | None = None,
     ) -> None:
         self.table = table
@@ -99,6 +106,7 @@ class Drainer:
                     self._count_drained(stats, conn)
             if stats is not None:
                 total.add(stats)
+                total.batch_seconds += stats.batch_seconds  # replayed by a worker's parent
                 self._count(stats)
             if not found:
                 break
@@ -145,7 +153,7 @@ class Drainer:
             if not done:
                 raise  # lost before COMMIT: nothing committed, the rows go out again
             raise outcome.CommitUnknown(done[0], cursor, exc) from exc
-        m.BATCH_SECONDS.labels(self._labels).observe(time.perf_counter() - started)
+        stats.batch_seconds.append(time.perf_counter() - started)
         self._count_drained(stats, conn)
         return True, cursor, stats
 
@@ -305,6 +313,8 @@ class Drainer:
         m.ROWS_COALESCED.labels(t).inc(stats.coalesced)
         m.ROWS_DEAD_LETTERED.labels(t).inc(stats.dead_lettered)
         m.SHARDS_RESCHEDULED.labels(t).inc(stats.rescheduled)
+        for seconds in stats.batch_seconds:
+            m.BATCH_SECONDS.labels(t).observe(seconds)
 
 
 def _kept(parked: list[Letter], deletable: list[int]) -> list[Letter]:

@@ -10,11 +10,12 @@ are never skipped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -30,8 +31,10 @@ from streams.publisher import Publisher
 from streams.relay import claim
 from streams.relay import metrics as m
 from streams.relay.acks import ONLY_ERRORS
-from streams.relay.drain import Drainer, DrainStats
+from streams.relay.drain import Drainer, DrainStats, StopFlag
 from streams.relay.producer import PublisherSlot
+from streams.relay.ranges import Ranges, ThreadRanges
+from streams.relay.workers import ProcessRanges
 from streams.settings import Settings
 from streams.silo import SiloMode
 
@@ -53,9 +56,8 @@ def tables_for(silo: SiloMode) -> list[OutboxTable]:
 def _configure(conn: psycopg.Connection[Any]) -> None:
     # A claim that overlaps another (late-committed row) waits at most this long.
     conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
-    # Timestamps then load with datetime.timezone.utc rather than a zoneinfo zone, whose
-    # offset lookups made hashing and converting a row's timestamps the encoder's top
-    # cost. Same instants; date_trunc('minute') is the same in any whole-minute zone.
+    # Timestamps then load with datetime.timezone.utc, cheaper to convert than a
+    # zoneinfo zone. Same instants; date_trunc('minute') is alike in whole-minute zones.
     conn.execute("SET TimeZone = 'UTC'")
     conn.commit()
 
@@ -69,8 +71,10 @@ class Relay:
         *,
         concurrency: int | None = None,
         publisher: Publisher | None = None,
+        stop: StopFlag | None = None,
     ) -> None:
         self.settings = settings
+        self._own_publisher = publisher is None
         self.concurrency = concurrency or settings.relay_concurrency
         self.tables = tables_for(settings.silo_mode)
         self.stop = threading.Event()
@@ -107,15 +111,20 @@ class Relay:
                 batch_size=settings.relay_batch_size,
                 publish_timeout=settings.relay_publish_timeout,
                 slot=slot,
-                stop=self.stop,
+                stop=stop or self.stop,
                 letters=self.letters,
             )
             for t in self.tables
         }
         self.totals = DrainStats()
 
-    def run(self) -> None:
-        """Drain until ``stop`` is set (SIGTERM in ``streams relay``)."""
+    def run(self, ranges: Ranges | None = None) -> None:
+        """Drain until ``stop`` is set (SIGTERM in ``streams relay``), on ``ranges`` (by
+        default, those of ``self.ranges()``, started here)."""
+        if ranges is None:
+            with self.ranges() as started:
+                self.run(started)
+            return
         self.pool.open(wait=True, timeout=30)
         log.info(
             "relay.started",
@@ -125,17 +134,16 @@ class Relay:
         stats = threading.Thread(target=self._stats_loop, name="relay-stats", daemon=True)
         stats.start()
         try:
-            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="relay") as pool:
-                while not self.stop.is_set():
-                    listener = self._listener(listener)
-                    try:
-                        found = self.run_pass(pool)
-                    except Exception as exc:  # database down, lock timeout, ...: next pass
-                        log.warning("relay.pass.failed", extra={"error": repr(exc)}, exc_info=True)
-                        found = 0
-                        self.stop.wait(self.settings.relay_poll_interval)
-                    if not found:
-                        self._wait(listener)
+            while not self.stop.is_set():
+                listener = self._listener(listener)
+                try:
+                    found = self.run_pass(ranges)
+                except Exception as exc:  # database down, lock timeout, ...: next pass
+                    log.warning("relay.pass.failed", extra={"error": repr(exc)}, exc_info=True)
+                    found = 0
+                    self.stop.wait(self.settings.relay_poll_interval)
+                if not found:
+                    self._wait(listener)
         finally:
             self.stop.set()
             if listener is not None:
@@ -143,13 +151,28 @@ class Relay:
             stats.join(timeout=STATS_INTERVAL + 5)
             self.close()
 
+    @contextlib.contextmanager
+    def ranges(self) -> Iterator[Ranges]:
+        """What drains a pass's id ranges in parallel: ``concurrency`` worker processes
+        (each with its own producer and connections) when the relay built its own
+        publisher, else threads sharing the given one (tests hand one in)."""
+        ranges: Ranges
+        if self.concurrency > 1 and self._own_publisher:
+            ranges = ProcessRanges(self.settings, self.concurrency, self.stop)
+        else:
+            ranges = ThreadRanges(self.concurrency)
+        try:
+            yield ranges
+        finally:
+            ranges.close()
+
     def close(self) -> None:
         self.pool.close()
         self.publishers.close()
         if self.letters is not self.publishers:
             self.letters.close()
 
-    def run_pass(self, executor: ThreadPoolExecutor | None = None) -> int:
+    def run_pass(self, ranges: Ranges | None = None) -> int:
         """One pass over every table; returns the rows handled (0 = nothing to do)."""
         jobs: list[tuple[Drainer, int, int]] = []
         with self.pool.connection() as conn:
@@ -157,13 +180,12 @@ class Relay:
                 found = claim.bounds(conn, table)
                 if found is not None:
                     drainer = self.drainers[table.name]
-                    ranges = claim.split(*found, self.concurrency, drainer.batch_size)
-                    jobs += [(drainer, lo, hi) for lo, hi in ranges]
-        if executor is None or len(jobs) <= 1:
+                    parts = claim.split(*found, self.concurrency, drainer.batch_size)
+                    jobs += [(drainer, lo, hi) for lo, hi in parts]
+        if ranges is None or len(jobs) <= 1:
             results = [d.drain_range(lo, hi) for d, lo, hi in jobs]
         else:
-            futures = [executor.submit(d.drain_range, lo, hi) for d, lo, hi in jobs]
-            results = [f.result() for f in futures]
+            results = ranges.drain(jobs)
         done = DrainStats()
         for r in results:
             done.add(r)
@@ -241,16 +263,18 @@ def run_relay(settings: Settings, *, concurrency: int | None = None) -> int:
     relay = Relay(settings, concurrency=concurrency)
     signal.signal(signal.SIGTERM, lambda *_: relay.stop.set())
     signal.signal(signal.SIGINT, lambda *_: relay.stop.set())
-    serve_metrics(settings)
-    pump = start_pump(
-        settings.database_url.get(),
-        relay.letters,
-        relay.stop,
-        poll_interval=settings.relay_poll_interval,
-        publish_timeout=settings.relay_publish_timeout,
-        local_targets={DEFERRED_TARGET: write_deferred},
-    )
-    relay.run()
+    # Worker processes first: a relay serving /metrics is a relay ready to drain.
+    with relay.ranges() as ranges:
+        serve_metrics(settings)
+        pump = start_pump(
+            settings.database_url.get(),
+            relay.letters,
+            relay.stop,
+            poll_interval=settings.relay_poll_interval,
+            publish_timeout=settings.relay_publish_timeout,
+            local_targets={DEFERRED_TARGET: write_deferred},
+        )
+        relay.run(ranges)
     pump.join(timeout=settings.relay_publish_timeout + 15)
     log.info("relay.stopped", extra={"published": relay.totals.published})
     return 0
