@@ -1,7 +1,8 @@
 """Batches of what is ready (streams/agents/wrapper/ready.py): a lone event is handled
 at once, events arriving while a batch is handled form the next batch (up to its
 size), every event is acknowledged after its batch, in order, and a handler error
-stops the agent. A real worker runs it under the resource-change and webhook tests."""
+stops the agent. Workers run it for batch_within=0 agents consumed through Faust
+(STREAMS_DIRECT_CONSUMERS=0); direct agents batch in streams/agents/wrapper/direct.py."""
 
 from __future__ import annotations
 

@@ -26,14 +26,14 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from streams import kafka_config, metrics
-from streams.agents.wrapper.agent import InstrumentedAgent
 from streams.agents.wrapper.message import RawEvent
+from streams.agents.wrapper.spec import AgentSpec
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,19 @@ def group_id(settings: Settings, agent: str) -> str:
     return f"{settings.app_id}.{agent}"
 
 
+class Runner(Protocol):
+    """What the consumer drives: an ``InstrumentedAgent`` (or a test's stand-in)."""
+
+    @property
+    def spec(self) -> AgentSpec: ...
+
+    async def process(self, events: Sequence[RawEvent]) -> None: ...
+
+
 class DirectConsumer:
     """One direct agent's consumer thread (see the module docstring)."""
 
-    def __init__(self, runner: InstrumentedAgent, settings: Settings, topic: str) -> None:
+    def __init__(self, runner: Runner, settings: Settings, topic: str) -> None:
         self.runner = runner
         self.name = runner.spec.name
         self.topic = topic
