@@ -18,7 +18,7 @@ to ``project-config-invalidations``, spread at random over ``BENCH_PROJECTS`` pr
   of the same SQL and publish (``recompute`` + ``ConfigsOut.publish``) from here;
 - with ``BENCH_MEMORY_SCOPES=N``: worker RSS before and after N distinct scopes pending.
 
-Env: BENCH_RATE, BENCH_DURATION, BENCH_PROJECTS, BENCH_WORKERS, BENCH_LINGER_MS,
+Env: BENCH_RATE, BENCH_DURATION, BENCH_PROJECTS, BENCH_WORKERS, BENCH_LINGER_MS, BENCH_AGENTS,
 BENCH_BURST (capacity burst size, default min(projects, 20000); 0 skips),
 BENCH_MEMORY_SCOPES, BENCH_PROFILE=1 (py-spy profile of worker 1 while requests are
 offered and until every window is published, ``bench/_profile.py``, with the samples
@@ -73,6 +73,9 @@ PROJECTS = int(os.environ.get("BENCH_PROJECTS", "1000"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
 BURST = int(os.environ.get("BENCH_BURST", str(min(PROJECTS, 20_000))))
 MEMORY_SCOPES = int(os.environ.get("BENCH_MEMORY_SCOPES", "0"))
+# The worker's agents (STREAMS_AGENTS names); default all. `invalidation,project_configs`
+# leaves out the other agents' background work (backfill, schedules, ...).
+AGENTS = tuple(a for a in os.environ.get("BENCH_AGENTS", "").split(",") if a)
 # The offering producer's batching: the worker's consumer pays per fetched batch.
 LINGER_MS = int(os.environ.get("BENCH_LINGER_MS", "20"))
 ORGS = 10
@@ -108,8 +111,12 @@ class Worker:
     def __init__(self, settings: Settings, n: int) -> None:
         self.settings = settings.with_(web_port=stack.free_port()) if n else settings
         wait = float(os.environ.get("STREAMS_CONSUMER_FETCH_MAX_WAIT") or 0.1)
+        changes: dict[str, Any] = {"agents": AGENTS} if AGENTS else {}
         env = _stack.worker_env(
-            self.settings, invalidation_countdown=COUNTDOWN, consumer_fetch_max_wait=wait
+            self.settings,
+            invalidation_countdown=COUNTDOWN,
+            consumer_fetch_max_wait=wait,
+            **changes,
         )
         self.log = open(settings.state_dir / f"bench-worker-{n}.log", "wb")  # noqa: SIM115
         cmd = [sys.executable, "-m", "streams", "worker", "--loglevel", "warning"]
