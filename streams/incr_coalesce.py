@@ -114,7 +114,8 @@ class IncrCoalescer:
     def __init__(self, publisher: Sender, window: float = WINDOW) -> None:
         self.publisher = publisher
         self.window = window
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the held rows
+        self._sending = threading.Lock()  # one window's sends at a time, in order
         self._rows: dict[str, _Row] = {}
         self._shapes: dict[Shape, tuple[str, str, dict[str, Any]]] = {}
         self._last_flush = 0.0
@@ -138,7 +139,7 @@ class IncrCoalescer:
                 if not -_BIGINT < total < _BIGINT:
                     # Keep every sum exact: what the row holds goes first, then it
                     # starts again from this call.
-                    self._send_locked([self._rows.pop(key)])
+                    self._send([self._rows.pop(key)])
                     row = self._rows[key] = _Row(key, name, flt)
                     sums = row.columns
                     break
@@ -148,28 +149,29 @@ class IncrCoalescer:
                 row.extra = {**(row.extra or {}), **wire_extra}
             row.event_time_ms = int(now * 1000)
             row.count += 1
-            if now - self._last_flush >= self.window:
-                self._flush_locked(now)
-            elif self._timer is None:
+            due = now - self._last_flush >= self.window
+            if not due and self._timer is None:
                 self._timer = threading.Timer(self.window, self.flush)
                 self._timer.daemon = True
                 self._timer.start()
+        if due:
+            self.flush()
 
     def flush(self) -> None:
         """Send every held row now (before a publisher flush, a wait, an exit)."""
-        with self._lock:
-            self._flush_locked(time.time())
+        # Encoding a window's rows takes a while: done outside ``_lock`` so that incr()
+        # callers keep adding meanwhile; ``_sending`` keeps the sends in window order.
+        with self._sending:
+            with self._lock:
+                self._last_flush = time.time()
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                rows, self._rows = list(self._rows.values()), {}
+            if rows:
+                self._send(rows)
 
-    def _flush_locked(self, now: float) -> None:
-        self._last_flush = now
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._rows:
-            rows, self._rows = list(self._rows.values()), {}
-            self._send_locked(rows)
-
-    def _send_locked(self, rows: list[_Row]) -> None:
+    def _send(self, rows: list[_Row]) -> None:
         for batch in _batches(rows, self._partitions):
             first = batch[0]
             value = first.wire()
