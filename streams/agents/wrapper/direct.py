@@ -74,7 +74,9 @@ class DirectConsumer:
         self.name = runner.spec.name
         self.topic = topic
         self.batch_size = max(1, runner.spec.batch_size)
-        wait = settings.consumer_fetch_max_wait or DEFAULT_FETCH_WAIT
+        # At most DEFAULT_FETCH_WAIT: the longer wait `up` gives Faust's consumers (whose
+        # idle polls cost Python) would cost a direct hop half of it in latency.
+        wait = min(settings.consumer_fetch_max_wait or DEFAULT_FETCH_WAIT, DEFAULT_FETCH_WAIT)
         self.config = kafka_config.consumer(
             settings,
             group_id(settings, self.name),
