@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
+from streams.agents import DIRECT_AGENTS
 from streams.ops import alerts, manifests
 from streams.ops.manifests import WORKER_SILOS
 
@@ -268,6 +269,28 @@ def pod_monitors() -> list[dict[str, Any]]:
     return [pod_monitor(c) for c in (WORKER, RELAY, EXPORTER)]
 
 
+def worker_groups(silo: str) -> list[str]:
+    """The consumer groups a worker of ``silo`` (``STREAMS_APP_ID`` = ``streams-<silo>``)
+    reads in: Faust's, then one per direct agent of that silo."""
+    app_id = f"streams-{silo}"
+    direct = [name for name, silos in DIRECT_AGENTS.items() if silo in silos]
+    return [app_id, *(f"{app_id}.{name}" for name in direct)]
+
+
+def _lag_trigger(group: str) -> dict[str, Any]:
+    return {
+        "type": "kafka",
+        "metadata": {
+            "bootstrapServers": manifests.BOOTSTRAP,
+            "consumerGroup": group,
+            "lagThreshold": str(LAG_THRESHOLD),
+            "offsetResetPolicy": "earliest",
+            # Never more replicas than partitions to share.
+            "allowIdleConsumers": "false",
+        },
+    }
+
+
 def scaled_objects(silos: tuple[str, ...] = WORKER_SILOS) -> list[dict[str, Any]]:
     """A KEDA ``ScaledObject`` per worker Deployment, scaling on its group's lag."""
     return [
@@ -284,19 +307,8 @@ def scaled_objects(silos: tuple[str, ...] = WORKER_SILOS) -> list[dict[str, Any]
                 "maxReplicaCount": manifests.max_workers(),
                 "pollingInterval": 30,
                 "cooldownPeriod": 300,
-                "triggers": [
-                    {
-                        "type": "kafka",
-                        "metadata": {
-                            "bootstrapServers": manifests.BOOTSTRAP,
-                            "consumerGroup": f"streams-{silo}",  # the worker's STREAMS_APP_ID
-                            "lagThreshold": str(LAG_THRESHOLD),
-                            "offsetResetPolicy": "earliest",
-                            # Never more replicas than partitions to share.
-                            "allowIdleConsumers": "false",
-                        },
-                    }
-                ],
+                # The worker's own group (STREAMS_APP_ID), then each direct agent's.
+                "triggers": [_lag_trigger(group) for group in worker_groups(silo)],
             },
         }
         for silo in silos

@@ -17,7 +17,7 @@ from streams.agents.base import AgentSpec, Message
 from streams.agents.wrapper.direct import ERRORS, DirectConsumer, group_id
 from streams.agents.wrapper.message import RawEvent
 from streams.settings import Settings
-from streams.silo import REGION_ONLY
+from streams.silo import REGION_ONLY, SiloMode
 
 TOPIC = "resource-changes"
 
@@ -139,3 +139,26 @@ def test_every_record_is_handled_a_failed_batch_is_read_again_and_commits_follow
     assert second.handled() == {
         (p, o) for p, end in more.items() for o in range(ends.get(p, 0), end)
     }
+
+
+def test_the_direct_agents_list_names_the_agents_a_worker_consumes_directly(
+    settings: Settings,
+) -> None:
+    """DIRECT_AGENTS (the manifests' KEDA triggers follow it) is what the worker does."""
+    from dataclasses import replace
+
+    from streams.agents import DIRECT_AGENTS
+    from streams.app import create_app
+
+    for silo in (SiloMode.REGION, SiloMode.CONTROL):
+        app = create_app(replace(settings, silo_mode=silo))
+        runtime = app.streams_runtime  # type: ignore[attr-defined]
+        try:
+            assert sorted(c.name for c in runtime.consumers) == sorted(
+                name for name, silos in DIRECT_AGENTS.items() if silo in silos
+            )
+        finally:
+            runtime.publisher.close()
+    app = create_app(replace(settings, direct_consumers=False))
+    assert app.streams_runtime.consumers == []  # type: ignore[attr-defined]
+    app.streams_runtime.publisher.close()  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ import yaml
 from jsonschema import Draft7Validator
 
 from streams import catalogue
+from streams.agents import DIRECT_AGENTS
 from streams.cli import build_parser
 from streams.ops import k8s, manifests
 from streams.settings import Settings
@@ -152,11 +153,18 @@ def test_workers_scale_on_their_own_group_capped_at_the_partition_count() -> Non
         target = deployments[so["spec"]["scaleTargetRef"]["name"]]
         (container,) = target["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
-        (trigger,) = so["spec"]["triggers"]
-        assert trigger["type"] == "kafka"
-        assert trigger["metadata"]["consumerGroup"] == env["STREAMS_APP_ID"], name
-        assert trigger["metadata"]["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
-        assert trigger["metadata"]["allowIdleConsumers"] == "false"
+        triggers = so["spec"]["triggers"]
+        # Faust's group, then one group per direct agent of the silo (<app id>.<agent>).
+        silo = env["STREAMS_SILO_MODE"]
+        direct = [a for a, silos in DIRECT_AGENTS.items() if silo in silos]
+        assert [t["metadata"]["consumerGroup"] for t in triggers] == [
+            env["STREAMS_APP_ID"],
+            *(f"{env['STREAMS_APP_ID']}.{a}" for a in direct),
+        ], name
+        for trigger in triggers:
+            assert trigger["type"] == "kafka"
+            assert trigger["metadata"]["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
+            assert trigger["metadata"]["allowIdleConsumers"] == "false"
         assert so["spec"]["maxReplicaCount"] == max(
             t.partitions for t in catalogue.builtin_topics()
         )
