@@ -5,7 +5,9 @@ public key and written with the Java/aiokafka partitioner (murmur2), so the
 partition of a key is the one Faust's router computes: ``GET
 /api/project-configs/{public_key}`` is then answered by the worker that owns that
 key's partition (other workers forward the request), from the
-``project-configs-served`` table that an agent feeds from the topic.
+``project-configs-served`` table. The recompute writes that table itself for the
+partitions its worker owns; an agent feeds the rest from the topic
+(``streams.agents.served_configs``).
 
 A key the table does not hold (an organization-level invalidation tombstones every
 key of the organization; a key created since the last recompute) is looked up in
