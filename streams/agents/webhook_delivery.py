@@ -47,7 +47,7 @@ from streams.silo import REGION_ONLY
 from streams.webhooks.breaker import CircuitBreaker
 from streams.webhooks.deliver import Deliverer, Outcome, Target, TargetKey, Verdict
 from streams.webhooks.delivered import DeliveredLog
-from streams.webhooks.http import AiohttpSender
+from streams.webhooks.http11 import LeanSender
 from streams.webhooks.ssrf import SsrfGuard
 from streams.webhooks.store import DeliveryStore, LogEntry
 
@@ -324,7 +324,7 @@ def build_deliverer(s: Settings) -> Deliverer:
     """The deliverer ``s`` describes: 1 + ``webhook_max_retries`` attempts."""
     guard = SsrfGuard(s.ssrf_allow)
     return Deliverer(
-        AiohttpSender(guard),
+        LeanSender(guard),
         guard,
         CircuitBreaker(s.webhook_breaker_threshold, s.webhook_breaker_pause),
         timeout=s.webhook_timeout,
