@@ -162,3 +162,34 @@ def test_the_direct_agents_list_names_the_agents_a_worker_consumes_directly(
     app = create_app(replace(settings, direct_consumers=False))
     assert app.streams_runtime.consumers == []  # type: ignore[attr-defined]
     app.streams_runtime.publisher.close()  # type: ignore[attr-defined]
+
+
+def test_after_an_upgrade_a_direct_agent_starts_where_the_faust_group_stopped(
+    settings: Settings,
+) -> None:
+    """The agent ran in the worker's Faust group (STREAMS_APP_ID) before: its new group
+    starts at that group's commits instead of re-reading the whole topic."""
+    ends = _produce(settings, 100, "old")
+    topic = catalogue.lookup(TOPIC).full_name(settings.topic_prefix)
+    faust_done = {p: end // 2 for p, end in ends.items()}
+    old = Consumer(kafka_config.consumer(settings, settings.app_id))
+    try:
+        old.commit(
+            offsets=[TopicPartition(topic, p, o) for p, o in faust_done.items()],
+            asynchronous=False,
+        )
+    finally:
+        old.close()
+    wanted = {(p, o) for p, end in ends.items() for o in range(faust_done[p], end)}
+
+    async def run() -> Recorder:
+        recorder = Recorder()
+        direct = DirectConsumer(recorder, settings, topic)
+        direct.start(asyncio.get_running_loop())
+        try:
+            await _until(lambda: recorder.handled() >= wanted, 60, "the records after the commit")
+        finally:
+            await direct.stop()
+        return recorder
+
+    assert asyncio.run(run()).handled() == wanted

@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from streams import kafka_config, metrics
@@ -88,6 +88,7 @@ class DirectConsumer:
                 "client.id": f"{settings.app_id}-{self.name}",
             },
         )
+        self.faust_group = settings.app_id
         self._assigned: tuple[str, ...] = ()
         self._joined = False
         self._stopping = threading.Event()
@@ -223,9 +224,36 @@ class DirectConsumer:
                 log.info("consumer.rewind.skipped", extra={"agent": self.name, "error": str(exc)})
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            consumer.assign(self._starts(consumer, partitions))
         self._assigned = tuple(sorted(f"{tp.topic}:{tp.partition}" for tp in partitions))
         self._joined = True
         log.info("consumer.assigned", extra={"agent": self.name, "partitions": len(partitions)})
+
+    def _starts(self, consumer: Any, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Where to start each partition: this group's commit, else the commit the worker's
+        Faust group made when the agent still ran there (an upgrade, or a switch back from
+        ``STREAMS_DIRECT_CONSUMERS=0``), else ``auto.offset.reset``. Without the second,
+        the first direct start after an upgrade would re-read the whole topic."""
+        own = consumer.committed(partitions, timeout=30)
+        missing = [TopicPartition(tp.topic, tp.partition) for tp in own if tp.offset < 0]
+        if not missing:
+            return list(own)
+        faust = Consumer({**self.config, "group.id": self.faust_group})
+        try:
+            inherited = {tp.partition: tp.offset for tp in faust.committed(missing, timeout=30)}
+        finally:
+            faust.close()
+        starts = []
+        for tp in own:
+            offset = inherited.get(tp.partition, OFFSET_INVALID) if tp.offset < 0 else tp.offset
+            if tp.offset < 0 and offset >= 0:
+                log.info(
+                    "consumer.start.inherited",
+                    extra={"agent": self.name, "partition": tp.partition, "offset": offset},
+                )
+            starts.append(TopicPartition(tp.topic, tp.partition, offset))
+        return starts
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self._assigned = ()
