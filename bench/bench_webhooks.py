@@ -60,7 +60,8 @@ N = int(os.environ.get("BENCH_WEBHOOK_CHANGES", "30000"))
 # run (the rates are steady from a few thousand on). At most N (the issues seeded).
 CELERY_N = min(N, int(os.environ.get("BENCH_CELERY_CHANGES", str(N))))
 WORKERS = int(os.environ.get("BENCH_WEBHOOK_WORKERS", "2"))
-ORGS = 10  # each with the same 2 apps installed: 20 targets
+# Each org has the same 2 apps installed: 2 x ORGS targets (10, 100, 1,000: the scaling runs).
+ORGS = int(os.environ.get("BENCH_WEBHOOK_ORGS", "10"))
 # (changes/s, seconds, p50 goal ms, p99 goal ms): light load, then the goal's 1k/s.
 PACED = ((50, 20, 15.0, 50.0), (1000, 10, None, 100.0))
 TITLE = re.compile(rb'"title":"(\d+)"')
@@ -518,7 +519,10 @@ def record(
             f"our workers + broker {cpu_ours:,.0f} us",
         )
     results.add(
-        "worker RSS after throughput", rss[1], "MB", alternative=f"{rss[0]:.0f} MB before, N={N}"
+        "worker RSS after throughput",
+        rss[1],
+        "MB",
+        alternative=f"{rss[0]:.0f} MB before, N={N}, {2 * ORGS} targets",
     )
     for rate, _, p50_goal, p99_goal in PACED:
         p50, p99, _ = ours.latency[rate]
