@@ -43,6 +43,7 @@ DNS_SECONDS = 10.0  # as AiohttpSender's ttl_dns_cache
 MAX_TARGETS = 10_000  # parsed URLs kept; webhook URLs repeat
 # Framing is ours: a caller's value for these would contradict the bytes we send.
 _OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_AGENT = f"User-Agent: {USER_AGENT}\r\n"
 
 
 class _Malformed(ValueError):
@@ -234,22 +235,19 @@ class LeanSender:
 
 def _request(head: bytes, body: bytes, headers: Mapping[str, str]) -> bytes:
     """The whole request as one buffer: one ``write``, usually one TCP segment."""
-    lines = []
-    agent = True
-    for name, value in headers.items():
-        lower = name.lower()
-        if lower in _OWN_HEADERS:
-            continue
-        agent = agent and lower != "user-agent"
-        lines.append(f"{name}: {value}\r\n")
-    if agent:
-        lines.append(f"User-Agent: {USER_AGENT}\r\n")
+    names = set(map(str.lower, headers))
+    if names.isdisjoint(_OWN_HEADERS):
+        lines = [f"{name}: {value}\r\n" for name, value in headers.items()]
+    else:
+        lines = [f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in _OWN_HEADERS]
+    if "user-agent" not in names:
+        lines.append(_AGENT)
     lines.append(f"Content-Length: {len(body)}\r\n\r\n")
     block = "".join(lines)
     # A CR or LF inside a name or value would end the header early: header injection.
     if block.count("\n") != len(lines) + 1 or block.count("\r") != len(lines) + 1:
         raise _Malformed("malformed header: CR or LF in a header name or value")
-    return head + block.encode("utf-8") + body
+    return b"".join((head, block.encode("utf-8"), body))
 
 
 def _cannot_connect(host: str, port: int, exc: OSError) -> str:

@@ -10,8 +10,6 @@ a large body nobody looks at).
 
 from __future__ import annotations
 
-import enum
-
 MAX_HEAD = 64 * 1024  # status line + headers; aiohttp's own limits are in this range
 
 
@@ -19,15 +17,15 @@ class BadResponse(Exception):
     """The bytes are not an HTTP/1.x response this reader understands."""
 
 
-class _Mode(enum.Enum):
-    HEAD = 0
-    LENGTH = 1  # Content-Length body
-    CHUNK_SIZE = 2
-    CHUNK_DATA = 3
-    CHUNK_END = 4  # the CRLF after a chunk's data
-    TRAILERS = 5
-    CLOSE = 6  # no length: the body ends when the server closes
-    DONE = 7
+# Where the reader is (plain ints: this runs for every response).
+HEAD = 0
+LENGTH = 1  # Content-Length body
+CHUNK_SIZE = 2
+CHUNK_DATA = 3
+CHUNK_END = 4  # the CRLF after a chunk's data
+TRAILERS = 5
+CLOSE = 6  # no length: the body ends when the server closes
+DONE = 7
 
 
 class ResponseReader:
@@ -40,7 +38,7 @@ class ResponseReader:
         self.keep_alive = False
         self.done = False
         self._buf = b""
-        self._mode = _Mode.HEAD
+        self._mode = HEAD
         self._left = 0  # bytes left of the current body or chunk
         self._body = 0  # body bytes dropped so far
         self._max = max_body
@@ -48,7 +46,7 @@ class ResponseReader:
     @property
     def reads_to_close(self) -> bool:
         """The body ends at the connection's end, so the end of the connection is success."""
-        return self._mode is _Mode.CLOSE
+        return self._mode == CLOSE
 
     def feed(self, data: bytes) -> None:
         """Consume ``data``; sets ``done`` when the response is complete.
@@ -74,18 +72,18 @@ class ResponseReader:
         end = len(buf)
         while not self.done:
             mode = self._mode
-            if mode is _Mode.HEAD:
+            if mode == HEAD:
                 stop = buf.find(b"\r\n\r\n", pos)
                 if stop < 0:
                     return pos
                 self._head(buf[pos:stop])
                 pos = stop + 4
-            elif mode is _Mode.CLOSE:
+            elif mode == CLOSE:
                 self._body += end - pos
                 if self._body > self._max:
                     self._finish(reusable=False)
                 return end
-            elif mode is _Mode.LENGTH or mode is _Mode.CHUNK_DATA:
+            elif mode in (LENGTH, CHUNK_DATA):
                 take = min(self._left, end - pos)
                 pos += take
                 self._body += take
@@ -94,10 +92,10 @@ class ResponseReader:
                     self._finish(reusable=False)
                 elif self._left:
                     return pos
-                elif mode is _Mode.LENGTH:
+                elif mode == LENGTH:
                     self._finish(reusable=True)
                 else:
-                    self._mode = _Mode.CHUNK_END
+                    self._mode = CHUNK_END
             else:
                 stop = buf.find(b"\r\n", pos)
                 if stop < 0:
@@ -108,7 +106,7 @@ class ResponseReader:
 
     def _line(self, line: bytes) -> None:
         """One CRLF-terminated line of a chunked body: a size, a chunk's end, a trailer."""
-        if self._mode is _Mode.CHUNK_SIZE:
+        if self._mode == CHUNK_SIZE:
             size = line.split(b";", 1)[0].strip()
             try:
                 self._left = int(size, 16)
@@ -116,43 +114,32 @@ class ResponseReader:
                 raise BadResponse(f"bad chunk size {size[:40]!r}") from None
             if self._left < 0:
                 raise BadResponse(f"bad chunk size {size[:40]!r}")
-            self._mode = _Mode.CHUNK_DATA if self._left else _Mode.TRAILERS
-        elif self._mode is _Mode.CHUNK_END:
+            self._mode = CHUNK_DATA if self._left else TRAILERS
+        elif self._mode == CHUNK_END:
             if line:
                 raise BadResponse("chunk data longer than its size")
-            self._mode = _Mode.CHUNK_SIZE
+            self._mode = CHUNK_SIZE
         elif not line:  # the empty line after the trailers
             self._finish(reusable=True)
 
     def _head(self, head: bytes) -> None:
         """The status line and headers: decide how the body ends."""
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
+        stop = head.find(b"\r\n")
+        first = head if stop < 0 else head[:stop]
+        parts = first.split(b" ", 2)
         version = parts[0]
-        if len(parts) < 2 or version[:7] != b"HTTP/1." or len(parts[1]) != 3:
-            raise BadResponse(f"bad status line {lines[0][:80]!r}")
-        try:
-            status = int(parts[1])
-        except ValueError:
-            raise BadResponse(f"bad status line {lines[0][:80]!r}") from None
-        length: int | None = None
-        chunked = False
-        connection = b""
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise BadResponse(f"bad header line {line[:80]!r}")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = _length(value, length)
-            elif name == b"transfer-encoding":
-                chunked = value.strip().lower().endswith(b"chunked")
-            elif name == b"connection":
-                connection += b"," + value.lower()
+        if len(parts) < 2 or version[:7] != b"HTTP/1." or not _is_status(parts[1]):
+            raise BadResponse(f"bad status line {first[:80]!r}")
+        status = int(parts[1])
         if 100 <= status < 200 and status != 101:
             return  # an interim answer (100 Continue): the real one follows
+        # Only three headers matter; finding them in the lowered head costs less than
+        # splitting every line (the answers are a handful of short headers).
+        lower = head.lower()
+        length = _length(lower)
+        chunked = _value(lower, b"\r\ntransfer-encoding:").endswith(b"chunked")
+        tokens = {t.strip() for t in _value(lower, b"\r\nconnection:").split(b",")}
         self.status = status
-        tokens = {t.strip() for t in connection.split(b",")}
         if version == b"HTTP/1.1":
             self.keep_alive = b"close" not in tokens
         else:
@@ -164,7 +151,7 @@ class ResponseReader:
             # 101: a protocol switch nobody asked for; the connection is not HTTP any more.
             self._finish(reusable=status != 101)
         elif chunked:
-            self._mode = _Mode.CHUNK_SIZE
+            self._mode = CHUNK_SIZE
         elif length is not None:
             if length > self._max:
                 self._finish(reusable=False)
@@ -172,28 +159,47 @@ class ResponseReader:
                 self._finish(reusable=True)
             else:
                 self._left = length
-                self._mode = _Mode.LENGTH
+                self._mode = LENGTH
         else:
             self.keep_alive = False
-            self._mode = _Mode.CLOSE
+            self._mode = CLOSE
 
     def _finish(self, *, reusable: bool) -> None:
         self.done = True
-        self._mode = _Mode.DONE
+        self._mode = DONE
         self.keep_alive = self.keep_alive and reusable
 
     def close_reached(self) -> bool:
         """The connection ended: True when that completes the response (read to close)."""
-        if self._mode is _Mode.CLOSE:
+        if self._mode == CLOSE:
             self._finish(reusable=False)
         return self.done
 
 
-def _length(value: bytes, seen: int | None) -> int:
-    text = value.strip()
+def _is_status(code: bytes) -> bool:
+    return len(code) == 3 and code.isdigit()
+
+
+def _value(lower: bytes, name: bytes, start: int = 0) -> bytes:
+    """The stripped value of the header ``name`` (with its CRLF and colon), or b""."""
+    at = lower.find(name, start)
+    if at < 0:
+        return b""
+    at += len(name)
+    end = lower.find(b"\r\n", at)
+    return (lower[at:] if end < 0 else lower[at:end]).strip()
+
+
+def _length(lower: bytes) -> int | None:
+    """The Content-Length, None without one; two different ones are refused."""
+    name = b"\r\ncontent-length:"
+    at = lower.find(name)
+    if at < 0:
+        return None
+    text = _value(lower, name, at)
     if not text.isdigit():
         raise BadResponse(f"bad Content-Length {text[:40]!r}")
-    length = int(text)
-    if seen is not None and seen != length:
+    again = lower.find(name, at + 1)
+    if again >= 0 and _value(lower, name, again) != text:
         raise BadResponse("conflicting Content-Length headers")
-    return length
+    return int(text)
