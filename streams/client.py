@@ -19,7 +19,9 @@ from typing import Any, overload
 
 import psycopg
 
+from streams.buffers.models import check_increment
 from streams.delayed.store import Scheduled
+from streams.incr_coalesce import coalescer_for, default_coalescer
 from streams.projectconfigs.scopes import (
     DatabaseScopeResolver,
     ScopeResolver,
@@ -292,9 +294,6 @@ def incr(
     after a quiet window at once; ``coalesce_increments`` changes the window, 0 turns
     it off; ``streams/incr_coalesce.py``): a client killed with -9 also loses those.
     """
-    from streams.buffers.models import check_increment
-    from streams.incr_coalesce import coalescer_for, default_coalescer
-
     coalescer = coalescer_for(_publisher) if _publisher is not None else None
     if conn is None and not wait and signal_only is False:
         if coalescer is None:
@@ -325,8 +324,6 @@ def coalesce_increments(window: float = 0.02) -> None:
     (``Publisher.flush``/``close``) sends what is held; a kill -9 loses at most
     ``window`` seconds of increments more than without it. ``window=0`` sends every
     call at once."""
-    from streams.incr_coalesce import coalescer_for
-
     if window < 0:
         raise ValueError("window must be >= 0 seconds")
     coalescer_for(get_publisher(), window)
