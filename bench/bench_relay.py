@@ -17,6 +17,7 @@ set). Figures:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -160,12 +161,17 @@ def relay_run(
             while relay.run_pass(ranges):
                 pass
             fill(dsn, rows, per_object)
-            started = time.perf_counter()
-            cpu = _cpu_seconds()
-            while relay.run_pass(ranges):
-                pass
-            elapsed = time.perf_counter() - started
-            cpu = _cpu_seconds() - cpu
+            with contextlib.ExitStack() as profiles:
+                name = f"relay-c{concurrency}-{per_object}"
+                profiles.enter_context(profiled(os.getpid(), name))
+                for n, pid in enumerate(_worker_pids()):
+                    profiles.enter_context(profiled(pid, f"{name}-worker{n}"))
+                started = time.perf_counter()
+                cpu = _cpu_seconds()
+                while relay.run_pass(ranges):
+                    pass
+                elapsed = time.perf_counter() - started
+                cpu = _cpu_seconds() - cpu
     finally:
         relay.close()
     with psycopg.connect(dsn) as conn:
@@ -174,21 +180,32 @@ def relay_run(
     return rows / elapsed, cpu / rows * 1e6
 
 
-def _cpu_seconds() -> float:
-    """CPU of this process and of the relay's worker processes (its multiprocessing
-    children, read from ``/proc``; the broker and PostgreSQL are children too, not counted)."""
-    total = time.process_time()
+def _children() -> list[tuple[int, list[str]]]:
+    """(pid, /proc stat fields after the name) of this process's children."""
     me = os.getpid()
+    out = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            spawned = b"spawn_main" in (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == me and b"multiprocessing" in (entry / "cmdline").read_bytes():
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        if int(fields[1]) == me and spawned:
+            out.append((int(entry.name), fields))
+    return out
+
+
+def _worker_pids() -> list[int]:
+    """The relay's worker processes (the broker and PostgreSQL are children too)."""
+    return sorted(pid for pid, _ in _children())
+
+
+def _cpu_seconds() -> float:
+    """CPU of this process and of the relay's worker processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    return time.process_time() + sum((int(f[11]) + int(f[12])) / tick for _, f in _children())
 
 
 class TimingPublisher(Publisher):
@@ -311,8 +328,7 @@ def main() -> None:
         for per_object in [int(p) for p in args.per_object.split(",")]:
             label = "no coalescing" if per_object == 1 else f"coalescing {per_object}:1"
             for conc in concs:
-                with profiled(os.getpid(), f"relay-c{conc}-{per_object}"):
-                    rate, cpu_us = relay_run(settings, n, conc, per_object)
+                rate, cpu_us = relay_run(settings, n, conc, per_object)
                 rates[per_object, conc] = rate
                 verdict = "ok" if rate >= max(0.8 * pg, 20_000) else "BELOW GOAL"
                 print(

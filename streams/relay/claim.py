@@ -57,20 +57,38 @@ class Scan:
     last_id: int | None  # highest id scanned (None: nothing due in the range)
 
 
-def scan(conn: Conn, table: OutboxTable, lo: int, hi: int, limit: int) -> Scan:
-    """Shards with due rows in [lo, hi], from the lowest id on (at most ``limit`` rows).
+# (index, count): the shards whose identifier is ``index`` modulo ``count``. Parts are
+# disjoint sets of whole shards, so parts drained at once keep each shard's order, and
+# they share the work even when every shard has rows all over the id range.
+Part = tuple[int, int]
+WHOLE: Part = (0, 1)
 
-    Grouped in the database: one row per shard crosses the wire, not one per row.
-    """
+
+def parts(lo: int, hi: int, concurrency: int, min_size: int = 1) -> list[Part]:
+    """Up to ``concurrency`` parts for [lo, hi]: one per ``min_size`` ids (a batch), as
+    a part smaller than a batch adds no parallel work."""
+    n = len(split(lo, hi, concurrency, min_size))
+    return [(k, n) for k in range(n)]
+
+
+def scan(
+    conn: Conn, table: OutboxTable, lo: int, hi: int, limit: int, *, part: Part = WHOLE
+) -> Scan:
+    """Shards of ``part`` with due rows in [lo, hi], from the lowest id on (at most
+    ``limit`` rows). Grouped in the database: one row per shard crosses the wire."""
+    index, count = part
+    only = " AND ((shard_identifier %% %s) + %s) %% %s = %s" if count > 1 else ""
+    args: tuple[int, ...] = (lo, hi, count, count, count, index) if count > 1 else (lo, hi)
     rows = conn.execute(
         _q(
             "WITH w AS (SELECT id, shard_scope, shard_identifier FROM {t}"
-            " WHERE id BETWEEN %s AND %s AND scheduled_for <= now() ORDER BY id LIMIT %s)"
+            f" WHERE id BETWEEN %s AND %s AND scheduled_for <= now(){only}"
+            " ORDER BY id LIMIT %s)"
             " SELECT min(id), shard_scope, shard_identifier, (SELECT max(id) FROM w)"
             " FROM w GROUP BY shard_scope, shard_identifier ORDER BY 1",
             table,
         ),
-        (lo, hi, limit),
+        (*args, limit),
     ).fetchall()
     seen = {(str(scope), int(ident)): int(first) for first, scope, ident, _ in rows}
     return Scan(seen, int(rows[0][3]) if rows else None)

@@ -88,15 +88,16 @@ class Drainer:
         self._prefix = publishers.get().settings.topic_prefix
         self._labels = table.name
 
-    def drain_range(self, lo: int, hi: int) -> DrainStats:
-        """Drain every due shard with rows in [lo, hi] until none is left this pass."""
+    def drain_range(self, lo: int, hi: int, part: claim.Part = claim.WHOLE) -> DrainStats:
+        """Drain every due shard of ``part`` with rows in [lo, hi] until none is left
+        this pass (parts split the shards, so several drain one id range at once)."""
         total = DrainStats()
         excluded: set[ShardKey] = set()  # locked elsewhere, not due, or failed this pass
         cursor = lo
         while not self.stop.is_set():
             try:
                 with self.pool.connection() as conn:
-                    found, cursor, stats = self._batch(conn, cursor, hi, excluded)
+                    found, cursor, stats = self._batch(conn, cursor, hi, excluded, part)
             except outcome.CommitUnknown as lost:
                 # Learnt on a new connection (the lost one went back to the pool broken).
                 log.warning("relay.commit.unknown", extra={"error": repr(lost.error)})
@@ -113,7 +114,12 @@ class Drainer:
         return total
 
     def _batch(
-        self, conn: psycopg.Connection[Any], cursor: int, hi: int, excluded: set[ShardKey]
+        self,
+        conn: psycopg.Connection[Any],
+        cursor: int,
+        hi: int,
+        excluded: set[ShardKey],
+        part: claim.Part,
     ) -> tuple[bool, int, DrainStats | None]:
         """One claim-publish-delete transaction; returns (rows seen, next cursor, stats).
 
@@ -122,7 +128,7 @@ class Drainer:
         done: list[outcome.Settled] = []  # filled once the batch's writes are issued
         try:
             with conn.transaction():
-                sc = claim.scan(conn, self.table, cursor, hi, self.batch_size)
+                sc = claim.scan(conn, self.table, cursor, hi, self.batch_size, part=part)
                 if sc.last_id is None:
                     return False, cursor, None
                 fresh = [s for s in sc.shards if s not in excluded]

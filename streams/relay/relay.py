@@ -1,11 +1,13 @@
 """The relay process: passes over the outbox tables, woken by NOTIFY, falling back to polling.
 
-Each pass reads the id range of each outbox table of this silo and splits it into
-``concurrency`` ranges drained in parallel (threads; each with its own connection and
-transaction, sharing one idempotent producer). A pass that found work is followed by
-another at once; an idle relay waits for a NOTIFY or the poll interval. Rows committed
-late with a lower id than rows already drained fall into the next pass's range, so they
-are never skipped.
+Each pass reads the id range of each outbox table of this silo and, when it holds more
+than a batch, drains it as up to ``concurrency`` parts at once: disjoint sets of shards
+(shard identifier modulo the parts), so each shard keeps its order. With concurrency
+above 1 the parts go to worker processes, each with its own connection pool and its
+own producer (streams/relay/workers.py); with a publisher handed in, to threads sharing
+it. A pass that found work is followed by another at once; an idle relay waits for a
+NOTIFY or the poll interval. Rows committed late with a lower id than rows already
+drained fall into the next pass's range, so they are never skipped.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from streams.relay import metrics as m
 from streams.relay.acks import ONLY_ERRORS
 from streams.relay.drain import Drainer, DrainStats, StopFlag
 from streams.relay.producer import PublisherSlot
-from streams.relay.ranges import Ranges, ThreadRanges
+from streams.relay.ranges import Job, Ranges, ThreadRanges
 from streams.relay.workers import ProcessRanges
 from streams.settings import Settings
 from streams.silo import SiloMode
@@ -153,7 +155,7 @@ class Relay:
 
     @contextlib.contextmanager
     def ranges(self) -> Iterator[Ranges]:
-        """What drains a pass's id ranges in parallel: ``concurrency`` worker processes
+        """What drains a pass's parts in parallel: ``concurrency`` worker processes
         (each with its own producer and connections) when the relay built its own
         publisher, else threads sharing the given one (tests hand one in)."""
         ranges: Ranges
@@ -174,16 +176,16 @@ class Relay:
 
     def run_pass(self, ranges: Ranges | None = None) -> int:
         """One pass over every table; returns the rows handled (0 = nothing to do)."""
-        jobs: list[tuple[Drainer, int, int]] = []
+        jobs: list[Job] = []
         with self.pool.connection() as conn:
             for table in self.tables:
                 found = claim.bounds(conn, table)
                 if found is not None:
                     drainer = self.drainers[table.name]
-                    parts = claim.split(*found, self.concurrency, drainer.batch_size)
-                    jobs += [(drainer, lo, hi) for lo, hi in parts]
+                    parts = claim.parts(*found, self.concurrency, drainer.batch_size)
+                    jobs += [(drainer, *found, part) for part in parts]
         if ranges is None or len(jobs) <= 1:
-            results = [d.drain_range(lo, hi) for d, lo, hi in jobs]
+            results = [d.drain_range(lo, hi, part) for d, lo, hi, part in jobs]
         else:
             results = ranges.drain(jobs)
         done = DrainStats()
@@ -263,8 +265,7 @@ def run_relay(settings: Settings, *, concurrency: int | None = None) -> int:
     relay = Relay(settings, concurrency=concurrency)
     signal.signal(signal.SIGTERM, lambda *_: relay.stop.set())
     signal.signal(signal.SIGINT, lambda *_: relay.stop.set())
-    # Worker processes first: a relay serving /metrics is a relay ready to drain.
-    with relay.ranges() as ranges:
+    with relay.ranges() as ranges:  # worker processes start meanwhile
         serve_metrics(settings)
         pump = start_pump(
             settings.database_url.get(),

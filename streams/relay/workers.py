@@ -1,11 +1,12 @@
-"""Relay concurrency in processes: each worker drains the id ranges it is handed.
+"""Relay concurrency in processes: each worker drains the parts of a pass it is handed.
 
 The threads of one process share one GIL, and the relay's per-row work (encoding and
 producing) is Python, so ``--concurrency N`` (N > 1) starts N worker processes, each
-with its own connection pool and its own producer, and hands each pass's id ranges to
-them. The relay process keeps what is per relay: the pass loop and its NOTIFY wake-up,
-the backlog gauges, the delayed pump and ``/metrics``, into which each worker's counter
-increments and batch timings are replayed after every range it drained.
+with its own connection pool and its own producer, and hands each pass's parts (sets
+of shards, streams/relay/claim.py) to them. The relay process keeps what is per
+relay: the pass loop and its NOTIFY wake-up, the backlog gauges, the delayed pump and
+``/metrics``, into which each worker's counter increments and batch timings are
+replayed after every part it drained.
 
 A worker is killed with its parent (kill -9 included: ``PR_SET_PDEATHSIG``), so a
 killed relay leaves nothing behind; what it had not committed is published again by
@@ -33,7 +34,9 @@ from prometheus_client import Counter
 from streams import logs
 from streams.metrics import REGISTRY
 from streams.relay import metrics as m
-from streams.relay.drain import Drainer, DrainStats
+from streams.relay.claim import Part
+from streams.relay.drain import DrainStats
+from streams.relay.ranges import Job
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,8 +69,10 @@ class _Worker:
         # Run when the worker exits normally (atexit handlers do not run in one).
         mp_util.Finalize(self, self.relay.close, exitpriority=10)
 
-    def drain(self, table: str, lo: int, hi: int) -> tuple[DrainStats, dict[CounterKey, float]]:
-        stats = self.relay.drainers[table].drain_range(lo, hi)
+    def drain(
+        self, table: str, lo: int, hi: int, part: Part
+    ) -> tuple[DrainStats, dict[CounterKey, float]]:
+        stats = self.relay.drainers[table].drain_range(lo, hi, part)
         now = _counter_values()
         deltas = {k: v - self.counters.get(k, 0.0) for k, v in now.items()}
         self.counters = now
@@ -94,9 +99,9 @@ def _start(settings: Settings, stop: MpEvent, log_level: int) -> None:
     log.info("relay.worker.started", extra={"pid": os.getpid()})
 
 
-def _drain(table: str, lo: int, hi: int) -> tuple[DrainStats, dict[CounterKey, float]]:
+def _drain(table: str, lo: int, hi: int, part: Part) -> tuple[DrainStats, dict[CounterKey, float]]:
     assert _worker is not None, "not a relay worker process"
-    return _worker.drain(table, lo, hi)
+    return _worker.drain(table, lo, hi, part)
 
 
 def _pid() -> int:
@@ -148,23 +153,31 @@ class ProcessRanges:
             initargs=(self._settings, self._stop, logging.getLogger().level),
         )
 
-    def _start_all(self, tries: int = 20) -> None:
-        """Start every worker now (the pool starts them one submit at a time): the first
-        passes then run in parallel, and a worker that cannot start shows at once."""
-        seen: set[int] = set()
-        for _ in range(tries):
-            futures = [self._executor.submit(_pid) for _ in range(self._processes)]
-            seen.update(f.result() for f in futures)
-            if len(seen) >= self._processes:
-                break
-        log.info("relay.workers.started", extra={"pids": sorted(seen)})
+    def _start_all(self) -> None:
+        """Start every worker now, without waiting for them (the pool starts one per
+        submit while none is idle): passes of one part run in the relay process
+        meanwhile, and the first pass of several parts finds its workers up."""
+        pings = [self._executor.submit(_pid) for _ in range(self._processes)]
+        left = [len(pings)]
 
-    def drain(self, jobs: list[tuple[Drainer, int, int]]) -> list[DrainStats]:
-        """Drain every range (the workers share them out); raises what a range raised."""
+        def started(_: Future[int]) -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                pids = sorted({p.result() for p in pings if p.exception() is None})
+                log.info("relay.workers.started", extra={"pids": pids})
+
+        for p in pings:
+            p.add_done_callback(started)
+
+    def drain(self, jobs: list[Job]) -> list[DrainStats]:
+        """Drain every job (the workers share them out); raises what a job raised."""
         try:
-            futures = [self._executor.submit(_drain, d.table.name, lo, hi) for d, lo, hi in jobs]
+            futures = [
+                self._executor.submit(_drain, d.table.name, lo, hi, part)
+                for d, lo, hi, part in jobs
+            ]
             self._wait(futures)
-            results = [(d, *f.result()) for (d, _, _), f in zip(jobs, futures, strict=True)]
+            results = [(d[0], *f.result()) for d, f in zip(jobs, futures, strict=True)]
         except BrokenProcessPool:
             log.warning("relay.worker.lost", extra={"processes": self._processes})
             self._executor.shutdown(wait=False, cancel_futures=True)

@@ -70,8 +70,8 @@ def test_worker_processes_drain_count_in_the_relays_metrics_and_die_with_it(
         STREAMS_RELAY_BATCH_SIZE="50",  # 400 rows: ranges of several batches each
     )
     wait_serving(port)
+    harness.wait_for(lambda: len(workers_of(relay.pid)) == 2, 60, 0.2, "2 worker processes")
     workers = workers_of(relay.pid)
-    assert len(workers) == 2, relay.output()[-3000:]
     with psycopg.connect(dsn) as conn:
         conn.execute("DELETE FROM outbox_drain_minutes")
         conn.commit()
