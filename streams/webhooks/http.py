@@ -1,8 +1,11 @@
 """The HTTP sender seam: one POST, one result, never an exception.
 
-``HttpSender`` is the Protocol the delivery logic talks to (unit tests use a fake);
-``AiohttpSender`` is the real one, on the aiohttp that Faust already brings, with
-one keep-alive connection pool per worker and the SSRF guard in its resolver.
+``HttpSender`` is the Protocol the delivery logic talks to (unit tests use a fake).
+Two real ones: ``streams.webhooks.http11.LeanSender``, the default (a lean HTTP/1.1
+client: about a third of aiohttp's CPU per POST), and ``AiohttpSender``, on the
+aiohttp that Faust already brings, with one keep-alive connection pool per worker
+and the SSRF guard in its resolver (literal addresses are left to
+``SsrfGuard.check_url``, which the deliverer runs first).
 Redirects are not followed: a redirect could point at an internal address.
 """
 

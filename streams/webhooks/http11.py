@@ -24,6 +24,7 @@ as one pre-built buffer and reads the answer with an incremental parser
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import time
@@ -38,6 +39,8 @@ from streams.webhooks.http import MAX_RESPONSE_BYTES, USER_AGENT, HttpResult
 from streams.webhooks.http11_pool import Conn, Disconnected, Pool, PoolKey
 from streams.webhooks.http11_response import BadResponse
 from streams.webhooks.ssrf import SsrfGuard, SsrfRefused
+
+log = logging.getLogger(__name__)
 
 DNS_SECONDS = 10.0  # as AiohttpSender's ttl_dns_cache
 MAX_TARGETS = 10_000  # parsed URLs kept; webhook URLs repeat
@@ -105,6 +108,10 @@ class LeanSender:
             return HttpResult(None, time.perf_counter() - started, str(exc), refused=True)
         except _Failed as exc:
             return HttpResult(None, time.perf_counter() - started, str(exc))
+        except Exception as exc:  # the contract: a result, never an exception
+            log.warning("webhooks.http.unexpected_error", extra={"url": url}, exc_info=True)
+            error = f"{type(exc).__name__}: {exc}"
+            return HttpResult(None, time.perf_counter() - started, error)
         return HttpResult(status, time.perf_counter() - started)
 
     async def close(self) -> None:
