@@ -44,7 +44,7 @@ from streams.marks import resolved
 log = logging.getLogger(__name__)
 
 Ack = Callable[[Sequence[object]], Awaitable[None]]
-# Above this many held messages a window flushes before it closes (bounds memory).
+# Above this many held messages, or rows, a window flushes before it closes (bounds memory).
 MAX_HELD = 50_000
 MAX_BACKOFF = 5.0
 
@@ -241,6 +241,7 @@ class Buffer:
                 force
                 or (w.closes_at is not None and w.closes_at <= now)
                 or len(w.held) >= self._max_held
+                or len(w.rows) >= self._max_held  # a message may carry many rows
             )
         ]
         for w in due:

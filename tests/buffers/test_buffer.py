@@ -254,3 +254,22 @@ def test_replays_after_a_restart_below_a_mark_of_this_log_are_still_skipped() ->
         assert store.marks[0] == 50
 
     asyncio.run(scenario())
+
+
+def test_a_window_of_many_rows_in_few_messages_flushes_before_it_closes() -> None:
+    async def scenario() -> None:
+        store = FakeStore()
+        h = Harness(store)
+        h.buffer._max_held = 100
+        items = [Item(0, 0, "0:0")]
+        async with h.buffer.lock:
+            fresh = await h.buffer.admit(items)
+            for gid in range(150):  # one message summing 150 rows
+                inc = check_increment("issue_group", {"times_seen": 1}, {"id": gid})
+                h.buffer.add(0, 0, inc)
+            h.buffer.hold(fresh)
+        outcome = await h.buffer.flush()  # the window is still open, but full
+        assert outcome is not None and sum(store.counts.values()) == 150
+        assert h.acked == ["0:0"]
+
+    asyncio.run(scenario())
