@@ -143,10 +143,17 @@ def metric(settings: Settings, name: str, labels: str = "") -> float:
     return sum(float(m.group(2)) for m in pattern.finditer(get(settings, "/metrics")))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (Linux /proc), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def buffered(
     settings: Settings, ids: list[int], n: int, dsn: str, *, coalesce: float | None, pid: int
-) -> tuple[float, float, float]:
-    """(increments/s end to end, incr() calls/s, seconds until all were applied)."""
+) -> tuple[float, float, float, float, float]:
+    """(increments/s end to end, incr() calls/s, seconds until all were applied, client
+    CPU us per call, worker CPU us per increment): CPU figures move less with load."""
     rng = random.Random(2)
     publisher = Publisher(settings)
     client.set_publisher(publisher)
@@ -155,20 +162,24 @@ def buffered(
     profile = profiled(pid, f"buffers-worker-{len(ids)}")
     try:
         with profile:
+            worker_cpu = cpu_seconds(pid)
+            client_cpu = time.process_time()
             started = time.perf_counter()
             for _ in range(n):
                 client.incr("issue_group", {"times_seen": 1}, {"id": rng.choice(ids)})
             publisher.flush(60)
             sent = time.perf_counter() - started
+            client_cpu = time.process_time() - client_cpu
             while total_seen(dsn) < n:
                 if time.perf_counter() - started > 150:
                     raise SystemExit(f"only {total_seen(dsn)} of {n} increments applied in 150 s")
                 time.sleep(0.02)
             applied = time.perf_counter() - started
+            worker_cpu = cpu_seconds(pid) - worker_cpu
     finally:
         client.set_publisher(None)
         publisher.close()
-    return n / applied, n / sent, applied
+    return n / applied, n / sent, applied, 1e6 * client_cpu / n, 1e6 * worker_cpu / n
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -188,6 +199,8 @@ class Size:
     rate: float  # increments/s, incr() to exact totals
     calls: float  # incr() calls/s
     seconds: float
+    client_us: float  # client process CPU per incr() call (the loop, encoding, sending)
+    worker_us: float  # worker CPU per increment
     statements: float
     flushes: float
     db_seconds: float
@@ -215,7 +228,7 @@ def run_size(info: stack.StackInfo, state: Path, args: argparse.Namespace, rows:
         ids = seed(dsn, rows)
         naive_rate = naive(dsn, ids, args.naive)
         proc = start_worker(settings, args.interval, state / "worker.log")
-        rate, calls, seconds = buffered(
+        rate, calls, seconds, client_us, worker_us = buffered(
             settings, ids, args.increments, dsn, coalesce=args.coalesce, pid=proc.pid
         )
         return Size(
@@ -224,6 +237,8 @@ def run_size(info: stack.StackInfo, state: Path, args: argparse.Namespace, rows:
             rate=rate,
             calls=calls,
             seconds=seconds,
+            client_us=client_us,
+            worker_us=worker_us,
             statements=metric(settings, "streams_buffer_statements_total", 'kind="row"'),
             flushes=metric(settings, "streams_buffer_flushes_total"),
             db_seconds=metric(settings, "streams_buffer_flush_seconds_sum"),
@@ -245,13 +260,14 @@ def report(sizes: list[Size], args: argparse.Namespace) -> None:
     """Print one line per size, and record the figures for bench/summary.py."""
     per_100k = 100_000 / args.increments
     print(
-        "rows    naive/s  buffered/s  speed-up  incr() calls/s  row stmts  flushes  "
-        "DB s/100k  RSS MB (peak)  load"
+        "rows    naive/s  buffered/s  speed-up  incr() calls/s  client us/call  "
+        "worker us/incr  row stmts  flushes  DB s/100k  RSS MB (peak)  load"
     )
     for z in sizes:
         print(
             f"{z.rows:>5} {z.naive:>10,.0f} {z.rate:>11,.0f} {z.rate / z.naive:>8.1f}x "
-            f"{z.calls:>15,.0f} {z.statements:>10,.0f} {z.flushes:>8,.0f} "
+            f"{z.calls:>15,.0f} {z.client_us:>15.1f} {z.worker_us:>15.1f} "
+            f"{z.statements:>10,.0f} {z.flushes:>8,.0f} "
             f"{z.db_seconds * per_100k:>10.2f} {z.rss:>7.0f} ({z.peak:.0f})  {z.load}"
         )
     results = Results(os.environ.get("BENCH_RESULTS_NAME", "buffers"))
@@ -272,6 +288,12 @@ def report(sizes: list[Size], args: argparse.Namespace) -> None:
             goal=">= 5x",
             met=z.rate >= 5 * z.naive,
             alternative=f"naive loop {z.naive:,.0f} increments/s",
+        )
+        results.add(
+            f"CPU per increment, {z.rows:,} rows",
+            z.client_us + z.worker_us,
+            "us",
+            alternative=f"client {z.client_us:.1f} us, worker {z.worker_us:.1f} us",
         )
         results.add(
             f"worker RSS after {args.increments:,} increments over {z.rows:,} rows",
