@@ -1,4 +1,5 @@
-"""Consumer lag of this worker's group, for the status page, cached for a few seconds.
+"""Consumer lag of this worker's groups (Faust's and each direct agent's), for the status
+page, cached for a few seconds.
 
 The lag exporter's poller does the work (true end offsets on the embedded broker,
 time lag from an offset/time table per partition); the console keeps one poller so
@@ -54,7 +55,8 @@ def by_topic(snap: Snapshot, now: float) -> tuple[TopicLag, ...]:
 
 
 class LagCache:
-    """The latest lag of ``settings.app_id`` (Faust's group id), refreshed on demand."""
+    """The latest lag of ``settings.app_id`` (Faust's group id) and of its direct agents'
+    groups (``<app id>.<agent>``, streams/agents/wrapper/direct.py), refreshed on demand."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -66,7 +68,7 @@ class LagCache:
     def _poll(self) -> Snapshot:
         if self._poller is None:
             source = KafkaOffsetSource(kafka_config.common(self.settings), timeout=TIMEOUT)
-            group = re.compile(f"^{re.escape(self.settings.app_id)}$")
+            group = re.compile(f"^{re.escape(self.settings.app_id)}(\\.[a-z_]+)?$")
             self._poller = LagPoller(source, group)
         return self._poller.poll()
 
