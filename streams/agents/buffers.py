@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 NAME = "buffers"
 TOPIC: Final = "buffer-increments"
 COMPLETIONS: Final = "buffer-completions"
-BATCH = 2000
+# Messages per handler call. A client's message may carry up to 1,000 rows
+# (streams/incr_coalesce.py): smaller batches keep the flusher, which shares this
+# event loop, from waiting behind one long batch.
+BATCH = 500
 BATCH_WITHIN = 0.1
 
 

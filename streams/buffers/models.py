@@ -239,6 +239,9 @@ def _row_from_wire(model: object, signal_only: object, row: Mapping[str, Any]) -
     event_time = row["event_time"]
     if isinstance(event_time, dt.datetime):
         event_time = int(event_time.timestamp() * 1000)
+    fast = _plain_row(model, signal_only, row, int(event_time))
+    if fast is not None:
+        return fast
     return check_increment(
         model,
         row["columns"],
@@ -249,6 +252,42 @@ def _row_from_wire(model: object, signal_only: object, row: Mapping[str, Any]) -
         wire=True,
         count=row.get("increments", 1),  # absent from v1 messages: one call each
     )
+
+
+_BIGINT_RANGE = _RANGES[Kind.BIGINT]
+
+
+def _plain_row(
+    model: object, signal_only: object, row: Mapping[str, Any], event_time_ms: int
+) -> Increment | None:
+    """The common row (integer counters and filters, no ``extra``) checked in a few
+    comparisons, the same checks as ``check_increment``; None: let it decide (and
+    name the problem). The worker runs this for every row it reads."""
+    spec = MODELS.get(model) if type(model) is str else None
+    columns, filters, count = row["columns"], row["filters"], row.get("increments", 1)
+    if (
+        spec is None
+        or row.get("extra")
+        or type(signal_only) is not bool
+        or type(columns) is not dict
+        or type(filters) is not dict
+        or not columns
+        or type(count) is not int
+        or count < 1
+        or filters.keys() != spec.filters.keys()
+    ):
+        return None
+    lo, hi = _BIGINT_RANGE
+    for name, value in columns.items():
+        if name not in spec.counters or type(value) is not int or not lo <= value <= hi:
+            return None
+    ordered: list[tuple[str, FilterValue]] = []
+    for name, kind in spec.filters.items():
+        value = filters[name]
+        if kind is not Kind.BIGINT or type(value) is not int or not lo <= value <= hi:
+            return None
+        ordered.append((name, value))
+    return Increment(spec, tuple(ordered), columns, {}, signal_only, event_time_ms, count)
 
 
 def sql_value(spec: ModelSpec, column: str, wire: WireExtra) -> Any:

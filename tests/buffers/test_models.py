@@ -121,3 +121,17 @@ def test_every_row_of_a_summed_message_is_read_and_one_bad_row_refuses_the_messa
     value["more"] = [{**second, "increments": 0}]
     with pytest.raises(NotAllowed, match="increments must be an int >= 1"):
         rows_from_wire(value)
+
+
+def test_a_plain_row_read_the_fast_way_equals_the_checked_one() -> None:
+    from streams.buffers.models import rows_from_wire
+
+    inc = check_increment(
+        "issue_group", {"times_seen": 2, "num_comments": -1}, {"id": 42}, event_time_ms=7
+    )
+    codec = build_codec(default_store(), None)
+    value = codec.decode("buffer-increments", codec.encode("buffer-increments", inc.to_wire()))
+    assert rows_from_wire(value) == [inc]
+    for bad in ({"id": True}, {"id": 2**63}, {"id": "1"}):
+        with pytest.raises(NotAllowed):
+            rows_from_wire({**value, "filters": bad})
