@@ -24,6 +24,7 @@ from streams.dlq import dead_rows
 from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.dlq.sink import KafkaDeadLetterSink
 from streams.outbox.categories import OutboxTable
+from streams.publisher import Publisher
 from streams.relay import claim, outcome
 from streams.relay import metrics as m
 from streams.relay.acks import BatchAcks
@@ -32,6 +33,8 @@ from streams.relay.messages import Group, Row, ShardKey, coalesce, headers_for
 from streams.relay.producer import PublisherSlot
 
 log = logging.getLogger(__name__)
+
+_SEND_RAW = Publisher.send_raw
 
 
 @dataclass
@@ -186,6 +189,9 @@ class Drainer:
         dead: set[int] = set()  # the groups dead-lettered
         parked: list[Letter] = []  # dead letters too large for the topic: kept in PostgreSQL
         send = publisher.send_raw
+        # Straight to librdkafka unless a subclass wants to see every message (tests,
+        # the latency benchmark); a full local queue falls back to send_raw's waiting.
+        produce = publisher.producer.produce if type(publisher).send_raw is _SEND_RAW else None
         encode = encoder.encode_raw
         on_message = acks.on_message
         reason: FailureReason
@@ -194,7 +200,14 @@ class Drainer:
             row = group.row
             try:
                 topic, full_topic, key, value, headers = encode(row, i)
-                send(full_topic, value, key=key, headers=headers, on_delivery=on_message(i))
+                cb = on_message(i)
+                if produce is None:
+                    send(full_topic, value, key=key, headers=headers, on_delivery=cb)
+                else:
+                    try:
+                        produce(full_topic, value=value, key=key, headers=headers, on_delivery=cb)
+                    except BufferError:  # the local queue is full: send_raw waits for room
+                        send(full_topic, value, key=key, headers=headers, on_delivery=cb)
                 sent[i] = topic
                 continue
             except KafkaException as exc:
