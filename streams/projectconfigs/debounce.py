@@ -94,7 +94,7 @@ class DueWork:
     def from_json(cls, data: DueWork | list[Any] | dict[str, Any]) -> DueWork:
         """Reads the work itself (the due table keeps it as is until a restart), the
         positional record, and the older named one (a dict)."""
-        if isinstance(data, cls):
+        if isinstance(data, DueWork):
             return data
         if isinstance(data, dict):
             return cls(**data)
