@@ -14,6 +14,7 @@ import pytest
 
 from streams import catalogue
 from streams.buffers.models import NotAllowed
+from streams.buffers.wire import more_rows
 from streams.client import incr
 from streams.incr_coalesce import MAX_ROWS, IncrCoalescer, partition_of
 from streams.publisher import Publisher
@@ -58,13 +59,18 @@ def test_a_window_of_increments_is_one_message_per_row_with_the_exact_sum() -> N
     # Each row rides on its own key's partition, with the rows of that partition.
     for _, v, key in pub.sent:
         part = partition_of(key, PARTITIONS)
-        for r in [v, *v.get("more", [])]:
+        for r in rows_of(v):
             assert partition_of(f'issue_group:{{"id":{r["filters"]["id"]}}}', PARTITIONS) == part
 
 
+def rows_of(value: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every row of a message: the top-level one, then those in ``more``."""
+    return [value, *(more_rows(value["more"]) if value.get("more") else [])]
+
+
 def sent_rows(sent: list[tuple[str, dict[str, Any], str]]) -> list[dict[str, Any]]:
-    """Every row of the sent messages: the top-level one and those in ``more``."""
-    return [r for _, v, _ in sent for r in [v, *v.get("more", [])]]
+    """Every row of the sent messages."""
+    return [r for _, v, _ in sent for r in rows_of(v)]
 
 
 def test_thousands_of_rows_in_a_window_are_a_few_messages_per_partition() -> None:
@@ -120,7 +126,7 @@ def test_incr_sums_by_default_and_keeps_each_rows_order_with_unbatched_calls(
         publisher.flush()
     messages = [v for _, v, _ in s.read_topic(settings, "buffer-increments")]
     assert len(messages) < 3000 / 10
-    values = [{**r, "signal_only": v["signal_only"]} for v in messages for r in [v, *v["more"]]]
+    values = [{**r, "signal_only": v["signal_only"]} for v in messages for r in rows_of(v)]
     assert sum(v["increments"] for v in values) == 3003
     by_row: dict[int, list[dict[str, Any]]] = {}
     for v in values:

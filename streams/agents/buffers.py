@@ -20,9 +20,10 @@ from typing import Any, Final
 
 from streams.agents.base import AgentSpec, Message, Mode, RetryPolicy, attach
 from streams.buffers.buffer import Buffer, Item
-from streams.buffers.models import Increment, NotAllowed, row_key, rows_from_wire
+from streams.buffers.models import Increment, NotAllowed, row_key
 from streams.buffers.store import PostgresFlushStore
 from streams.buffers.window import PartitionWindow, RowSums
+from streams.buffers.wire import rows_from_wire
 from streams.errors import PermanentFailure
 from streams.runtime import Runtime
 from streams.silo import REGION_ONLY

@@ -34,6 +34,7 @@ class Kind(enum.Enum):
 
 
 _RANGES = {Kind.BIGINT: (-(2**63), 2**63 - 1), Kind.SMALLINT: (-(2**15), 2**15 - 1)}
+BIGINT_RANGE = _RANGES[Kind.BIGINT]
 MAX_TEXT = 4096
 
 
@@ -215,79 +216,6 @@ def check_increment(
     if event_time_ms is None:
         event_time_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     return Increment(spec, tuple(ordered), counters, extras, signal_only, event_time_ms, count)
-
-
-def from_wire(value: Mapping[str, Any]) -> Increment:
-    """Validate a decoded ``buffer-increments`` value's top-level row (a producer may
-    have skipped incr()); ``rows_from_wire`` gives every row of the message."""
-    return _row_from_wire(value["model"], value.get("signal_only", False), value)
-
-
-def rows_from_wire(value: Mapping[str, Any]) -> list[Increment]:
-    """Every row of a decoded ``buffer-increments`` value: the top-level one, then
-    ``more`` (v2: rows of the same model a client summed in one window); all valid,
-    else ``NotAllowed`` (the message is dead-lettered whole)."""
-    model, signal_only = value["model"], value.get("signal_only", False)
-    first = _row_from_wire(model, signal_only, value)
-    more = value.get("more") or ()
-    if not more:
-        return [first]
-    return [first, *(_row_from_wire(model, signal_only, row) for row in more)]
-
-
-def _row_from_wire(model: object, signal_only: object, row: Mapping[str, Any]) -> Increment:
-    event_time = row["event_time"]
-    if isinstance(event_time, dt.datetime):
-        event_time = int(event_time.timestamp() * 1000)
-    fast = _plain_row(model, signal_only, row, int(event_time))
-    if fast is not None:
-        return fast
-    return check_increment(
-        model,
-        row["columns"],
-        row["filters"],
-        row.get("extra"),
-        signal_only,
-        event_time_ms=int(event_time),
-        wire=True,
-        count=row.get("increments", 1),  # absent from v1 messages: one call each
-    )
-
-
-_BIGINT_RANGE = _RANGES[Kind.BIGINT]
-
-
-def _plain_row(
-    model: object, signal_only: object, row: Mapping[str, Any], event_time_ms: int
-) -> Increment | None:
-    """The common row (integer counters and filters, no ``extra``) checked in a few
-    comparisons, the same checks as ``check_increment``; None: let it decide (and
-    name the problem). The worker runs this for every row it reads."""
-    spec = MODELS.get(model) if type(model) is str else None
-    columns, filters, count = row["columns"], row["filters"], row.get("increments", 1)
-    if (
-        spec is None
-        or row.get("extra")
-        or type(signal_only) is not bool
-        or type(columns) is not dict
-        or type(filters) is not dict
-        or not columns
-        or type(count) is not int
-        or count < 1
-        or filters.keys() != spec.filters.keys()
-    ):
-        return None
-    lo, hi = _BIGINT_RANGE
-    for name, value in columns.items():
-        if name not in spec.counters or type(value) is not int or not lo <= value <= hi:
-            return None
-    ordered: list[tuple[str, FilterValue]] = []
-    for name, kind in spec.filters.items():
-        value = filters[name]
-        if kind is not Kind.BIGINT or type(value) is not int or not lo <= value <= hi:
-            return None
-        ordered.append((name, value))
-    return Increment(spec, tuple(ordered), columns, {}, signal_only, event_time_ms, count)
 
 
 def sql_value(spec: ModelSpec, column: str, wire: WireExtra) -> Any:

@@ -9,7 +9,8 @@ import pytest
 
 from streams.avro.codec import build_codec
 from streams.avro.store import default_store
-from streams.buffers.models import NotAllowed, check_increment, from_wire
+from streams.buffers.models import NotAllowed, check_increment
+from streams.buffers.wire import from_wire
 
 NOW = dt.datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
 
@@ -92,13 +93,14 @@ def test_a_lone_surrogate_in_extra_is_a_type_error_before_anything_is_sent() -> 
 
 
 def test_every_row_of_a_summed_message_is_read_and_one_bad_row_refuses_the_message() -> None:
-    from streams.buffers.models import rows_from_wire
+    from streams.buffers.wire import rows_from_wire
 
-    second: dict[str, Any] = {
-        "filters": {"id": 2},
-        "columns": {"times_seen": 1},
-        "event_time": 9,
-        "increments": 1,
+    second: dict[str, Any] = {  # rows 2 and 3, column by column
+        "filters": {"id": [2, 3]},
+        "columns": {"times_seen": [1, 0], "num_comments": [0, 4]},
+        "extra": [],
+        "event_time": [9, 10],
+        "increments": [1, 2],
     }
     value: dict[str, Any] = {
         "model": "issue_group",
@@ -108,23 +110,27 @@ def test_every_row_of_a_summed_message_is_read_and_one_bad_row_refuses_the_messa
         "signal_only": False,
         "event_time": 0,
         "increments": 3,
-        "more": [second],
+        "more": second,
     }
     rows = rows_from_wire(value)
     assert [(r.filters, dict(r.columns), r.count) for r in rows] == [
         ((("id", 1),), {"times_seen": 5}, 3),
-        ((("id", 2),), {"times_seen": 1}, 1),
+        ((("id", 2),), {"times_seen": 1, "num_comments": 0}, 1),
+        ((("id", 3),), {"times_seen": 0, "num_comments": 4}, 2),
     ]
-    value["more"] = [{**second, "columns": {"title": 1}}]
+    value["more"] = {**second, "columns": {"title": [1, 1]}}
     with pytest.raises(NotAllowed, match="not an allow-listed counter"):
         rows_from_wire(value)
-    value["more"] = [{**second, "increments": 0}]
+    value["more"] = {**second, "increments": [1, 0]}
     with pytest.raises(NotAllowed, match="increments must be an int >= 1"):
+        rows_from_wire(value)
+    value["more"] = {**second, "increments": [1]}
+    with pytest.raises(NotAllowed, match="one value per row"):
         rows_from_wire(value)
 
 
 def test_a_plain_row_read_the_fast_way_equals_the_checked_one() -> None:
-    from streams.buffers.models import rows_from_wire
+    from streams.buffers.wire import rows_from_wire
 
     inc = check_increment(
         "issue_group", {"times_seen": 2, "num_comments": -1}, {"id": 42}, event_time_ms=7
