@@ -18,6 +18,8 @@ Either way a batch is acknowledged only once its changelog records are.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -26,9 +28,11 @@ from aiokafka.partitioner import murmur2
 
 from streams import catalogue
 from streams.agents.base import AgentSpec, InstrumentedAgent, Message, from_faust
-from streams.errors import DecodeError
+from streams.errors import DecodeError, PublishError
 from streams.projectconfigs.changelog import ChangelogWriter
 from streams.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 HEADER = "streams.served-by"  # the token of the process that served the config directly
 
@@ -96,6 +100,22 @@ class ServedFeed:
                 return bool(value == self.token)
         return False
 
+    async def flush_until_done(self) -> None:
+        """Wait until the changelog has every record sent so far, however long it takes:
+        the messages skipped meanwhile are not acknowledged before."""
+        delay = 0.5
+        while True:
+            try:
+                await self.changelog.flush()
+                return
+            except PublishError as exc:
+                log.warning(
+                    "project_configs.served.flush_failed",
+                    extra={"error": repr(exc), "retry_in": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
     async def handle_batch(self, msgs: Sequence[Message]) -> None:
         # Everything is rendered before anything is written: a bad message fails the
         # batch, which the wrapper then replays one by one (the bad one dead-lettered).
@@ -136,7 +156,7 @@ def attach_feed(app: Any, runtime: Runtime, spec: AgentSpec, feed: ServedFeed) -
             fresh = [from_faust(e) for e in events if not served_here(e.message.headers)]
             if len(fresh) < len(events):
                 # Acknowledged with this batch: their direct changelog records first.
-                await feed.changelog.flush()
+                await feed.flush_until_done()
             if fresh:
                 await runner.process(fresh)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any, cast
 
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.agents.served_configs import HEADER, ServedFeed
+from streams.errors import PublishError
 from streams.projectconfigs.changelog import ChangelogWriter
 from streams.projectconfigs.documents import disabled_record, served_json
 
@@ -62,3 +64,20 @@ def test_the_feed_skips_only_what_this_process_served() -> None:
     assert served.served_here([("x", b"1"), (HEADER, served.token)])
     assert not served.served_here([(HEADER, other.token)])
     assert not served.served_here([]) and not served.served_here(None)
+
+
+def test_skipped_configs_wait_until_their_changelog_records_are_acknowledged() -> None:
+    class Refusing(Changelog):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flushes = 0
+
+        async def flush(self) -> None:
+            self.flushes += 1
+            if self.flushes == 1:
+                raise PublishError("changelog records not acknowledged")
+
+    changelog = Refusing()
+    served = ServedFeed(Table(), cast(ChangelogWriter, changelog), render, 4, lambda: {0})
+    asyncio.run(served.flush_until_done())
+    assert changelog.flushes == 2  # retried, not given up
