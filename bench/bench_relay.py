@@ -157,7 +157,8 @@ def relay_run(
         with relay.ranges() as ranges:  # worker processes when concurrency > 1
             # Warm up (connections, producers, worker processes), then measure on a
             # fresh fill with the warm relay.
-            fill(dsn, max(rows // 10, 1_000), per_object)
+            # Enough rows for every worker to take a part.
+            fill(dsn, max(rows // 10, settings.relay_batch_size * concurrency), per_object)
             while relay.run_pass(ranges):
                 pass
             fill(dsn, rows, per_object)
