@@ -19,10 +19,15 @@ from streams.buffers.window import RowSums
 Shape = tuple[tuple[str, ...], tuple[str, ...]]
 
 
+@functools.lru_cache(maxsize=64)
+def _counters(spec: ModelSpec) -> tuple[str, ...]:
+    return tuple(sorted(spec.counters))
+
+
 def shape_of(row: RowSums) -> Shape:
     # Iterate the spec, not the row: only allow-listed names can ever reach SQL.
     spec = row.model
-    counters = tuple(c for c in sorted(spec.counters) if c in row.columns)
+    counters = tuple(c for c in _counters(spec) if c in row.columns)
     extras = tuple(e for e in spec.extra if e in row.extra)
     return counters, extras
 

@@ -80,6 +80,12 @@ def _plain_more(
     if not all(_plain_ints(a, lo, hi) for a in arrays) or not all(type(t) is int for t in times):
         return None
     fnames, cnames = list(spec.filters), list(columns)
+    if len(fnames) == 1 and len(cnames) == 1:  # the common case, without a zip per row
+        (f,), (c,) = fnames, cnames
+        return [
+            Increment(spec, ((f, fv),), {c: cv}, {}, signal_only, t, k)
+            for fv, cv, t, k in zip(filters[f], columns[c], times, counts, strict=True)
+        ]
     fcols = zip(*(filters[f] for f in fnames), strict=True)
     ccols = zip(*columns.values(), strict=True)
     return [
