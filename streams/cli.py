@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument(
         "--concurrency",
         type=int,
-        help=f"parallel id ranges ({help_default('relay_concurrency')})",
+        help=f"worker processes, each a set of shards ({help_default('relay_concurrency')})",
     )
     relay.set_defaults(func=cmd_relay, needs=BOTH)
     add_backfill_parser(sub)

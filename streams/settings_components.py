@@ -37,7 +37,8 @@ class ComponentSettings:
         metadata=declare(
             "STREAMS_RELAY_CONCURRENCY",
             RELAY,
-            "parallel id ranges per relay pass (threads; on 2 cores 1 is fastest)",
+            "worker processes per relay (each drains a set of shards with its own producer and "
+            "connections); 1 drains in the relay process",
             number(int),
             low=1,
         ),
