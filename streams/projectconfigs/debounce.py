@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -91,9 +91,9 @@ class DueWork:
         ]
 
     @classmethod
-    def from_json(cls, data: DueWork | list[Any] | dict[str, Any]) -> DueWork:
-        """Reads the work itself (the due table keeps it as is until a restart), the
-        positional record, and the older named one (a dict)."""
+    def from_json(cls, data: DueWork | Sequence[Any] | dict[str, Any]) -> DueWork:
+        """Reads the work itself, the positional record (a list from JSON, or the tuple
+        the due table keeps), and the older named one (a dict)."""
         if isinstance(data, DueWork):
             return data
         if isinstance(data, dict):

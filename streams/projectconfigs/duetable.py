@@ -54,10 +54,13 @@ class DueTable:
                 work.partition,
             )
             key = work.key
-        # The table keeps the work itself (read back without parsing); the changelog
-        # gets its JSON record, which is what recovery puts in the table.
-        self.table.data[key] = work
-        self.changelog.send(work.partition, key, work.to_json())
+        # The table keeps a plain tuple: once it survives a collection the garbage
+        # collector stops tracking it (a dataclass or list is traversed by every full
+        # collection, and under backlog the table holds a window per scope). The
+        # changelog gets the JSON record.
+        record = work.to_json()
+        self.table.data[key] = tuple(record)
+        self.changelog.send(work.partition, key, record)
         heapq.heappush(self.heaps.setdefault(work.partition, []), (work.due, key))
         self.pending.add(work.scope_key, work.due)
 
@@ -109,8 +112,11 @@ class DueTable:
         self.heaps = {}
         self.pending.due = {}  # what this worker saw start stays known
         self.running = set()
-        for key, raw in list(self.table.data.items()):
+        data = self.table.data
+        for key, raw in list(data.items()):
             work = DueWork.from_json(raw)
+            if isinstance(raw, list):  # recovered from JSON: kept as a tuple, as add_due
+                data[key] = tuple(raw)
             self.heaps.setdefault(work.partition, []).append((work.due, key))
             self.pending.add(work.scope_key, work.due)
         for heap in self.heaps.values():
