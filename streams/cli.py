@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -91,13 +92,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker = faust.Worker(
         app, loglevel=level, logging_config=logs.dict_config(level, settings.log_format)
     )
+    freeze_startup_heap()
     worker.execute_from_commandline()
     return 0
+
+
+def freeze_startup_heap() -> None:
+    """Take what start-up built (modules, Faust's app, the agents) out of the garbage
+    collector's sight. Every full collection walked those ~100k long-lived objects: 12-14%
+    of a busy worker's CPU (bench/README.md, config invalidation)."""
+    gc.collect()
+    gc.freeze()
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
     from streams.relay.relay import run_relay
 
+    freeze_startup_heap()
     return run_relay(_settings(), concurrency=args.concurrency)
 
 
