@@ -51,6 +51,16 @@ def set_publisher(publisher: Publisher | None) -> None:
     _publisher = publisher
 
 
+def close(timeout: float = 10.0) -> None:
+    """Send what the process-wide publisher holds (increments summed in it first) and close
+    it; a later call builds a new one. A clean exit that calls it loses nothing."""
+    global _publisher
+    with _lock:
+        publisher, _publisher = _publisher, None
+    if publisher is not None:
+        publisher.close(timeout)
+
+
 Key = str | bytes | int | None
 Conn = psycopg.Connection[Any]
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streams import client
 from streams.db.pool import redacted_url
 from streams.demo import buffers as buffers_demo
 from streams.demo import configs as configs_demo
@@ -114,6 +115,19 @@ def _stop(children: list[Child], grace: float = STOP_GRACE) -> list[str]:
     return killed
 
 
+def _close_demos(demos: list[threading.Thread]) -> None:
+    """Let the demo workloads see ``stop``, then send what their client still holds while
+    the broker is up: a producer left holding messages for a broker that is gone delayed
+    the exit by seconds."""
+    deadline = time.monotonic() + 0.5
+    for t in demos:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    try:
+        client.close(timeout=0.5)
+    except Exception as exc:  # the stop goes on; what was not sent is named
+        _say(f"streams up: demo messages not all sent: {exc}")
+
+
 def _stop_stack(state: Path, started: stack.StackInfo) -> None:
     """Stop the broker and PostgreSQL only if this run started them (a stack from
     `streams dev start`, or named by the environment, keeps running)."""
@@ -197,6 +211,7 @@ def run(*, demo: bool = True, duration: float | None = None) -> int:
     env = {**os.environ, **settings.to_env()}  # the children see exactly these settings
     reset_settings(settings)
     children: list[Child] = []
+    demos: list[threading.Thread] = []
     stop = threading.Event()
     # The components run in their own sessions: a closed terminal (SIGHUP) or a SIGTERM
     # must still reach them, through `up`'s orderly stop.
@@ -229,7 +244,8 @@ def run(*, demo: bool = True, duration: float | None = None) -> int:
         )
         if demo:
             for d in DEMOS:
-                threading.Thread(target=d, args=(settings, stop), daemon=True).start()
+                demos.append(threading.Thread(target=d, args=(settings, stop), daemon=True))
+                demos[-1].start()
         return _watch(children, settings, stop, duration)
     except KeyboardInterrupt:
         return 0  # Ctrl-C is how `up` is meant to end
@@ -238,6 +254,7 @@ def run(*, demo: bool = True, duration: float | None = None) -> int:
         stop.set()
         began = time.monotonic()
         _say("\nstreams up: stopping")
+        _close_demos(demos)
         killed = _stop(children)
         _stop_stack(state, owned)
         note = f" (killed after {STOP_GRACE:g} s: {', '.join(killed)})" if killed else ""
