@@ -135,6 +135,7 @@ def test_configs_are_computed_published_and_served(
     assert final[deleted] is not None  # no longer a key of the organization: untouched
 
 
+@pytest.mark.slow  # two workers and a rebalance: about 20 s (make test-slow)
 def test_either_of_two_workers_answers_for_every_key(
     settings: Settings,
     database: str,

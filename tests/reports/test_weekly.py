@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from streams import client
 from streams.publisher import Publisher
@@ -39,6 +40,7 @@ async def _run_schedule(dsn: str, slot: dt.datetime) -> None:
         await fire_weekly(conn, Run("reports.weekly", slot, False, 0))
 
 
+@pytest.mark.slow  # a fan-out load run: about 20 s (make test-slow)
 def test_weekly_fan_out_mails_each_active_organization_once(
     settings: Settings,
     publisher: Publisher,
