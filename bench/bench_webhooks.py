@@ -415,7 +415,7 @@ def run_celery(
 ) -> Run | None:
     """The same N changes through Celery + Redis, then its latency at the first paced
     rate (the same issues as ours); None when it cannot run here (said in one line)."""
-    why = missing()
+    why = "BENCH_CELERY_CHANGES=0" if CELERY_N <= 0 else missing()
     if why is not None:
         print(f"Celery + Redis alternative skipped: {why}")
         return None
