@@ -47,3 +47,28 @@ def true_end_offsets(
             out[key] = (out[key][0], hi)
     consumer.unassign()
     return out
+
+
+def record_timestamps(
+    consumer: Consumer, records: Iterable[tuple[str, int, int]], timeout: float = 5.0
+) -> dict[tuple[str, int], int | None]:
+    """The timestamp (ms) of the record at (topic, partition, offset), for each; None
+    where it could not be read in ``timeout`` (gone, or no record there). Uses
+    ``consumer``'s assignment; leaves it unassigned."""
+    import time
+
+    wanted = {(t, p): o for t, p, o in records}
+    out: dict[tuple[str, int], int | None] = dict.fromkeys(wanted)
+    if not wanted:
+        return out
+    consumer.assign([TopicPartition(t, p, o) for (t, p), o in wanted.items()])
+    deadline = time.monotonic() + timeout
+    pending = set(wanted)
+    while pending and time.monotonic() < deadline:
+        for m in consumer.consume(num_messages=len(pending), timeout=0.1):
+            key = (m.topic() or "", m.partition() or 0)
+            if key in pending and m.error() is None and m.offset() == wanted[key]:
+                out[key] = m.timestamp()[1]
+                pending.discard(key)
+    consumer.unassign()
+    return out

@@ -84,11 +84,18 @@ class BufferHolder:
 
     @asynccontextmanager
     async def admitting(self, events: Sequence[Any]) -> AsyncIterator[Sequence[Any]]:
-        items = [Item(e.message.partition, e.message.offset, e) for e in events]
+        items = [
+            Item(e.message.partition, e.message.offset, e, _ms(e.message.timestamp)) for e in events
+        ]
         async with self.buffer.lock:
             fresh = await self.buffer.admit(items)
             yield [i.token for i in fresh]
             self.buffer.hold(fresh)
+
+
+def _ms(timestamp: float | None) -> int | None:
+    """Faust's timestamp (seconds, a float) back to the log's milliseconds."""
+    return None if timestamp is None else round(timestamp * 1000)
 
 
 def install(app: Any, runtime: Runtime) -> None:

@@ -61,6 +61,7 @@ class Item:
     partition: int
     offset: int
     token: object  # what ``ack`` needs (the Faust event)
+    timestamp: int | None = None  # ms, as the log stores it (the flush mark keeps it)
 
 
 class Buffer:
@@ -151,7 +152,7 @@ class Buffer:
     def hold(self, items: Sequence[Item]) -> None:
         closes_at = (math.floor(self._clock() / self.interval) + 1) * self.interval
         for item in items:
-            self.windows[item.partition].hold(item.offset, item.token, closes_at)
+            self.windows[item.partition].hold(item.offset, item.token, closes_at, item.timestamp)
         self._gauges()
 
     def forget(self, partitions: Sequence[int]) -> None:

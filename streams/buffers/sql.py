@@ -140,7 +140,7 @@ def update_params(row: RowSums, shape: Shape) -> tuple[Any, ...]:
 
 
 MARKS_LOAD = sql.SQL(
-    "SELECT partition, next_offset FROM buffer_flush_marks "
+    "SELECT partition, next_offset, last_timestamp_ms FROM buffer_flush_marks "
     "WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)"
 )
 
@@ -148,7 +148,7 @@ MARKS_LOAD = sql.SQL(
 # compare-and-set on the voided value keeps a second worker from voiding a new mark.
 MARK_VOID = sql.SQL(
     """UPDATE buffer_flush_marks
-          SET prev_offset = 0, next_offset = 0, resets = resets + 1,
+          SET prev_offset = 0, next_offset = 0, last_timestamp_ms = NULL, resets = resets + 1,
               reset_from = next_offset, reset_log_end = %s, reset_at = now(),
               updated_at = now()
         WHERE consumer_group = %s AND topic = %s AND partition = %s AND next_offset = %s"""
@@ -160,9 +160,11 @@ MARK_VOID = sql.SQL(
 # workers can never both apply the same offsets.
 MARKS_ADVANCE = sql.SQL(
     """INSERT INTO buffer_flush_marks AS m
-           (consumer_group, topic, partition, prev_offset, next_offset, flushes, increments)
-       SELECT %s, %s, t.p, t.prev, t.next, 1, t.n
-         FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::bigint[]) AS t(p, prev, next, n)
+           (consumer_group, topic, partition, prev_offset, next_offset, flushes, increments,
+            last_timestamp_ms)
+       SELECT %s, %s, t.p, t.prev, t.next, 1, t.n, t.ts
+         FROM unnest(%s::int[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+              AS t(p, prev, next, n, ts)
         WHERE t.prev = 0 OR EXISTS (
               SELECT 1 FROM buffer_flush_marks x
                WHERE x.consumer_group = %s AND x.topic = %s AND x.partition = t.p)
@@ -171,6 +173,7 @@ MARKS_ADVANCE = sql.SQL(
               next_offset = EXCLUDED.next_offset,
               flushes = m.flushes + 1,
               increments = m.increments + EXCLUDED.increments,
+              last_timestamp_ms = EXCLUDED.last_timestamp_ms,
               updated_at = now()
         WHERE m.next_offset = EXCLUDED.prev_offset
        RETURNING partition"""

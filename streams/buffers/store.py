@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from streams.buffers import sql as q
 from streams.buffers.window import PartitionWindow, RowSums
-from streams.marks import KafkaLogEnds, LogEnds, beyond_end, report_reset
+from streams.marks import KafkaLogEnds, LogEnds, LogStamps, beyond_end, other_record, report_reset
 from streams.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -63,44 +63,60 @@ class PostgresFlushStore:
         group: str,
         topic: str,
         ends: LogEnds | None = None,
+        stamps: LogStamps | None = None,
     ) -> None:
         self._pool = pool
         self.group = group
         self.topic = topic
-        # The log's true ends; by default read with the process's settings (those the
-        # worker's agents are built from), on first need: a store whose marks are all
-        # 0 never talks to the broker.
+        # The log's true ends and record timestamps; by default read with the process's
+        # settings (those the worker's agents are built from), on first need: a store
+        # whose marks are all 0 never talks to the broker.
         self._ends = ends
+        self._stamps = stamps
 
-    async def stored_marks(self, partitions: Sequence[int]) -> dict[int, int]:
-        """The stored mark of each partition (0 where none was ever written)."""
+    async def _stored(self, partitions: Sequence[int]) -> dict[int, tuple[int, int | None]]:
         pool = await self._pool()
         async with pool.connection() as conn:
             cur = await conn.execute(q.MARKS_LOAD, (self.group, self.topic, list(partitions)))
-            stored = {int(p): int(o) for p, o in await cur.fetchall()}
-        return {p: stored.get(p, 0) for p in partitions}
+            return {int(p): (int(o), ts) for p, o, ts in await cur.fetchall()}
+
+    async def stored_marks(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The stored mark of each partition (0 where none was ever written)."""
+        stored = await self._stored(partitions)
+        return {p: stored[p][0] if p in stored else 0 for p in partitions}
 
     async def load_marks(self, partitions: Sequence[int]) -> dict[int, int]:
-        """The mark of each partition; one beyond its partition's true end belongs to
-        another log (broker restarted, topic recreated): it is reported and voided."""
-        marks = await self.stored_marks(partitions)
+        """The mark of each partition. One written against another log (broker
+        restarted, topic recreated) is reported and voided: it is beyond the partition's
+        true end, or the record just below it has another timestamp than the one the
+        mark was written with."""
+        stored = await self._stored(partitions)
+        marks = {p: stored[p][0] if p in stored else 0 for p in partitions}
         suspects = {p: o for p, o in marks.items() if o > 0}
         if not suspects:
             return marks
         if self._ends is None:
-            self._ends = KafkaLogEnds(get_settings())
+            probe = KafkaLogEnds(get_settings())
+            self._ends, self._stamps = probe, self._stamps or probe.timestamps
         ends = await self._ends(self.topic, sorted(suspects))
-        for p, end in beyond_end(suspects, ends).items():
-            marks[p] = await self._void(p, suspects[p], end)
+        beyond = beyond_end(suspects, ends)
+        for p, end in beyond.items():
+            marks[p] = await self._void(p, suspects[p], end, "beyond_end")
+        within = {p: o for p, o in suspects.items() if p not in beyond and stored[p][1] is not None}
+        if within and self._stamps is not None:
+            found = await self._stamps(self.topic, {p: o - 1 for p, o in within.items()})
+            written = {p: stored[p][1] for p in within}
+            for p in sorted(other_record(within, written, found)):
+                marks[p] = await self._void(p, within[p], ends.get(p, -1), "other_record")
         return marks
 
-    async def _void(self, partition: int, mark: int, end: int) -> int:
+    async def _void(self, partition: int, mark: int, end: int, why: str) -> int:
         """Set a stale mark back to 0 (compare-and-set); the mark to continue from."""
         pool = await self._pool()
         async with pool.connection() as conn:
             cur = await conn.execute(q.MARK_VOID, (end, self.group, self.topic, partition, mark))
             if cur.rowcount == 1:
-                report_reset("buffer_flush", self.topic, partition, mark, end)
+                report_reset("buffer_flush", self.topic, partition, mark, end, why=why)
                 return 0
         # Another worker moved it meanwhile (it voided it first, or flushed): take its.
         return (await self.stored_marks([partition]))[partition]
@@ -115,7 +131,7 @@ class PostgresFlushStore:
             if lost:
                 # Another worker applied these offsets: apply nothing of those windows.
                 cur = await conn.execute(q.MARKS_LOAD, (self.group, self.topic, lost))
-                out.conflicts = {int(p): int(o) for p, o in await cur.fetchall()}
+                out.conflicts = {int(p): int(o) for p, o, _ in await cur.fetchall()}
             mine = [w for w in windows if w.partition in out.applied]
             writes = [(w, r) for w in mine for r in _ordered(w) if not r.signal_only]
             await self._write(conn, writes, out)
@@ -133,6 +149,7 @@ class PostgresFlushStore:
             [w.start for w in windows],
             [w.next for w in windows],
             [sum(r.increments for r in w.rows.values() if not r.signal_only) for w in windows],
+            [w.last_timestamp for w in windows],
             self.group,
             self.topic,
         )

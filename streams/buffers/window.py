@@ -86,6 +86,7 @@ class PartitionWindow:
     rows: dict[RowId, RowSums] = field(default_factory=dict)
     held: list[object] = field(default_factory=list)  # acked once the flush commits
     increments: int = 0
+    last_timestamp: int | None = None  # ms, of the record at ``next - 1`` (the mark's)
 
     def add(self, inc: Increment, offset: int) -> None:
         row_id: RowId = (inc.model.name, inc.filters, inc.signal_only)
@@ -95,9 +96,13 @@ class PartitionWindow:
         row.add(inc, offset)
         self.increments += inc.count
 
-    def hold(self, offset: int, token: object, closes_at: float) -> None:
+    def hold(
+        self, offset: int, token: object, closes_at: float, timestamp: int | None = None
+    ) -> None:
         """Record that ``offset`` was consumed into this window (applied or dead-lettered)."""
-        self.next = max(self.next, offset + 1)
+        if offset + 1 >= self.next:
+            self.next = offset + 1
+            self.last_timestamp = timestamp
         self.held.append(token)
         if self.closes_at is None:
             self.closes_at = closes_at
@@ -119,7 +124,8 @@ class PartitionWindow:
             else:
                 mine.absorb(sums)
         self.held.extend(newer.held)
-        self.next = max(self.next, newer.next)
+        if newer.next >= self.next:
+            self.next, self.last_timestamp = newer.next, newer.last_timestamp
         self.increments += newer.increments
         if self.closes_at is None:
             self.closes_at = newer.closes_at

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -18,14 +18,18 @@ from tests.buffers import support as s
 
 
 def window(
-    partition: int, start: int, rows: list[tuple[int, int, dict[str, Any], bool]]
+    partition: int,
+    start: int,
+    rows: list[tuple[int, int, dict[str, Any], bool]],
+    stamped: bool = True,
 ) -> PartitionWindow:
-    """A window of ``(group id, times_seen, extra, signal_only)`` increments from ``start``."""
+    """A window of ``(group id, times_seen, extra, signal_only)`` increments from ``start``;
+    the record at offset o has timestamp 1000 + o (none if not ``stamped``)."""
     w = PartitionWindow(partition, start, start, 0)
     for offset, (gid, n, extra, signal_only) in enumerate(rows, start):
         inc = check_increment("issue_group", {"times_seen": n}, {"id": gid}, extra, signal_only)
         w.add(inc, offset)
-        w.hold(offset, offset, 0.0)
+        w.hold(offset, offset, 0.0, 1000 + offset if stamped else None)
     return w
 
 
@@ -175,6 +179,41 @@ def test_a_mark_beyond_the_partitions_end_is_voided_and_recorded(database: str) 
     flush(database, [window(0, 0, [(a, 1, {}, False)] * 2)])  # the new log, from 0
     assert s.times_seen(database) == {a: 7}
     assert s.marks(database)[0][1] == 2
+
+
+@pytest.mark.allow_errors  # the reset is logged as an error, by design
+def test_a_mark_whose_record_has_another_timestamp_is_voided_though_within_the_end(
+    database: str,
+) -> None:
+    """A new log that grew past an old mark before the worker looked: only the record
+    below the mark tells the logs apart."""
+    (a,) = s.seed_groups(database, 1)
+    one = (a, 1, {}, False)
+    flush(database, [window(0, 0, [one] * 4), window(1, 0, [one] * 2), window(2, 0, [one], False)])
+    assert s.times_seen(database) == {a: 7}
+    probed: list[dict[int, int]] = []
+
+    async def ends(topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        return dict.fromkeys(partitions, 10)  # every log is longer than its mark
+
+    async def stamps(topic: str, offsets: Mapping[int, int]) -> dict[int, int | None]:
+        probed.append(dict(offsets))
+        return {0: 5555, 1: 1001}  # partition 0: another record below the mark
+
+    async def body(store: PostgresFlushStore) -> dict[int, int]:
+        return await store.load_marks([0, 1, 2])
+
+    got = asyncio.run(_with_store(database, body, ends=ends, stamps=stamps))
+    assert got == {0: 0, 1: 2, 2: 1}  # p2's mark was written without a timestamp: kept
+    assert probed == [{0: 3, 1: 1}]
+    with psycopg.connect(database) as conn:
+        rows = conn.execute(
+            "SELECT partition, next_offset, resets, reset_from, last_timestamp_ms "
+            "FROM buffer_flush_marks ORDER BY partition"
+        ).fetchall()
+    assert rows == [(0, 0, 1, 4, None), (1, 2, 0, None, 1001), (2, 1, 0, None, None)]
+    flush(database, [window(0, 0, [one] * 3)])  # the new log's increments, from 0: applied
+    assert s.times_seen(database) == {a: 10}
 
 
 class LosesCommitAnswers(PostgresFlushStore):

@@ -18,6 +18,7 @@ from streams.client import incr
 from streams.dlq import replay as dlq
 from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.dlq.sink import KafkaDeadLetterSink
+from streams.incr_coalesce import coalescer_for
 from streams.metrics import REGISTRY
 from streams.offsets import true_end_offsets
 from streams.publisher import Publisher
@@ -28,8 +29,12 @@ from tests.support import harness
 ENV = {"STREAMS_AGENTS": "buffers", "STREAMS_BUFFER_FLUSH_INTERVAL": "0.5"}
 
 
-def _send(case: Case, ids: list[int], expected: Counter[int], n: int) -> None:
+def _send(
+    case: Case, ids: list[int], expected: Counter[int], n: int, *, coalesce: bool = True
+) -> None:
     publisher = Publisher(case.settings)
+    if not coalesce:
+        coalescer_for(publisher, 0)  # one message per call
     try:
         with bs.client_publisher(publisher):
             for i in range(n):
@@ -74,6 +79,51 @@ def test_after_a_broker_reset_new_increments_are_applied_not_skipped(
     assert _resets(case.dsn) >= 1
     assert bs.metric(worker, "streams_offset_mark_resets_total", kind="buffer_flush") >= 1
     assert "marks.reset.detected" in worker.output()
+
+
+def _log_ends(case: Case) -> dict[int, int]:
+    topic = catalogue.spec("buffer-increments").full_name(case.settings.topic_prefix)
+    consumer = Consumer(kafka_config.consumer(case.settings, f"chaos-ends-{uuid.uuid4()}"))
+    try:
+        n = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = true_end_offsets(consumer, [(topic, p) for p in range(n)])
+    finally:
+        consumer.close()
+    return {p: hi for (_, p), (_, hi) in ends.items()}
+
+
+@pytest.mark.allow_errors  # marks.reset.detected is an error log, by design
+def test_a_new_log_that_grew_past_the_old_marks_before_the_worker_came_is_applied(
+    case: Case, processes: list[harness.Proc], tmp_path: Path
+) -> None:
+    """The hard order: the new log is longer than the old marks when the worker first
+    reads them, so "the mark is beyond the end" cannot tell the logs apart; the
+    timestamp kept with each mark (of the record below it) does."""
+    ids = bs.seed_groups(case.dsn, 40)
+    expected: Counter[int] = Counter()
+    worker = harness.start_worker(case.settings, tmp_path / "w1.log", env=ENV)
+    processes.append(worker)
+    _send(case, ids, expected, 40, coalesce=False)
+    harness.wait_for(lambda: bs.times_seen(case.dsn) == dict(expected), 90, 0.2, "40 applied")
+    worker.stop()
+    old_marks = {p: nxt for p, nxt, _, _ in bs.marks(case.dsn)}
+
+    case.stack.broker_restart()
+    topics.create_all(case.settings)
+    _send(case, ids, expected, 400, coalesce=False)  # before any worker reads the marks
+    ends = _log_ends(case)
+    assert all(ends.get(p, 0) >= mark for p, mark in old_marks.items()), (old_marks, ends)
+    worker = harness.start_worker(case.settings, tmp_path / "w2.log", env=ENV)
+    processes.append(worker)
+
+    def applied() -> int:
+        return sum(bs.times_seen(case.dsn).values()) - 40
+
+    harness.wait_for(lambda: applied() == 400, 60, 0.2, "the 400 new increments applied")
+    figure(f"broker reset, new log past the old marks: {applied()} of 400 applied")
+    assert bs.times_seen(case.dsn) == dict(expected)
+    assert _resets(case.dsn) == len(old_marks)
+    assert "other_record" in worker.output()
 
 
 def _dead_letter(case: Case, publisher: Publisher, source: str, n: int, tag: str) -> None:
