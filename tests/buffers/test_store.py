@@ -188,7 +188,7 @@ def test_a_mark_whose_record_has_another_timestamp_is_voided_though_within_the_e
     """A new log that grew past an old mark before the worker looked: only the record
     below the mark tells the logs apart."""
     (a,) = s.seed_groups(database, 1)
-    one = (a, 1, {}, False)
+    one: tuple[int, int, dict[str, Any], bool] = (a, 1, {}, False)
     flush(database, [window(0, 0, [one] * 4), window(1, 0, [one] * 2), window(2, 0, [one], False)])
     assert s.times_seen(database) == {a: 7}
     probed: list[dict[int, int]] = []
