@@ -195,34 +195,26 @@ class ResourceChanges:
         pool = await self.runtime.pool()
         projects = {instances[c.resource.name, c.instance_id].project for c in visible}
         async with pool.connection() as conn:
-            installs = await resources.installations_for(
-                conn, sorted({p.organization_id for p in projects})
-            )
-            hooks = await resources.hooks_for(conn, sorted({p.id for p in projects}))
-            actors = await resources.actor_names(
-                conn, sorted({c.actor_id for c in visible if c.actor_id is not None})
+            subs = await resources.subscribers(
+                conn,
+                sorted({p.organization_id for p in projects}),
+                sorted({p.id for p in projects}),
+                sorted({c.actor_id for c in visible if c.actor_id is not None}),
             )
         out: list[Outgoing] = []
         for c in visible:
             inst = instances[c.resource.name, c.instance_id]
-            planned = self._plan(c, inst, installs, hooks, actors)
+            planned = self._plan(c, inst, subs)
             CHANGES.labels(c.resource.name, "fanned_out" if planned else "no_subscriber").inc()
             out += planned
         return out
 
-    def _plan(
-        self,
-        c: Change,
-        inst: Instance,
-        installs: dict[int, list[resources.Installation]],
-        hooks: dict[int, list[resources.ServiceHook]],
-        actors: dict[int, str],
-    ) -> list[Outgoing]:
+    def _plan(self, c: Change, inst: Instance, subs: resources.Subscribers) -> list[Outgoing]:
         out = []
         event = f"{c.resource.name}.{c.action}"
-        actor = payloads.actor(c.actor_id, actors)
+        actor = payloads.actor(c.actor_id, subs.actors)
         encoded: tuple[str, str] | None = None  # data and actor JSON, once per change
-        for i in installs.get(inst.project.organization_id, []):
+        for i in subs.installations.get(inst.project.organization_id, []):
             if not resources.subscribed(i.events, c.resource.name, c.action):
                 continue
             if encoded is None:
@@ -246,7 +238,7 @@ class ResourceChanges:
             )
         if c.resource.hook_event is None:
             return out
-        for h in hooks.get(inst.project.id, []):
+        for h in subs.hooks.get(inst.project.id, []):
             if not resources.subscribed(h.events, c.resource.hook_event, c.action):
                 continue
             try:

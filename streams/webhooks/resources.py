@@ -169,45 +169,49 @@ async def load(
     return await LOADERS[resource.name](conn, ids)
 
 
-async def installations_for(
-    conn: AsyncConnection[Any], organization_ids: Sequence[int]
-) -> dict[int, list[Installation]]:
-    """Installed installations of active apps, per organization."""
-    cur = await conn.execute(
-        "SELECT i.id, i.uuid, i.organization_id, a.events FROM sentry_app_installation i "
-        "JOIN sentry_app a ON a.id = i.sentry_app_id "
-        "WHERE i.organization_id = ANY(%s) AND i.status = 0 AND a.status = 0 ORDER BY i.id",
-        (list(organization_ids),),
-    )
-    out: dict[int, list[Installation]] = {}
-    for iid, uuid, org, events in await cur.fetchall():
-        out.setdefault(int(org), []).append(
-            Installation(int(iid), str(uuid), int(org), tuple(events))
-        )
+@dataclass(frozen=True)
+class Subscribers:
+    """Who hears of a batch's changes: installations per organization, service hooks per
+    project, and the acting users' names."""
+
+    installations: dict[int, list[Installation]]
+    hooks: dict[int, list[ServiceHook]]
+    actors: dict[int, str]
+
+
+_INSTALLATIONS = (
+    "SELECT i.id, i.uuid, i.organization_id, a.events FROM sentry_app_installation i "
+    "JOIN sentry_app a ON a.id = i.sentry_app_id "
+    "WHERE i.organization_id = ANY(%s) AND i.status = 0 AND a.status = 0 ORDER BY i.id"
+)
+_HOOKS = (
+    "SELECT id, guid, project_id, events, version FROM service_hook "
+    "WHERE project_id = ANY(%s) AND status = 0 ORDER BY id"
+)
+_ACTORS = "SELECT id, username FROM auth_user WHERE id = ANY(%s)"
+
+
+async def subscribers(
+    conn: AsyncConnection[Any],
+    organization_ids: Sequence[int],
+    project_ids: Sequence[int],
+    user_ids: Sequence[int],
+) -> Subscribers:
+    """Installed installations of active apps, active service hooks and actor names, in
+    one round trip (the three queries are pipelined)."""
+    async with conn.pipeline():
+        installs = await conn.execute(_INSTALLATIONS, (list(organization_ids),))
+        hooks = await conn.execute(_HOOKS, (list(project_ids),))
+        actors = await conn.execute(_ACTORS, (list(user_ids),)) if user_ids else None
+        out = Subscribers({}, {}, {})
+        for iid, uuid, org, events in await installs.fetchall():
+            out.installations.setdefault(int(org), []).append(
+                Installation(int(iid), str(uuid), int(org), tuple(events))
+            )
+        for hid, guid, project, events, version in await hooks.fetchall():
+            out.hooks.setdefault(int(project), []).append(
+                ServiceHook(int(hid), str(guid), int(project), tuple(events), int(version))
+            )
+        if actors is not None:
+            out.actors.update((int(uid), str(name)) for uid, name in await actors.fetchall())
     return out
-
-
-async def hooks_for(
-    conn: AsyncConnection[Any], project_ids: Sequence[int]
-) -> dict[int, list[ServiceHook]]:
-    """Active service hooks, per project."""
-    cur = await conn.execute(
-        "SELECT id, guid, project_id, events, version FROM service_hook "
-        "WHERE project_id = ANY(%s) AND status = 0 ORDER BY id",
-        (list(project_ids),),
-    )
-    out: dict[int, list[ServiceHook]] = {}
-    for hid, guid, project, events, version in await cur.fetchall():
-        out.setdefault(int(project), []).append(
-            ServiceHook(int(hid), str(guid), int(project), tuple(events), int(version))
-        )
-    return out
-
-
-async def actor_names(conn: AsyncConnection[Any], user_ids: Sequence[int]) -> dict[int, str]:
-    if not user_ids:
-        return {}
-    cur = await conn.execute(
-        "SELECT id, username FROM auth_user WHERE id = ANY(%s)", (list(user_ids),)
-    )
-    return {int(uid): str(name) for uid, name in await cur.fetchall()}
