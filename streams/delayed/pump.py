@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 H_DUE_AT = "streams-due-at"
 TRIM_EVERY = 60.0
 MAX_BACKOFF = 300.0
+STOP_CHECK = 0.5  # seconds: how soon a waiting pump sees stop
 
 
 class SenderSlot(Protocol):
@@ -230,15 +231,19 @@ class Pump:
         return max(0.0, min(float(row[0]), self.poll_interval))
 
     def _wait(self, seconds: float) -> None:
-        """Sleep ``seconds``, or until a NOTIFY or ``stop``."""
-        if seconds <= 0:
-            return
+        """Sleep ``seconds``, or until a NOTIFY or ``stop`` (seen within half a second:
+        a long poll interval must not hold up the relay's exit)."""
+        deadline = time.monotonic() + seconds
         listener = self._listen()
-        if listener is None:
-            self.stop.wait(seconds)
-            return
-        if list(listener.notifies(timeout=seconds, stop_after=1)):
-            list(listener.notifies(timeout=0))  # everything queued is covered by the pass
+        while not self.stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if listener is None:
+                self.stop.wait(min(STOP_CHECK, remaining))
+            elif list(listener.notifies(timeout=min(STOP_CHECK, remaining), stop_after=1)):
+                list(listener.notifies(timeout=0))  # everything queued is covered by the pass
+                return
 
     def _maybe_trim(self) -> None:
         now = time.monotonic()

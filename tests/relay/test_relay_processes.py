@@ -96,6 +96,11 @@ def test_a_commit_wakes_an_idle_relay_long_before_its_poll_interval(
     [row_id] = write(dsn, [(1, 1)])
     reader.wait_for(lambda rs: row_id in ids_of(rs), 5, "the row")
     assert time.monotonic() - started < 5
+    # Idle on a 60 s poll interval, it still stops promptly (SIGTERM), by itself.
+    asked = time.monotonic()
+    relay.stop(timeout=10)
+    assert relay.popen.returncode == 0, relay.output()[-2000:]
+    assert time.monotonic() - asked < 5
 
 
 def test_per_shard_order_with_8_writers_and_3_relays(
