@@ -158,6 +158,7 @@ class Prometheus:
         return [float(r["value"][1]) for r in self.query(expr)["data"]["result"]]
 
 
+@pytest.mark.slow  # a real Prometheus scraping for ~15 s: make test-slow
 @pytest.mark.timeout(90)  # typically ~15 s; every wait below is bounded too
 def test_prometheus_sees_the_lag_and_fires_the_alert(
     settings: Settings,
