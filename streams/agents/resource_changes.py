@@ -32,6 +32,7 @@ from streams import metrics
 from streams.agents.base import AgentSpec, Message, Retry, RetryPolicy, attach
 from streams.agents.batch_io import Outgoing, dead_letter, publish_all
 from streams.agents.deferred import Later, store_later
+from streams.db.pool import reading
 from streams.dlq.headers import Failure, FailureReason
 from streams.errors import RetryLater
 from streams.runtime import Runtime
@@ -165,7 +166,7 @@ class ResourceChanges:
         pool = await self.runtime.pool()
         attempt, waited = 0, 0.0
         while True:
-            async with pool.connection() as conn:
+            async with reading(pool) as conn:
                 for resource in {c.resource for c in pending}:
                     ids = sorted({c.instance_id for c in pending if c.resource == resource})
                     for iid, inst in (await resources.load(conn, resource, ids)).items():
@@ -194,7 +195,7 @@ class ResourceChanges:
     ) -> list[Outgoing]:
         pool = await self.runtime.pool()
         projects = {instances[c.resource.name, c.instance_id].project for c in visible}
-        async with pool.connection() as conn:
+        async with reading(pool) as conn:
             subs = await resources.subscribers(
                 conn,
                 sorted({p.organization_id for p in projects}),

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import time
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +28,12 @@ from streams.settings import Settings
 RECONNECT_CAP = 1.0
 RECONNECT_TIMEOUT = 24 * 3600.0
 WAIT_TIMEOUT = 5.0
+# The check is a round trip per checkout (two more, BEGIN and COMMIT, for a read in a
+# transaction): a worker's webhook path paid about a third of its latency in them. A
+# connection handed back in good order less than CHECK_AFTER ago is not checked again;
+# one broken meanwhile fails its query, which the caller retries like any database
+# error, and the pool then replaces it.
+CHECK_AFTER = 1.0
 
 
 class CappedAttempt(AttemptWithBackoff):
@@ -46,8 +56,39 @@ _cap_reconnect_backoff()
 
 def pool_options(*, sync: bool = False) -> dict[str, Any]:
     """Keyword arguments every pool of streams takes (short waits, quick reconnection)."""
-    check = ConnectionPool.check_connection if sync else AsyncConnectionPool.check_connection
-    return {"timeout": WAIT_TIMEOUT, "reconnect_timeout": RECONNECT_TIMEOUT, "check": check}
+    options: dict[str, Any] = {"timeout": WAIT_TIMEOUT, "reconnect_timeout": RECONNECT_TIMEOUT}
+    if sync:
+        return {**options, "check": ConnectionPool.check_connection}
+    return {**options, "check": _check_unless_recent, "reset": _returned}
+
+
+# When each connection of the async pools was last handed back in good order.
+_RETURNED: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _returned(conn: psycopg.AsyncConnection[Any]) -> None:
+    # Called by the pool for a connection handed back idle (a broken one is discarded).
+    if conn.autocommit:
+        await conn.set_autocommit(False)  # client-side only while idle: no round trip
+    _RETURNED[conn] = time.monotonic()
+
+
+async def _check_unless_recent(conn: psycopg.AsyncConnection[Any]) -> None:
+    at = _RETURNED.get(conn)
+    if at is None or time.monotonic() - at >= CHECK_AFTER:
+        await AsyncConnectionPool.check_connection(conn)
+
+
+@asynccontextmanager
+async def reading(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection for reads only, in autocommit: each statement is one round trip,
+    without the BEGIN and COMMIT a transaction would add (the pool turns autocommit
+    off again when the connection comes back)."""
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        yield conn
 
 
 MASK = "***"

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from psycopg_pool import AsyncConnectionPool
 
+from streams.db.pool import reading
+
 log = logging.getLogger(__name__)
 
 KEEP = dt.timedelta(days=1)
@@ -49,7 +51,7 @@ async def already(pool: PoolFactory, delivery_ids: Sequence[str]) -> set[str]:
         return set()
     try:
         p = await pool()
-        async with p.connection() as conn:
+        async with reading(p) as conn:
             cur = await conn.execute(
                 "SELECT delivery_id FROM webhook_delivered WHERE delivery_id = ANY(%s)",
                 (list(delivery_ids),),

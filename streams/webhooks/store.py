@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
+from streams.db.pool import reading
 from streams.webhooks.deliver import Target, TargetKey
 
 LOG_KEEP = 100
@@ -73,7 +74,7 @@ class DeliveryStore:
         hooks = [i for k, i in keys if k == "service_hook"]
         out: dict[TargetKey, Target] = {}
         pool = await self._pool()
-        async with pool.connection() as conn:
+        async with reading(pool) as conn:
             if apps:
                 cur = await conn.execute(
                     "SELECT i.id, a.webhook_url, a.client_secret FROM sentry_app_installation i "
