@@ -76,7 +76,9 @@ class DirectConsumer:
         self.batch_size = max(1, runner.spec.batch_size)
         # At most DEFAULT_FETCH_WAIT: the longer wait `up` gives Faust's consumers (whose
         # idle polls cost Python) would cost a direct hop half of it in latency.
-        wait = min(settings.consumer_fetch_max_wait or DEFAULT_FETCH_WAIT, DEFAULT_FETCH_WAIT)
+        wait = runner.spec.fetch_wait or min(
+            settings.consumer_fetch_max_wait or DEFAULT_FETCH_WAIT, DEFAULT_FETCH_WAIT
+        )
         self.config = kafka_config.consumer(
             settings,
             group_id(settings, self.name),

@@ -53,3 +53,7 @@ class AgentSpec:
     # No Faust table, no per-event context (TAKE only): consumed by a librdkafka consumer
     # with one commit per batch when STREAMS_DIRECT_CONSUMERS is on (wrapper/direct.py).
     direct: bool = False
+    # The direct consumer's fetch wait (seconds); None: DEFAULT_FETCH_WAIT (10 ms).
+    # Tansu holds every fetch for the whole wait, so an idle direct consumer fetches
+    # 1/wait times a second: agents nobody waits on (delayed retries) poll slower.
+    fetch_wait: float | None = None
