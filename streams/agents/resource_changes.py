@@ -94,11 +94,11 @@ class ResourceChanges:
         # Reads first, outputs last: if a read fails, nothing was emitted yet, so the
         # wrapper's one-by-one fallback cannot duplicate deliveries or dead letters.
         changes, rejects = self._known(msgs)
-        instances, missing = await self._instances(changes)
+        instances, subs, missing = await self._instances(changes)
         visible = [c for c in changes if (c.resource.name, c.instance_id) in instances]
         out: list[Outgoing] = []
         if visible:
-            out = await self._plan_all(visible, instances)
+            out = await self._plan_all(visible, instances, subs)
         later, missing = self._retries(missing)
         # The only output that may raise, so first (and idempotent: dedupe ids).
         await store_later(self.runtime, later)
@@ -154,23 +154,40 @@ class ResourceChanges:
 
     async def _instances(
         self, changes: list[Change]
-    ) -> tuple[dict[tuple[str, int], Instance], list[Rejected]]:
-        """Visible instances (a short in-process wait for rows not committed yet); the
+    ) -> tuple[dict[tuple[str, int], Instance], resources.Subscribers | None, list[Rejected]]:
+        """Visible instances (a short in-process wait for rows not committed yet), with
+        their subscribers when the first read found them all (one round trip); the
         rest as missing, for ``_retries`` to send again later or dead-letter."""
         found: dict[tuple[str, int], Instance] = {
             (c.resource.name, c.instance_id): _snapshot(c) for c in changes if c.action == "deleted"
         }
         pending = [c for c in changes if c.action != "deleted"]
         if not pending:
-            return found, []
+            return found, None, []
         pool = await self.runtime.pool()
         attempt, waited = 0, 0.0
+        subs: resources.Subscribers | None = None
         while True:
+            wanted = {
+                r: sorted({c.instance_id for c in pending if c.resource == r})
+                for r in {c.resource for c in pending}
+            }
             async with reading(pool) as conn:
-                for resource in {c.resource for c in pending}:
-                    ids = sorted({c.instance_id for c in pending if c.resource == resource})
-                    for iid, inst in (await resources.load(conn, resource, ids)).items():
-                        found[resource.name, iid] = inst
+                if attempt == 0:
+                    loaded, subs = await resources.load_with_subscribers(
+                        conn,
+                        wanted,
+                        sorted({i.project.id for i in found.values()}),
+                        sorted({c.actor_id for c in changes if c.actor_id is not None}),
+                    )
+                else:
+                    subs = None  # rows found late: their subscribers are read after
+                    loaded = {
+                        (r.name, iid): inst
+                        for r, ids in wanted.items()
+                        for iid, inst in (await resources.load(conn, r, ids)).items()
+                    }
+            found.update(loaded)
             pending = [c for c in pending if (c.resource.name, c.instance_id) not in found]
             attempt += 1
             decision = VISIBILITY_RETRY.decide(RetryLater("instance not visible"), attempt)
@@ -188,20 +205,24 @@ class ResourceChanges:
                 f"{c.msg.attempt - 1} delayed retries (+{waited:.1f}s)"
             )
             missing.append((c.msg, Failure(FailureReason.INSTANCE_MISSING, "RetryLater", reason)))
-        return found, missing
+        return found, subs, missing
 
     async def _plan_all(
-        self, visible: list[Change], instances: dict[tuple[str, int], Instance]
+        self,
+        visible: list[Change],
+        instances: dict[tuple[str, int], Instance],
+        subs: resources.Subscribers | None,
     ) -> list[Outgoing]:
-        pool = await self.runtime.pool()
-        projects = {instances[c.resource.name, c.instance_id].project for c in visible}
-        async with reading(pool) as conn:
-            subs = await resources.subscribers(
-                conn,
-                sorted({p.organization_id for p in projects}),
-                sorted({p.id for p in projects}),
-                sorted({c.actor_id for c in visible if c.actor_id is not None}),
-            )
+        if subs is None:
+            pool = await self.runtime.pool()
+            projects = {instances[c.resource.name, c.instance_id].project for c in visible}
+            async with reading(pool) as conn:
+                subs = await resources.subscribers(
+                    conn,
+                    sorted({p.organization_id for p in projects}),
+                    sorted({p.id for p in projects}),
+                    sorted({c.actor_id for c in visible if c.actor_id is not None}),
+                )
         out: list[Outgoing] = []
         for c in visible:
             inst = instances[c.resource.name, c.instance_id]

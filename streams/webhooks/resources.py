@@ -10,11 +10,11 @@ query per resource, serialized to plain JSON-ready dicts.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from streams.errors import PermanentFailure
 
@@ -117,29 +117,29 @@ def serialize_issue(row: Sequence[Any], project: Project) -> dict[str, Any]:
     }
 
 
-async def load_issues(conn: AsyncConnection[Any], ids: Sequence[int]) -> dict[int, Instance]:
-    cur = await conn.execute(
-        f"SELECT p.id, p.organization_id, p.slug, p.name, {_ISSUE_COLUMNS} "
-        "FROM issue_group g JOIN project p ON p.id = g.project_id WHERE g.id = ANY(%s)",
-        (list(ids),),
-    )
+_ISSUES = (
+    f"SELECT p.id, p.organization_id, p.slug, p.name, {_ISSUE_COLUMNS} "
+    "FROM issue_group g JOIN project p ON p.id = g.project_id WHERE g.id = ANY(%s)"
+)
+_ERRORS = (
+    "SELECT p.id, p.organization_id, p.slug, p.name, "
+    "e.id, e.event_id, e.group_id, e.message, e.platform, e.data, e.date_added, "
+    f"{_ISSUE_COLUMNS} FROM error_event e JOIN project p ON p.id = e.project_id "
+    "LEFT JOIN issue_group g ON g.id = e.group_id WHERE e.id = ANY(%s)"
+)
+
+
+def _issues_from(rows: Sequence[Sequence[Any]]) -> dict[int, Instance]:
     out = {}
-    for row in await cur.fetchall():
+    for row in rows:
         project = Project(int(row[0]), int(row[1]), row[2], row[3])
         out[int(row[4])] = Instance(ISSUE, int(row[4]), project, serialize_issue(row[4:], project))
     return out
 
 
-async def load_errors(conn: AsyncConnection[Any], ids: Sequence[int]) -> dict[int, Instance]:
-    cur = await conn.execute(
-        "SELECT p.id, p.organization_id, p.slug, p.name, "
-        "e.id, e.event_id, e.group_id, e.message, e.platform, e.data, e.date_added, "
-        f"{_ISSUE_COLUMNS} FROM error_event e JOIN project p ON p.id = e.project_id "
-        "LEFT JOIN issue_group g ON g.id = e.group_id WHERE e.id = ANY(%s)",
-        (list(ids),),
-    )
+def _errors_from(rows: Sequence[Sequence[Any]]) -> dict[int, Instance]:
     out = {}
-    for row in await cur.fetchall():
+    for row in rows:
         project = Project(int(row[0]), int(row[1]), row[2], row[3])
         eid, event_id, group_id, message, platform, data, date_added = row[4:11]
         event = dict(data) if isinstance(data, Mapping) else {}
@@ -159,14 +159,20 @@ async def load_errors(conn: AsyncConnection[Any], ids: Sequence[int]) -> dict[in
     return out
 
 
-LOADERS = {ISSUE.name: load_issues, ERROR.name: load_errors}
+# Per resource: the query of its visible rows by id, and how a row becomes an Instance.
+LOADERS: dict[str, tuple[str, Callable[[Sequence[Sequence[Any]]], dict[int, Instance]]]] = {
+    ISSUE.name: (_ISSUES, _issues_from),
+    ERROR.name: (_ERRORS, _errors_from),
+}
 
 
 async def load(
     conn: AsyncConnection[Any], resource: Resource, ids: Sequence[int]
 ) -> dict[int, Instance]:
     """The visible rows among ``ids`` (missing ones are simply absent)."""
-    return await LOADERS[resource.name](conn, ids)
+    query, parse = LOADERS[resource.name]
+    cur = await conn.execute(query, (list(ids),))
+    return parse(await cur.fetchall())
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,18 @@ _HOOKS = (
 _ACTORS = "SELECT id, username FROM auth_user WHERE id = ANY(%s)"
 
 
+_INSTALLATIONS_OF = (
+    "SELECT i.id, i.uuid, i.organization_id, a.events FROM sentry_app_installation i "
+    "JOIN sentry_app a ON a.id = i.sentry_app_id WHERE i.organization_id IN "
+    "(SELECT organization_id FROM project WHERE id IN ({projects})) "
+    "AND i.status = 0 AND a.status = 0 ORDER BY i.id"
+)
+_HOOKS_OF = (
+    "SELECT id, guid, project_id, events, version FROM service_hook "
+    "WHERE project_id IN ({projects}) AND status = 0 ORDER BY id"
+)
+
+
 async def subscribers(
     conn: AsyncConnection[Any],
     organization_ids: Sequence[int],
@@ -203,15 +221,49 @@ async def subscribers(
         installs = await conn.execute(_INSTALLATIONS, (list(organization_ids),))
         hooks = await conn.execute(_HOOKS, (list(project_ids),))
         actors = await conn.execute(_ACTORS, (list(user_ids),)) if user_ids else None
-        out = Subscribers({}, {}, {})
-        for iid, uuid, org, events in await installs.fetchall():
-            out.installations.setdefault(int(org), []).append(
-                Installation(int(iid), str(uuid), int(org), tuple(events))
-            )
-        for hid, guid, project, events, version in await hooks.fetchall():
-            out.hooks.setdefault(int(project), []).append(
-                ServiceHook(int(hid), str(guid), int(project), tuple(events), int(version))
-            )
-        if actors is not None:
-            out.actors.update((int(uid), str(name)) for uid, name in await actors.fetchall())
+        return await _subscribers_from(installs, hooks, actors)
+
+
+async def load_with_subscribers(
+    conn: AsyncConnection[Any],
+    wanted: Mapping[Resource, Sequence[int]],
+    project_ids: Sequence[int],
+    user_ids: Sequence[int],
+) -> tuple[dict[tuple[str, int], Instance], Subscribers]:
+    """The visible rows among ``wanted`` (by resource name and id), and the subscribers
+    of their projects and of ``project_ids`` (rows the caller holds already), with the
+    actors' names: one round trip for what took two (the rows' projects are read by the
+    subscriber queries themselves)."""
+    kinds = list(wanted)
+    # Table names come from code (Resource), never from a message.
+    projects = "SELECT unnest(%s::bigint[])" + "".join(
+        f" UNION SELECT project_id FROM {r.table} WHERE id = ANY(%s)" for r in kinds
+    )
+    of_projects = [list(project_ids), *(list(wanted[r]) for r in kinds)]
+    async with conn.pipeline():
+        loads = [(r, await conn.execute(LOADERS[r.name][0], (list(wanted[r]),))) for r in kinds]
+        installs = await conn.execute(_INSTALLATIONS_OF.format(projects=projects), of_projects)
+        hooks = await conn.execute(_HOOKS_OF.format(projects=projects), of_projects)
+        actors = await conn.execute(_ACTORS, (list(user_ids),)) if user_ids else None
+        found: dict[tuple[str, int], Instance] = {}
+        for r, cur in loads:
+            for iid, inst in LOADERS[r.name][1](await cur.fetchall()).items():
+                found[r.name, iid] = inst
+        return found, await _subscribers_from(installs, hooks, actors)
+
+
+async def _subscribers_from(
+    installs: AsyncCursor[Any], hooks: AsyncCursor[Any], actors: AsyncCursor[Any] | None
+) -> Subscribers:
+    out = Subscribers({}, {}, {})
+    for iid, uuid, org, events in await installs.fetchall():
+        out.installations.setdefault(int(org), []).append(
+            Installation(int(iid), str(uuid), int(org), tuple(events))
+        )
+    for hid, guid, project, events, version in await hooks.fetchall():
+        out.hooks.setdefault(int(project), []).append(
+            ServiceHook(int(hid), str(guid), int(project), tuple(events), int(version))
+        )
+    if actors is not None:
+        out.actors.update((int(uid), str(name)) for uid, name in await actors.fetchall())
     return out
