@@ -82,10 +82,14 @@ class _Worker:
 _worker: _Worker | None = None
 
 
-def _start(settings: Settings, stop: MpEvent, log_level: int) -> None:
+def _start(settings: Settings, stop: MpEvent, log_level: int, parent: int) -> None:
     """Worker initializer: die with the parent, stop on signals, log like the parent."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        # The relay died (kill -9) while this worker was still starting, before the
+        # death signal was asked for: nothing will ever send it. Do not linger.
+        os._exit(1)
     logs.configure(logging.getLevelName(log_level), settings.log_format)
     global _worker
     _worker = _Worker(settings, stop)
@@ -150,7 +154,7 @@ class ProcessRanges:
             self._processes,
             mp_context=self._ctx,
             initializer=_start,
-            initargs=(self._settings, self._stop, logging.getLogger().level),
+            initargs=(self._settings, self._stop, logging.getLogger().level, os.getpid()),
         )
 
     def _start_all(self) -> None:

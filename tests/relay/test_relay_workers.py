@@ -94,3 +94,16 @@ def test_worker_processes_drain_count_in_the_relays_metrics_and_die_with_it(
         0.1,
         "the workers gone with their relay",
     )
+
+
+def test_workers_still_starting_when_the_relay_is_killed_do_not_linger(
+    settings: Settings, processes: list[harness.Proc], tmp_path: Path
+) -> None:
+    """A kill -9 before the workers asked for their death signal (they import for a
+    second or more): they notice the relay is gone once started, and exit."""
+    relay = start_relay(settings, processes, tmp_path / "relay.log", concurrency=2)
+    workers = harness.wait_for(lambda: workers_of(relay.pid), 30, 0.01, "worker processes")
+    relay.kill9()
+    harness.wait_for(
+        lambda: not any(running(w) for w in workers), 60, 0.2, "the orphaned workers gone"
+    )
