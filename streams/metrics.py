@@ -83,6 +83,7 @@ MetricName = Literal[
     "streams_jobs_runs_total",
     "streams_faust_drains_total",
     "streams_consumer_errors_total",
+    "streams_consumer_gaps_total",
 ]
 
 _LATENCY_BUCKETS = (

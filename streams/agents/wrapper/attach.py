@@ -53,7 +53,9 @@ def attach(app: Any, runtime: Runtime, spec: AgentSpec) -> InstrumentedAgent | N
         if spec.mode is not Mode.TAKE:
             raise ValueError(f"agent {spec.name!r}: direct consumption needs Mode.TAKE")
         runner = InstrumentedAgent(spec, runtime)
-        consumer = DirectConsumer(runner, runtime.settings, full_name)
+        consumer = DirectConsumer(
+            runner, runtime.settings, full_name, compacted=topic_spec.compacted
+        )
         install_direct(app, consumer)
         runtime.consumers.append(consumer)
         runtime.agents.append(spec.name)

@@ -32,6 +32,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicParti
 from confluent_kafka import Message as KafkaMessage
 
 from streams import kafka_config, metrics
+from streams.agents.wrapper.gaps import Gaps
 from streams.agents.wrapper.message import RawEvent
 from streams.agents.wrapper.spec import AgentSpec
 from streams.settings import Settings
@@ -43,6 +44,14 @@ ERRORS = metrics.counter(
     "Errors of a direct (librdkafka) agent consumer, by agent and kind "
     "(fetch, handler, commit); a handler error re-reads the batch after a backoff.",
     ("agent", "kind"),
+)
+
+GAPS = metrics.counter(
+    "streams_consumer_gaps_total",
+    "Fetches of a direct agent that returned a partition's records past a gap: refetched "
+    "(read again from the gap, nothing skipped) or accepted (still there after the "
+    "patience: records no fetch returns, skipped and logged).",
+    ("agent", "outcome"),
 )
 
 # Tansu holds a fetch for the whole wait (docs/broker.md): the wait is half a hop's
@@ -69,7 +78,9 @@ class Runner(Protocol):
 class DirectConsumer:
     """One direct agent's consumer thread (see the module docstring)."""
 
-    def __init__(self, runner: Runner, settings: Settings, topic: str) -> None:
+    def __init__(
+        self, runner: Runner, settings: Settings, topic: str, *, compacted: bool = False
+    ) -> None:
         self.runner = runner
         self.name = runner.spec.name
         self.topic = topic
@@ -91,6 +102,8 @@ class DirectConsumer:
             },
         )
         self.faust_group = settings.app_id
+        # A compacted topic has gaps by design; any other is checked (gaps.py).
+        self._gaps: Gaps | None = None if compacted else Gaps()
         self._assigned: tuple[str, ...] = ()
         self._joined = False
         self._stopping = threading.Event()
@@ -118,8 +131,11 @@ class DirectConsumer:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, timeout)
 
+    def _consumer(self) -> Consumer:
+        return Consumer(self.config)
+
     def _run(self) -> None:
-        consumer = Consumer(self.config)
+        consumer = self._consumer()
         consumer.subscribe(
             [self.topic],
             on_assign=self._on_assign,
@@ -129,7 +145,7 @@ class DirectConsumer:
         backoff = _BACKOFF_FIRST
         try:
             while not self._stopping.is_set():
-                events = self._events(self._ready(consumer))
+                events = self._screen(consumer, self._events(self._ready(consumer)))
                 if not events:
                     continue
                 if self._handle(events):
@@ -183,6 +199,42 @@ class DirectConsumer:
             )
         return events
 
+    def _screen(self, consumer: Consumer, events: list[RawEvent]) -> list[RawEvent]:
+        """The events up to any gap; a partition with one is read again from it."""
+        if self._gaps is None or not events:
+            return events
+        screened = self._gaps.screen(events)
+        for partition, offset in screened.seeks.items():
+            try:
+                consumer.seek(TopicPartition(self.topic, partition, offset))
+            except KafkaException as exc:  # revoked meanwhile: its next owner reads it
+                self._gaps.forget(partition)
+                log.info("consumer.gap.seek_skipped", extra={"agent": self.name, "error": str(exc)})
+        for gap in screened.refetched:
+            GAPS.labels(self.name, "refetched").inc()
+            log.warning(
+                "consumer.gap.refetched",
+                extra={
+                    "agent": self.name,
+                    "partition": gap.partition,
+                    "offsets": f"{gap.expected}-{gap.got - 1}",
+                },
+            )
+        for gap in screened.accepted:
+            GAPS.labels(self.name, "accepted").inc()
+            log.error(
+                "consumer.gap.accepted",
+                extra={
+                    "agent": self.name,
+                    "partition": gap.partition,
+                    "offsets": f"{gap.expected}-{gap.got - 1}",
+                    "patience": self._gaps.patience,
+                },
+            )
+        if screened.seeks and not screened.kept:
+            self._stopping.wait(0.01)  # the gap's batch may be a moment from visible
+        return screened.kept
+
     def _handle(self, events: list[RawEvent]) -> bool:
         assert self._loop is not None
         future = asyncio.run_coroutine_threadsafe(self.runner.process(events), self._loop)
@@ -220,6 +272,8 @@ class DirectConsumer:
         for ev in events:
             firsts.setdefault(ev.partition, ev.offset)
         for partition, offset in firsts.items():
+            if self._gaps is not None:
+                self._gaps.expect(partition, offset)
             try:
                 consumer.seek(TopicPartition(self.topic, partition, offset))
             except KafkaException as exc:  # revoked meanwhile: its next owner re-reads it
@@ -227,7 +281,11 @@ class DirectConsumer:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         if partitions:
-            consumer.assign(self._starts(consumer, partitions))
+            starts = self._starts(consumer, partitions)
+            consumer.assign(starts)
+            for tp in starts:
+                if self._gaps is not None and tp.offset >= 0:
+                    self._gaps.expect(tp.partition, tp.offset)
         self._assigned = tuple(sorted(f"{tp.topic}:{tp.partition}" for tp in partitions))
         self._joined = True
         log.info("consumer.assigned", extra={"agent": self.name, "partitions": len(partitions)})
@@ -258,6 +316,9 @@ class DirectConsumer:
         return starts
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if self._gaps is not None:
+                self._gaps.forget(tp.partition)
         self._assigned = ()
         self._joined = False
 
