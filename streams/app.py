@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
-from streams import faust_drain, logs, metrics
+from streams import faust_drain, faust_gaps, logs, metrics
 from streams.agents import BUILTIN_AGENT_MODULES
 from streams.avro.faust_codec import register_codecs
 from streams.health import Bounded, BrokerProbe
@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> faust.App:
 
         set_fetch_max_wait(settings.consumer_fetch_max_wait)
     faust_drain.enable(settings.consumer_fast_drain)
+    faust_gaps.enable()
     runtime = Runtime.build(settings)
     register_codecs(runtime.codec)
     app.streams_runtime = runtime  # type: ignore[attr-defined]

@@ -97,6 +97,19 @@ def alerts(p: AlertParams | None = None) -> list[Alert]:
             "(worker logs: marks.reset.detected).",
         ),
         Alert(
+            "StreamsConsumerGapAccepted",
+            'sum by (agent) (increase(streams_consumer_gaps_total{outcome!="refetched"}[1h])) > 0',
+            "0m",
+            "critical",
+            "Agent {{ $labels.agent }} stepped over offsets no fetch returned",
+            "A consumer read a partition past offsets that held no record it was given: a "
+            "direct consumer after re-reading for 2 s (outcome accepted), Faust's consumer at "
+            "once (agent faust, outcome unchecked). On streams' own topics records were "
+            "skipped: find the range in the worker logs (consumer.gap.accepted, "
+            "consumer.gap.unchecked) and re-publish it. Commit markers of a transactional "
+            "producer upstream also cause it.",
+        ),
+        Alert(
             "StreamsRelayBacklogOld",
             "max by (table) (streams_relay_oldest_pending_seconds)"
             f" > {_num(p.relay_backlog_seconds)}",

@@ -104,6 +104,8 @@ class DirectConsumer:
         self.faust_group = settings.app_id
         # A compacted topic has gaps by design; any other is checked (gaps.py).
         self._gaps: Gaps | None = None if compacted else Gaps()
+        for outcome in ("refetched", "accepted"):
+            GAPS.labels(self.name, outcome)  # exported as 0 from the start, for rate()
         self._assigned: tuple[str, ...] = ()
         self._joined = False
         self._stopping = threading.Event()
