@@ -3,7 +3,7 @@
 The embedded broker (Tansu, memory engine) can answer a fetch at offset N with a later
 batch while the batch at N, appended by another producer a moment before, is not yet
 visible; librdkafka then moves its position past N, and the records between are never
-handed out (docs/broker.md, "Fetches that skip records"). On a non-compacted topic
+handed out (docs/broker.md #11). On a non-compacted topic
 streams' idempotent, non-transactional producers leave no gaps, so a record whose
 offset is beyond the next expected one means records the consumer has not seen.
 
