@@ -254,7 +254,7 @@ class SkippingConsumer(Consumer):
             return records
         kept = [m for m in records if (m.partition(), m.offset()) not in self.skip]
         last = max(self.skip)
-        if any(m.partition() == last[0] and m.offset() > last[1] for m in kept):
+        if any(m.partition() == last[0] and (m.offset() or 0) > last[1] for m in kept):
             self.skip.clear()  # the fetch went past them: a re-read returns them
         return kept
 
