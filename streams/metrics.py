@@ -84,6 +84,7 @@ MetricName = Literal[
     "streams_faust_drains_total",
     "streams_consumer_errors_total",
     "streams_consumer_gaps_total",
+    "streams_consumer_handoffs_total",
 ]
 
 _LATENCY_BUCKETS = (

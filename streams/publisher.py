@@ -176,8 +176,9 @@ class Publisher:
         headers: HeaderInput = None,
         attempt: int = 1,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
-    ) -> None:
-        """Check, encode and enqueue; the broker's answer arrives at ``on_delivery``."""
+    ) -> list[tuple[str, bytes]]:
+        """Check, encode and enqueue; the broker's answer arrives at ``on_delivery``.
+        Returns the headers sent (a delivery report does not carry them)."""
         started = time.perf_counter()
         route = self._route(topic)
         data = self._encode(route, value)
@@ -193,6 +194,7 @@ class Publisher:
 
         self._produce(route.full, data, key_bytes, hdrs, cb)
         route.seconds.observe(time.perf_counter() - started)
+        return hdrs
 
     def send_raw(
         self,

@@ -7,7 +7,7 @@ tests on the fakes of ``tests/fakes.py`` as well as in a worker on the real ones
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,8 +39,9 @@ class EventPublisher(Protocol):
         headers: HeaderInput = None,
         attempt: int = 1,
         on_delivery: Callable[[KafkaError | None, KafkaMessage], None] | None = None,
-    ) -> None:
-        """Check, encode and enqueue; the broker's answer arrives at ``on_delivery``."""
+    ) -> Sequence[tuple[str, bytes]] | None:
+        """Check, encode and enqueue; the broker's answer arrives at ``on_delivery``.
+        May return the headers sent."""
         ...
 
     async def publish_async(
@@ -101,6 +102,10 @@ class LazyPool:
             self._pool = None
 
 
+class HandoffTarget(Protocol):
+    def offer(self, records: Sequence[Any]) -> int: ...
+
+
 @dataclass
 class Runtime:
     """The services one worker's agents share, and which agents it runs or skipped."""
@@ -114,6 +119,9 @@ class Runtime:
     agents: list[str] = field(default_factory=list)
     skipped_agents: list[str] = field(default_factory=list)
     consumers: list[ConsumerState] = field(default_factory=list)  # direct agents
+    # Catalogue topic -> the worker's own direct consumer of it that takes records this
+    # worker published at once (streams/agents/wrapper/handoff.py).
+    handoffs: dict[str, HandoffTarget] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:

@@ -19,6 +19,7 @@ from streams.settings_parse import (
     Secret,
     catch_up,
     declare,
+    flag,
     name_list,
     number,
     regex,
@@ -154,6 +155,18 @@ class ComponentSettings:
             "how long an open circuit stays open, seconds",
             number(float),
             low=0.0,
+        ),
+    )
+    webhook_handoff: bool = field(
+        default=True,
+        metadata=declare(
+            "STREAMS_WEBHOOK_HANDOFF",
+            HOOKS,
+            "a worker running both `resource_changes` and `webhook_delivery` attempts the "
+            "deliveries it published at once when its own `webhook_delivery` consumer owns "
+            "their partition, instead of reading them back from the topic "
+            "(`streams/agents/wrapper/handoff.py`); `0` = always through the topic",
+            flag,
         ),
     )
     invalidation_countdown: float = field(

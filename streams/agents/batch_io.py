@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
 from streams.agents.base import Message
+from streams.agents.wrapper.message import RawEvent
 from streams.agents.wrapper.trace import activated
 from streams.dlq.headers import Failure, Letter
 from streams.runtime import Runtime
@@ -48,14 +49,19 @@ class _Acks:
         self.loop = loop
         self.left = len(items)
         self.failed: list[tuple[Outgoing, str]] = []
+        self.records: dict[int, KafkaMessage] = {}  # item index -> its delivery report
         self.done: asyncio.Future[None] = loop.create_future()
         self._lock = threading.Lock()
 
-    def callback(self, item: Outgoing) -> Callable[[KafkaError | None, KafkaMessage], None]:
-        def on_delivery(err: KafkaError | None, _msg: KafkaMessage) -> None:
+    def callback(
+        self, item: Outgoing, index: int = -1
+    ) -> Callable[[KafkaError | None, KafkaMessage], None]:
+        def on_delivery(err: KafkaError | None, msg: KafkaMessage) -> None:
             with self._lock:
                 if err is not None:
                     self.failed.append((item, err.str()))
+                elif index >= 0:
+                    self.records[index] = msg
                 self.left -= 1
                 last = self.left == 0
             if last:
@@ -68,17 +74,29 @@ class _Acks:
             self.done.set_result(None)
 
 
-async def publish_all(runtime: Runtime, items: Sequence[Outgoing], *, agent: str) -> None:
-    """Publish every item and wait for all acks; failed ones are re-sent with backoff."""
+async def publish_all(
+    runtime: Runtime, items: Sequence[Outgoing], *, agent: str, keep: bool = False
+) -> list[RawEvent]:
+    """Publish every item and wait for all acks; failed ones are re-sent with backoff.
+    With ``keep``, returns the acknowledged records as a consumer would read them
+    (topic, partition, offset, bytes, headers): see ``wrapper/handoff.py``."""
     pending = list(items)
+    kept: list[RawEvent] = []
     backoff = 0.5
     while pending:
         acks = _Acks(asyncio.get_running_loop(), pending)
-        for o in pending:
+        sent: list[Sequence[tuple[str, bytes]] | None] = []
+        for i, o in enumerate(pending):
             # Each output continues its own message's trace (a batch spans many).
             with activated(o.trace):
-                runtime.publisher.send(o.topic, o.value, key=o.key, on_delivery=acks.callback(o))
+                headers = runtime.publisher.send(
+                    o.topic, o.value, key=o.key, on_delivery=acks.callback(o, i if keep else -1)
+                )
+            if keep:
+                sent.append(headers)
         await acks.done
+        for i, record in acks.records.items():
+            kept.append(_consumed(record, sent[i] or []))
         if acks.failed:
             log.error(
                 "agent.publish.failed",
@@ -87,6 +105,22 @@ async def publish_all(runtime: Runtime, items: Sequence[Outgoing], *, agent: str
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
         pending = [o for o, _ in acks.failed]
+    return kept
+
+
+def _consumed(record: KafkaMessage, headers: Sequence[tuple[str, bytes]]) -> RawEvent:
+    topic, partition, offset = record.topic(), record.partition(), record.offset()
+    assert topic is not None and partition is not None and offset is not None
+    key = record.key()
+    return RawEvent(
+        topic,
+        partition,
+        offset,
+        key.encode() if isinstance(key, str) else key,
+        record.value(),
+        list(headers),
+        record.timestamp()[1] / 1000.0,
+    )
 
 
 async def dead_letter(runtime: Runtime, agent: str, msg: Message, failure: Failure) -> None:

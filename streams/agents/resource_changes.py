@@ -102,7 +102,12 @@ class ResourceChanges:
         later, missing = self._retries(missing)
         # The only output that may raise, so first (and idempotent: dedupe ids).
         await store_later(self.runtime, later)
-        await publish_all(self.runtime, out, agent=AGENT)
+        # Deliveries on partitions this worker's webhook_delivery consumer owns are
+        # attempted at once, not read back from the topic (wrapper/handoff.py).
+        handoff = self.runtime.handoffs.get(OUT_TOPIC)
+        published = await publish_all(self.runtime, out, agent=AGENT, keep=handoff is not None)
+        if handoff is not None and published:
+            handoff.offer(published)
         for o in out:
             REQUESTED.labels(o.value["target_kind"]).inc()
         for msg, failure in rejects + missing:

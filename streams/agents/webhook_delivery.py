@@ -40,6 +40,8 @@ from streams import metrics
 from streams.agents.base import AgentSpec, Message, RetryPolicy, attach
 from streams.agents.batch_io import Outgoing, dead_letter, publish_all
 from streams.agents.deferred import Later, store_later
+from streams.agents.wrapper.direct import DirectConsumer
+from streams.agents.wrapper.handoff import Handoff
 from streams.dlq.headers import Failure, FailureReason
 from streams.runtime import Runtime
 from streams.settings import Settings
@@ -361,7 +363,12 @@ def install(app: Any, runtime: Runtime) -> None:
         batch_handler=handler.first_attempts,
         **common,
     )
-    attach(app, runtime, first)
+    runner = attach(app, runtime, first)
+    direct = [
+        c for c in runtime.consumers if isinstance(c, DirectConsumer) and c.name == first.name
+    ]
+    if runner is not None and direct and runtime.settings.webhook_handoff:
+        direct[0].handoff = runtime.handoffs[TOPIC] = Handoff(first.name, runner)
     attach(
         app,
         runtime,

@@ -329,3 +329,65 @@ def test_outbox_row_committed_with_the_issue_reaches_the_webhook(
     assert req.path == "/via-outbox"
     assert req.json()["data"]["issue"]["id"] == str(row[0])
     assert req.json()["data"]["issue"]["title"] == "via outbox"
+
+
+def test_deliveries_the_worker_published_are_attempted_at_once_and_committed(
+    mod_worker: harness.Proc,
+    mod_settings: Settings,
+    pub: Publisher,
+    receiver: Receiver,
+    rows: Rows,
+) -> None:
+    """The worker runs both agents and its webhook_delivery consumer owns every
+    partition: deliveries are handed to it at once (streams_consumer_handoffs_total),
+    each is POSTed once, and the consumer still commits their offsets."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streams import catalogue, kafka_config
+    from streams.agents.wrapper.direct import group_id
+    from streams.offsets import true_end_offsets
+    from tests.test_faust_drain import _sample
+
+    def handed() -> float:
+        text = mod_worker.get("/metrics")[1].decode()
+        return _sample(text, "streams_consumer_handoffs_total", agent="webhook_delivery")
+
+    before = handed()
+    for n in range(2):
+        rows.install(rows.app(receiver.url(f"/handoff{n}"), ["error.created"]))
+    group = rows.issue("ValueError: handoff")
+    for _ in range(30):
+        event = rows.error(group, "ValueError: handoff")
+        pub.publish("resource-changes", rows.change("Event", event), key=rows.organization_id)
+    pub.flush()
+    harness.wait_for(lambda: len(receiver.received()) >= 60, 60, what="60 POSTs")
+    time.sleep(1.0)  # a second attempt of any of them would have arrived by now
+    got = receiver.received()
+    assert len(got) == 60
+    assert len({r.headers[signing.H_REQUEST_ID] for r in got}) == 60
+    assert handed() - before >= 30, "most deliveries should skip the topic round trip"
+
+    spec = catalogue.lookup("webhook-deliveries")
+    topic = spec.full_name(mod_settings.topic_prefix)
+    parts = [TopicPartition(topic, p) for p in range(spec.partitions)]
+    probe = Consumer(
+        kafka_config.consumer(mod_settings, group_id(mod_settings, "webhook_delivery"))
+    )
+    try:
+        ends = {
+            p: hi
+            for (_, p), (_, hi) in true_end_offsets(
+                probe, [(topic, p) for p in range(spec.partitions)]
+            ).items()
+        }
+
+        def committed() -> dict[int, int]:
+            return {tp.partition: tp.offset for tp in probe.committed(parts, timeout=10)}
+
+        harness.wait_for(
+            lambda: all(committed()[p] == end for p, end in ends.items() if end > 0),
+            30,
+            what="the webhook_delivery group committed every delivery",
+        )
+    finally:
+        probe.close()

@@ -33,6 +33,7 @@ from confluent_kafka import Message as KafkaMessage
 
 from streams import kafka_config, metrics
 from streams.agents.wrapper.gaps import Gaps
+from streams.agents.wrapper.handoff import Handoff, settled
 from streams.agents.wrapper.message import RawEvent
 from streams.agents.wrapper.spec import AgentSpec
 from streams.settings import Settings
@@ -104,6 +105,9 @@ class DirectConsumer:
         self.faust_group = settings.app_id
         # A compacted topic has gaps by design; any other is checked (gaps.py).
         self._gaps: Gaps | None = None if compacted else Gaps()
+        # Set by the agent's install when records this worker publishes may be handled
+        # at once (handoff.py); None: every record comes through the consumer.
+        self.handoff: Handoff | None = None
         for outcome in ("refetched", "accepted"):
             GAPS.labels(self.name, outcome)  # exported as 0 from the start, for rate()
         self._assigned: tuple[str, ...] = ()
@@ -150,7 +154,7 @@ class DirectConsumer:
                 events = self._screen(consumer, self._events(self._ready(consumer)))
                 if not events:
                     continue
-                if self._handle(events):
+                if self._handle(self._unclaimed(events)):
                     self._commit(consumer, events)
                     backoff = _BACKOFF_FIRST
                 else:
@@ -237,7 +241,31 @@ class DirectConsumer:
             self._stopping.wait(0.01)  # the gap's batch may be a moment from visible
         return screened.kept
 
+    def _unclaimed(self, events: list[RawEvent]) -> list[RawEvent]:
+        """The events to hand to the agent: those handled early (handoff.py) are waited
+        for instead, except where that handling failed."""
+        if self.handoff is None:
+            return events
+        fresh, claimed = self.handoff.split(events)
+        if not claimed:
+            return fresh
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(settled(task for _, task in claimed), self._loop)
+        while True:
+            try:
+                failed = future.result(timeout=1.0)
+                break
+            except concurrent.futures.TimeoutError:
+                if self._loop.is_closed():
+                    return events  # _handle fails, the batch is read again
+        if failed:
+            again = {id(ev) for ev, task in claimed if task in failed} | {id(ev) for ev in fresh}
+            fresh = [ev for ev in events if id(ev) in again]
+        return fresh
+
     def _handle(self, events: list[RawEvent]) -> bool:
+        if not events:
+            return True
         assert self._loop is not None
         future = asyncio.run_coroutine_threadsafe(self.runner.process(events), self._loop)
         while True:
@@ -288,6 +316,8 @@ class DirectConsumer:
             for tp in starts:
                 if self._gaps is not None and tp.offset >= 0:
                     self._gaps.expect(tp.partition, tp.offset)
+        if self.handoff is not None:
+            self.handoff.assigned(tp.partition for tp in partitions)
         self._assigned = tuple(sorted(f"{tp.topic}:{tp.partition}" for tp in partitions))
         self._joined = True
         log.info("consumer.assigned", extra={"agent": self.name, "partitions": len(partitions)})
@@ -318,6 +348,8 @@ class DirectConsumer:
         return starts
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        if self.handoff is not None:
+            self.handoff.revoked()
         for tp in partitions:
             if self._gaps is not None:
                 self._gaps.forget(tp.partition)
