@@ -216,27 +216,22 @@ class DirectConsumer:
             except KafkaException as exc:  # revoked meanwhile: its next owner reads it
                 self._gaps.forget(partition)
                 log.info("consumer.gap.seek_skipped", extra={"agent": self.name, "error": str(exc)})
-        for gap in screened.refetched:
-            GAPS.labels(self.name, "refetched").inc()
-            log.warning(
-                "consumer.gap.refetched",
-                extra={
-                    "agent": self.name,
-                    "partition": gap.partition,
-                    "offsets": f"{gap.expected}-{gap.got - 1}",
-                },
-            )
-        for gap in screened.accepted:
-            GAPS.labels(self.name, "accepted").inc()
-            log.error(
-                "consumer.gap.accepted",
-                extra={
-                    "agent": self.name,
-                    "partition": gap.partition,
-                    "offsets": f"{gap.expected}-{gap.got - 1}",
-                    "patience": self._gaps.patience,
-                },
-            )
+        for outcome, gaps, level in (
+            ("refetched", screened.refetched, logging.WARNING),
+            ("accepted", screened.accepted, logging.ERROR),
+        ):
+            for gap in gaps:
+                GAPS.labels(self.name, outcome).inc()
+                log.log(
+                    level,
+                    f"consumer.gap.{outcome}",
+                    extra={
+                        "agent": self.name,
+                        "partition": gap.partition,
+                        "offsets": f"{gap.expected}-{gap.got - 1}",
+                        "patience": self._gaps.patience,
+                    },
+                )
         if screened.seeks and not screened.kept:
             self._stopping.wait(0.01)  # the gap's batch may be a moment from visible
         return screened.kept
