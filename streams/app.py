@@ -57,7 +57,7 @@ def create_app(settings: Settings) -> faust.App:
 
         set_fetch_max_wait(settings.consumer_fetch_max_wait)
     faust_drain.enable(settings.consumer_fast_drain)
-    faust_gaps.enable()
+    faust_gaps.enable(settings.topic_prefix)
     runtime = Runtime.build(settings)
     register_codecs(runtime.codec)
     app.streams_runtime = runtime  # type: ignore[attr-defined]

@@ -102,12 +102,12 @@ def alerts(p: AlertParams | None = None) -> list[Alert]:
             "0m",
             "critical",
             "Agent {{ $labels.agent }} stepped over offsets no fetch returned",
-            "A consumer read a partition past offsets that held no record it was given: a "
-            "direct consumer after re-reading for 2 s (outcome accepted), Faust's consumer at "
-            "once (agent faust, outcome unchecked). On streams' own topics records were "
-            "skipped: find the range in the worker logs (consumer.gap.accepted, "
-            "consumer.gap.unchecked) and re-publish it. Commit markers of a transactional "
-            "producer upstream also cause it.",
+            "A consumer read a partition past offsets that held no record it was given: "
+            "after re-reading for 2 s (outcome accepted; agent faust for Faust's consumers), "
+            "or at once on a topic outside the catalogue (outcome unchecked). On streams' own "
+            "topics records were skipped: find the range in the worker logs "
+            "(consumer.gap.accepted, consumer.gap.unchecked) and re-publish it. Commit "
+            "markers of a transactional producer upstream also cause it.",
         ),
         Alert(
             "StreamsRelayBacklogOld",
