@@ -16,7 +16,6 @@ import pytest
 
 from streams import faust_drain
 from streams.publisher import Publisher
-from streams.silo import SiloMode
 from tests.support import harness
 from tests.support import probe_agent as probe
 
@@ -148,13 +147,7 @@ def _sample(text: str, name: str, **labels: str) -> float:
 def test_a_real_worker_hands_records_over_on_the_fast_path(
     real_stack: harness.Stack, template_db: str, tmp_path: Path
 ) -> None:
-    with harness.isolated_settings(
-        real_stack,
-        template_db,
-        agent_modules=("tests.support.probe_agent",),
-        silo_mode=SiloMode.REGION,
-        agents=("none",),
-    ) as settings:
+    with harness.probe_settings(real_stack, template_db) as settings:
         proc = harness.start_worker(settings, tmp_path / "worker.log")
         try:
             with contextlib.closing(Publisher(settings)) as pub:

@@ -30,7 +30,6 @@ from streams import faust_gaps, kafka_config
 from streams.agents.wrapper import gaps
 from streams.agents.wrapper.direct import GAPS
 from streams.publisher import Publisher
-from streams.silo import SiloMode
 from tests.support import harness
 from tests.support import probe_agent as probe
 from tests.test_faust_drain import _sample
@@ -142,13 +141,7 @@ def test_a_real_worker_reads_past_a_commit_marker_without_a_false_alarm(
     """A transactional producer's commit marker is an offset no fetch hands out as a
     record: the batches stay contiguous, so the probe agent's Faust consumer reads on,
     handles every record, and reports no gap."""
-    with harness.isolated_settings(
-        real_stack,
-        template_db,
-        agent_modules=("tests.support.probe_agent",),
-        silo_mode=SiloMode.REGION,
-        agents=("none",),
-    ) as settings:
+    with harness.probe_settings(real_stack, template_db) as settings:
         proc = harness.start_worker(settings, tmp_path / "worker.log")
         try:
             with contextlib.closing(Publisher(settings)) as pub:

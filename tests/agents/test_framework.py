@@ -24,13 +24,7 @@ from tests.support import probe_agent as probe
 
 @pytest.fixture(scope="module")
 def probe_settings(real_stack: harness.Stack, template_db: str) -> Iterator[Settings]:
-    with harness.isolated_settings(
-        real_stack,
-        template_db,
-        agent_modules=("tests.support.probe_agent",),
-        silo_mode=SiloMode.REGION,
-        agents=("none",),
-    ) as s:
+    with harness.probe_settings(real_stack, template_db) as s:
         yield s
 
 

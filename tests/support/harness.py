@@ -98,6 +98,22 @@ def isolated_settings(s: Stack, template: str, **changes: Any) -> Iterator[Setti
         drop_database(s.admin_dsn, name)
 
 
+@contextlib.contextmanager
+def probe_settings(s: Stack, template: str) -> Iterator[Settings]:
+    """``isolated_settings`` of a region worker that runs only the probe agent
+    (``tests/support/probe_agent.py``)."""
+    from streams.silo import SiloMode
+
+    with isolated_settings(
+        s,
+        template,
+        agent_modules=("tests.support.probe_agent",),
+        silo_mode=SiloMode.REGION,
+        agents=("none",),
+    ) as settings:
+        yield settings
+
+
 def make_settings(bootstrap: str, dsn: str, **changes: Any) -> Settings:
     tag = uuid.uuid4().hex[:8]
     base = Settings(
