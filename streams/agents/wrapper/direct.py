@@ -16,6 +16,12 @@ commit hands the batch again to the next owner (kill -9 tests cover it). Rebalan
 callbacks run inside ``consume()`` on this thread, between batches, so a revoked
 partition never has a batch in flight. The group is ``<app id>.<agent name>``, one per
 agent, so the lag exporter shows each agent's lag on its own.
+
+Before a batch is handed over, two steps may hold records back: a partition whose
+offsets jump is read again from the gap (``gaps.py``: the embedded broker's fetch can
+step over a batch), and records this worker published and already handed to the agent
+itself are waited for instead of handed again (``handoff.py``); both are committed
+with the batch.
 """
 
 from __future__ import annotations
