@@ -9,7 +9,9 @@ Every row's sum then carries its ``extra`` columns from the latest call (as the
 buffer would keep them), the latest event time, and ``increments``, the number of
 calls it sums (the worker counts calls, not messages, in its metrics and marks).
 The rows of one model that hash to the same partition go out in one message (the
-first row at the top level, the others column by column in ``more``; schema v2),
+first row at the top level, the others column by column: in ``packed``, little-endian
+int64 bytes, when the model's filters are all bigints and no row sets ``extra``
+(schema v3: 8 bytes a value, packed and unpacked in C); else in ``more``, Avro arrays),
 keyed by the first row: each row still travels on its own key's partition, so its order against the
 unbatched calls is kept, and the number of messages stays about partitions x
 windows however many rows there are (the worker's cost per message then spreads
@@ -45,7 +47,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from streams import catalogue
-from streams.buffers.models import check_increment
+from streams.buffers.models import MODELS, Kind, check_increment
+from streams.buffers.wire import pack
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +60,31 @@ MAX_ROWS = 1000  # rows per message
 MAX_BYTES = 512 * 1024  # about; well below the broker's 1 MB message limit
 
 Shape = tuple[str, tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]
+# What a checked call shape resolves to: row key, model, filters, the key's partition.
+Checked = tuple[str, str, dict[str, Any], int]
+# Models whose further rows may go packed (every filter a bigint).
+_PACKABLE = frozenset(
+    name for name, spec in MODELS.items() if all(k is Kind.BIGINT for k in spec.filters.values())
+)
 
 
 class _Row:
-    __slots__ = ("columns", "count", "event_time_ms", "extra", "filters", "key", "model")
+    __slots__ = (
+        "columns",
+        "count",
+        "event_time_ms",
+        "extra",
+        "filters",
+        "key",
+        "model",
+        "partition",
+    )
 
-    def __init__(self, key: str, model: str, filters: dict[str, Any]) -> None:
+    def __init__(self, key: str, model: str, filters: dict[str, Any], partition: int) -> None:
         self.key = key
         self.model = model
         self.filters = filters
+        self.partition = partition
         self.columns: dict[str, int] = {}
         self.extra: dict[str, Any] | None = None
         self.event_time_ms = 0
@@ -73,7 +92,9 @@ class _Row:
 
     def size(self) -> int:
         """About the bytes this row takes in a message (texts are what can be large)."""
-        texts = sum(len(v) for v in (self.extra or {}).values() if isinstance(v, str))
+        if not self.extra:
+            return 64 + len(self.key)
+        texts = sum(len(v) for v in self.extra.values() if isinstance(v, str))
         return 64 + len(self.key) + texts
 
     def wire(self) -> dict[str, Any]:
@@ -107,7 +128,7 @@ class IncrCoalescer:
         self._lock = threading.Lock()  # the held rows
         self._sending = threading.Lock()  # one window's sends at a time, in order
         self._rows: dict[str, _Row] = {}
-        self._shapes: dict[Shape, tuple[str, str, dict[str, Any]]] = {}
+        self._shapes: dict[Shape, Checked] = {}
         self._last_flush = 0.0
         self._timer: threading.Timer | None = None
         self._partitions = catalogue.lookup(TOPIC).partitions
@@ -117,35 +138,55 @@ class IncrCoalescer:
         self, model: str, columns: Mapping[str, int], filters: Mapping[str, Any], extra: Any
     ) -> None:
         """Validate, then hold the increment (or send the held ones, if the window is over)."""
-        key, name, flt, wire_extra = self._checked(model, columns, filters, extra)
+        (key, name, flt, partition), wire_extra = self._checked(model, columns, filters, extra)
         now = time.time()
         with self._lock:
             row = self._rows.get(key)
             if row is None:
-                row = self._rows[key] = _Row(key, name, flt)
-            sums = row.columns
-            for col, delta in columns.items():  # checked before any change
-                total = sums.get(col, 0) + delta
-                if not -_BIGINT < total < _BIGINT:
-                    # Keep every sum exact: what the row holds goes first, then it
-                    # starts again from this call.
-                    self._send([self._rows.pop(key)])
-                    row = self._rows[key] = _Row(key, name, flt)
-                    sums = row.columns
-                    break
-            for col, delta in columns.items():
-                sums[col] = sums.get(col, 0) + delta
-            if wire_extra:
-                row.extra = {**(row.extra or {}), **wire_extra}
-            row.event_time_ms = int(now * 1000)
-            row.count += 1
-            due = now - self._last_flush >= self.window
-            if not due and self._timer is None:
-                self._timer = threading.Timer(self.window, self.flush)
-                self._timer.daemon = True
-                self._timer.start()
+                # A row's first call in the window (most calls, when rows outnumber them).
+                row = self._rows[key] = _Row(key, name, flt, partition)
+                row.columns = dict(columns)
+                if wire_extra:
+                    row.extra = wire_extra
+                row.event_time_ms = int(now * 1000)
+                row.count = 1
+                due = now - self._last_flush >= self.window
+                if not due and self._timer is None:
+                    self._start_timer()
+            else:
+                due = self._add_to(row, columns, wire_extra, now)
         if due:
             self.flush()
+
+    def _start_timer(self) -> None:
+        self._timer = threading.Timer(self.window, self.flush)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _add_to(
+        self, row: _Row, columns: Mapping[str, int], wire_extra: dict[str, Any] | None, now: float
+    ) -> bool:
+        """Sum a call into the row it holds (under ``_lock``); whether the window is over."""
+        sums = row.columns
+        for col, delta in columns.items():  # checked before any change
+            total = sums.get(col, 0) + delta
+            if not -_BIGINT < total < _BIGINT:
+                # Keep every sum exact: what the row holds goes first, then it starts
+                # again from this call.
+                self._send([self._rows.pop(row.key)])
+                row = self._rows[row.key] = _Row(row.key, row.model, row.filters, row.partition)
+                sums = row.columns
+                break
+        for col, delta in columns.items():
+            sums[col] = sums.get(col, 0) + delta
+        if wire_extra:
+            row.extra = {**(row.extra or {}), **wire_extra}
+        row.event_time_ms = int(now * 1000)
+        row.count += 1
+        due = now - self._last_flush >= self.window
+        if not due and self._timer is None:
+            self._start_timer()
+        return due
 
     def flush(self) -> None:
         """Send every held row now (before a publisher flush, a wait, an exit)."""
@@ -165,7 +206,7 @@ class IncrCoalescer:
         for batch in _batches(rows, self._partitions):
             first = batch[0]
             value = first.wire()
-            value["more"] = _columns(batch[1:])
+            value.update(_columns(batch[1:]))
             count = sum(r.count for r in batch)
 
             def undelivered(err: Any, msg: Any, count: int = count, n: int = len(batch)) -> None:
@@ -179,8 +220,9 @@ class IncrCoalescer:
 
     def _checked(
         self, model: str, columns: Mapping[str, int], filters: Mapping[str, Any], extra: Any
-    ) -> tuple[str, str, dict[str, Any], dict[str, Any] | None]:
-        """(row key, model, filters, wire extra) of a valid increment; else ``NotAllowed``.
+    ) -> tuple[Checked, dict[str, Any] | None]:
+        """((row key, model, filters, partition), wire extra) of a valid increment; else
+        ``NotAllowed``.
 
         Calls without ``extra`` whose values are plain ints and strings are validated
         once per distinct shape (the same arguments always get the same verdict)."""
@@ -189,14 +231,15 @@ class IncrCoalescer:
             shape = (model, tuple(columns.items()), tuple(filters.items()))
             hit = self._shapes.get(shape)
             if hit is not None:
-                return (*hit, None)
+                return hit, None
         inc = check_increment(model, columns, filters, extra, False)
-        checked = (inc.key, inc.model.name, dict(inc.filters))
+        key = inc.key
+        checked = (key, inc.model.name, dict(inc.filters), partition_of(key, self._partitions))
         if shape is not None:
             if len(self._shapes) >= _CACHE_LIMIT:
                 self._shapes.clear()
             self._shapes[shape] = checked
-        return (*checked, dict(inc.extra) if inc.extra else None)
+        return checked, dict(inc.extra) if inc.extra else None
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -209,34 +252,65 @@ def _batches(rows: list[_Row], partitions: int) -> list[list[_Row]]:
     """Rows of one model and one partition per message, so that every row still
     travels on its own key's partition (the worker's one-row-one-partition order);
     bounded in rows and (roughly) bytes."""
-    groups: dict[tuple[str, int], list[list[_Row]]] = {}
-    sizes: dict[tuple[str, int], int] = {}
+    groups: dict[tuple[str, int], list[_Row]] = {}
     for row in rows:
-        at = (row.model, partition_of(row.key, partitions))
-        size = row.size()
-        chunks = groups.setdefault(at, [[]])
-        if len(chunks[-1]) >= MAX_ROWS or sizes.get(at, 0) + size > MAX_BYTES:
+        at = (row.model, row.partition)
+        group = groups.get(at)
+        if group is None:
+            groups[at] = [row]
+        else:
+            group.append(row)
+    out: list[list[_Row]] = []
+    for group in groups.values():
+        if any(row.extra for row in group):  # texts can be large: bounded in bytes too
+            out.extend(_chunks(group))
+        else:  # about 100 bytes a row: MAX_ROWS binds first
+            out.extend(group[i : i + MAX_ROWS] for i in range(0, len(group), MAX_ROWS))
+    return out
+
+
+def _chunks(rows: list[_Row]) -> list[list[_Row]]:
+    """``rows`` in chunks of at most MAX_ROWS rows and (about) MAX_BYTES."""
+    chunks: list[list[_Row]] = [[]]
+    size = 0
+    for row in rows:
+        n = row.size()
+        if len(chunks[-1]) >= MAX_ROWS or (chunks[-1] and size + n > MAX_BYTES):
             chunks.append([])
-            sizes[at] = 0
+            size = 0
         chunks[-1].append(row)
-        sizes[at] = sizes.get(at, 0) + size
-    return [chunk for chunks in groups.values() for chunk in chunks if chunk]
+        size += n
+    return chunks
 
 
-def _columns(rows: list[_Row]) -> dict[str, Any] | None:
-    """``rows`` (one model) column by column, as a message's ``more`` (schema v2):
-    arrays of plain longs encode and decode far faster than a record per row."""
+def _columns(rows: list[_Row]) -> dict[str, Any]:
+    """``rows`` (one model) column by column: ``packed`` (schema v3, int64 bytes) when
+    the model's filters are bigints and no row sets ``extra``, else ``more`` (v2, Avro
+    arrays); both far faster to encode and decode than a record per row."""
     if not rows:
-        return None
+        return {"more": None, "packed": None}
     counters = sorted({c for r in rows for c in r.columns})
     extras = [r.extra for r in rows]
+    if rows[0].model in _PACKABLE and not any(extras):
+        return {
+            "more": None,
+            "packed": {
+                "filters": {f: pack([r.filters[f] for r in rows]) for f in rows[0].filters},
+                # 0 where a row does not increment a counter: adding 0 changes nothing.
+                "columns": {c: pack([r.columns.get(c, 0) for r in rows]) for c in counters},
+                "event_time": pack([r.event_time_ms for r in rows]),
+                "increments": pack([r.count for r in rows]),
+            },
+        }
     return {
-        "filters": {f: [r.filters[f] for r in rows] for f in rows[0].filters},
-        # 0 where a row does not increment a counter: adding 0 changes nothing.
-        "columns": {c: [r.columns.get(c, 0) for r in rows] for c in counters},
-        "extra": extras if any(extras) else [],
-        "event_time": [r.event_time_ms for r in rows],
-        "increments": [r.count for r in rows],
+        "more": {
+            "filters": {f: [r.filters[f] for r in rows] for f in rows[0].filters},
+            "columns": {c: [r.columns.get(c, 0) for r in rows] for c in counters},
+            "extra": extras if any(extras) else [],
+            "event_time": [r.event_time_ms for r in rows],
+            "increments": [r.count for r in rows],
+        },
+        "packed": None,
     }
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from streams import catalogue
 from streams.buffers.models import NotAllowed
-from streams.buffers.wire import more_rows
+from streams.buffers.wire import more_rows, read_rows, unpack
 from streams.client import incr
 from streams.incr_coalesce import MAX_ROWS, IncrCoalescer, partition_of
 from streams.publisher import Publisher
@@ -64,8 +64,9 @@ def test_a_window_of_increments_is_one_message_per_row_with_the_exact_sum() -> N
 
 
 def rows_of(value: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every row of a message: the top-level one, then those in ``more``."""
-    return [value, *(more_rows(value["more"]) if value.get("more") else [])]
+    """Every row of a message: the top-level one, then those in ``more`` or ``packed``."""
+    more = value.get("more") or (unpack(value["packed"]) if value.get("packed") else None)
+    return [value, *(more_rows(more) if more else [])]
 
 
 def sent_rows(sent: list[tuple[str, dict[str, Any], str]]) -> list[dict[str, Any]]:
@@ -82,6 +83,34 @@ def test_thousands_of_rows_in_a_window_are_a_few_messages_per_partition() -> Non
     assert len(pub.sent) <= 1 + 2 * PARTITIONS + 5000 // MAX_ROWS
     ids = sorted(r["filters"]["id"] for r in sent_rows(pub.sent))
     assert ids == list(range(5001))
+
+
+def test_plain_rows_go_packed_and_rows_that_set_extra_go_as_arrays() -> None:
+    """What the worker reads back from each form: the same rows, the same sums."""
+    pub = FakePublisher()
+    c = IncrCoalescer(pub, window=60.0)
+    c.add("issue_group", {"times_seen": 1}, {"id": 0}, None)
+    for n in range(3000):
+        c.add("issue_group", {"times_seen": 1, "num_comments": n % 2}, {"id": n % 1000}, None)
+    pub.flush()
+    packed = [v for _, v, _ in pub.sent if v.get("packed")]
+    assert packed and not any(v.get("more") for _, v, _ in pub.sent)
+    assert all(len(v["packed"]["increments"]) % 8 == 0 for v in packed)
+    totals: dict[int, int] = {}
+    for _, v, _ in pub.sent[1:]:
+        rows, plain = read_rows(v)
+        assert plain is not None or not v.get("packed")  # read column by column
+        for inc in [*rows, *(plain.increments() if plain else [])]:
+            ((_, i),) = inc.filters
+            totals[int(i)] = totals.get(int(i), 0) + inc.columns["times_seen"]
+    assert totals == {i: 3 for i in range(1000)}
+
+    seen = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    c.add("issue_group", {"times_seen": 1}, {"id": 1}, None)
+    for n in range(200):
+        c.add("issue_group", {"times_seen": 1}, {"id": n}, {"last_seen": seen})
+    pub.flush()
+    assert any(v.get("more") for _, v, _ in pub.sent[-PARTITIONS:])
 
 
 def test_bad_calls_raise_before_anything_is_held() -> None:

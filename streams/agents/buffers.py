@@ -23,7 +23,7 @@ from streams.buffers.buffer import Buffer, Item
 from streams.buffers.models import Increment, NotAllowed, row_key
 from streams.buffers.store import PostgresFlushStore
 from streams.buffers.window import PartitionWindow, RowSums
-from streams.buffers.wire import rows_from_wire
+from streams.buffers.wire import PlainRows, read_rows
 from streams.errors import PermanentFailure
 from streams.runtime import Runtime
 from streams.silo import REGION_ONLY
@@ -40,10 +40,11 @@ BATCH = 500
 BATCH_WITHIN = 0.1
 
 
-def _increments(msg: Message) -> list[Increment]:
-    """The rows of one message (a client sends one row, or several of one partition)."""
+def _increments(msg: Message) -> tuple[list[Increment], PlainRows | None]:
+    """The rows of one message (a client sends one row, or several of one partition):
+    those checked row by row, and the plain ones column by column."""
     try:
-        return rows_from_wire(msg.value)
+        return read_rows(msg.value)
     except (NotAllowed, KeyError, TypeError, ValueError) as exc:
         raise PermanentFailure(f"increment outside the allow-list: {exc}") from exc
 
@@ -128,14 +129,15 @@ def install(app: Any, runtime: Runtime) -> None:
     )
 
     async def handle(msg: Message) -> None:
-        for inc in _increments(msg):
-            buffer.add(msg.partition, msg.offset, inc)
+        await handle_batch([msg])
 
     async def handle_batch(msgs: Sequence[Message]) -> None:
         rows = [_increments(msg) for msg in msgs]  # all valid, or none added
-        for msg, incs in zip(msgs, rows, strict=True):
+        for msg, (incs, plain) in zip(msgs, rows, strict=True):
             for inc in incs:
                 buffer.add(msg.partition, msg.offset, inc)
+            if plain is not None:
+                buffer.add_plain(msg.partition, msg.offset, plain)
 
     spec = AgentSpec(
         NAME,

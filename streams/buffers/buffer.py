@@ -38,6 +38,7 @@ from streams.buffers import metrics as m
 from streams.buffers.models import Increment
 from streams.buffers.store import Emit, FlushOutcome, FlushStore
 from streams.buffers.window import PartitionWindow
+from streams.buffers.wire import PlainRows
 from streams.errors import StreamsError
 from streams.marks import resolved
 
@@ -148,6 +149,15 @@ class Buffer:
         if counter is None:
             counter = self._received[inc.model.name] = m.INCREMENTS.labels(inc.model.name)
         counter.inc(inc.count)  # incr() calls, however many one message sums
+
+    def add_plain(self, partition: int, offset: int, plain: PlainRows) -> None:
+        """Rows of one message read column by column (``streams.buffers.wire``)."""
+        self.windows[partition].add_plain(plain, offset)
+        name = plain.model.name
+        counter = self._received.get(name)
+        if counter is None:
+            counter = self._received[name] = m.INCREMENTS.labels(name)
+        counter.inc(sum(plain.counts))
 
     def hold(self, items: Sequence[Item]) -> None:
         closes_at = (math.floor(self._clock() / self.interval) + 1) * self.interval

@@ -9,8 +9,12 @@ from the flush mark, is what rebuilds a window lost in a crash.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from streams.buffers.models import FilterValue, Increment, ModelSpec, WireExtra
+
+if TYPE_CHECKING:
+    from streams.buffers.wire import PlainRows
 
 RowId = tuple[str, tuple[tuple[str, FilterValue], ...], bool]  # model, filters, signal_only
 
@@ -95,6 +99,34 @@ class PartitionWindow:
             row = self.rows[row_id] = RowSums(inc.model, inc.filters, inc.signal_only)
         row.add(inc, offset)
         self.increments += inc.count
+
+    def add_plain(self, plain: PlainRows, offset: int) -> None:
+        """Sum rows read column by column (no ``extra``), without an object per row."""
+        spec, name, signal_only, rows = plain.model, plain.model.name, plain.signal_only, self.rows
+        keys: list[tuple[tuple[str, FilterValue], ...]]
+        if len(plain.filters) == 1:  # the common case: one filter, no tuple per row
+            ((f, fvalues),) = plain.filters
+            keys = [((f, v),) for v in fvalues]
+        else:
+            names = [f for f, _ in plain.filters]
+            keys = [
+                tuple(zip(names, vs, strict=True))
+                for vs in zip(*(v for _, v in plain.filters), strict=True)
+            ]
+        for column, deltas in plain.columns:
+            for filters, delta in zip(keys, deltas, strict=True):
+                row_id = (name, filters, signal_only)
+                row = rows.get(row_id)
+                if row is None:
+                    row = rows[row_id] = RowSums(spec, filters, signal_only)
+                    row.first_offset = offset
+                sums = row.columns
+                sums[column] = sums.get(column, 0) + delta
+        for filters, count in zip(keys, plain.counts, strict=True):
+            row = rows[(name, filters, signal_only)]
+            row.increments += count
+            row.last_offset = offset
+        self.increments += sum(plain.counts)
 
     def hold(
         self, offset: int, token: object, closes_at: float, timestamp: int | None = None

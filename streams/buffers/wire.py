@@ -2,16 +2,21 @@
 allow-list (``streams.buffers.models``) by the same rules as ``incr()``.
 
 A v1 message is one row; a v2 message may add ``more``, further rows of the same
-model column by column (``streams/incr_coalesce.py`` writes them). Plain rows
-(integer counters and filters, no ``extra``: what ``incr()`` sends most) are checked
-by a few comparisons per column; anything else goes through ``check_increment``,
-which names the problem. One bad row refuses the whole message (it is dead-lettered).
+model column by column, and a v3 one ``packed``, the same columns as little-endian
+int64 bytes (``streams/incr_coalesce.py`` writes them). Plain rows (integer counters
+and filters, no ``extra``: what ``incr()`` sends most) are checked by a few
+comparisons per column and kept column by column (``PlainRows``: the worker sums them
+without an object per row); anything else goes through ``check_increment``, which
+names the problem. One bad row refuses the whole message (it is dead-lettered).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import sys
+from array import array
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from streams.buffers.models import (
@@ -32,19 +37,94 @@ def from_wire(value: Mapping[str, Any]) -> Increment:
     return _row_from_wire(value["model"], value.get("signal_only", False), value)
 
 
-def rows_from_wire(value: Mapping[str, Any]) -> list[Increment]:
-    """Every row of a decoded ``buffer-increments`` value: the top-level one, then
-    ``more`` (v2: rows of the same model a client summed in one window, column by
-    column); all valid, else ``NotAllowed`` (the message is dead-lettered whole)."""
+@dataclass(frozen=True, slots=True)
+class PlainRows:
+    """Checked rows of one model with bigint filters and counters only, column by
+    column: element i of every sequence is row i."""
+
+    model: ModelSpec
+    signal_only: bool
+    filters: tuple[tuple[str, Sequence[int]], ...]  # in the model's filter order
+    columns: tuple[tuple[str, Sequence[int]], ...]
+    event_time: Sequence[int]
+    counts: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def increments(self) -> list[Increment]:
+        """One ``Increment`` per row (tests, and the row-by-row path)."""
+        fnames = [f for f, _ in self.filters]
+        cnames = [c for c, _ in self.columns]
+        fcols = zip(*(v for _, v in self.filters), strict=True)
+        ccols = zip(*(v for _, v in self.columns), strict=True)
+        return [
+            Increment(
+                self.model,
+                tuple(zip(fnames, fv, strict=True)),
+                dict(zip(cnames, cv, strict=True)),
+                {},
+                self.signal_only,
+                t,
+                k,
+            )
+            for fv, cv, t, k in zip(fcols, ccols, self.event_time, self.counts, strict=True)
+        ]
+
+
+def read_rows(value: Mapping[str, Any]) -> tuple[list[Increment], PlainRows | None]:
+    """Every row of a decoded ``buffer-increments`` value: the top-level one (and the
+    further rows that need a row-by-row check), and the plain further rows column by
+    column; all valid, else ``NotAllowed`` (the message is dead-lettered whole)."""
     model, signal_only = value["model"], value.get("signal_only", False)
     first = _row_from_wire(model, signal_only, value)
-    more = value.get("more")
+    more, packed = value.get("more"), value.get("packed")
+    if more and packed:
+        raise NotAllowed("a message carries 'more' or 'packed', not both")
+    typed = bool(packed)
+    if packed:
+        more = unpack(packed)
     if not more:
-        return [first]
-    fast = _plain_more(first.model, first.signal_only, more)
-    if fast is not None:
-        return [first, *fast]
-    return [first, *(_row_from_wire(model, signal_only, row) for row in more_rows(more))]
+        return [first], None
+    plain = _plain_more(first.model, first.signal_only, more, typed=typed)
+    if plain is not None:
+        return [first], plain
+    return [first, *(_row_from_wire(model, signal_only, row) for row in more_rows(more))], None
+
+
+def rows_from_wire(value: Mapping[str, Any]) -> list[Increment]:
+    """Every row of a decoded ``buffer-increments`` value, one ``Increment`` each."""
+    rows, plain = read_rows(value)
+    return rows if plain is None else [*rows, *plain.increments()]
+
+
+def _int64s(raw: object, name: str) -> list[int]:
+    if type(raw) is not bytes or len(raw) % 8:
+        raise NotAllowed(f"packed {name}: 8 bytes a row expected")
+    values = array("q")
+    values.frombytes(raw)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values.tolist()
+
+
+def pack(values: Sequence[int]) -> bytes:
+    """A packed column (v3): little-endian signed 64-bit integers."""
+    out = array("q", values)
+    if sys.byteorder == "big":
+        out.byteswap()
+    return out.tobytes()
+
+
+def unpack(packed: Mapping[str, Any]) -> dict[str, Any]:
+    """A v3 ``packed`` block as the v2 ``more`` it stands for (lists of ints)."""
+    return {
+        "filters": {f: _int64s(v, f) for f, v in packed["filters"].items()},
+        "columns": {c: _int64s(v, c) for c, v in packed["columns"].items()},
+        "extra": [],
+        "event_time": _int64s(packed["event_time"], "event_time"),
+        "increments": _int64s(packed["increments"], "increments"),
+    }
 
 
 def _plain_ints(values: list[Any], lo: int, hi: int) -> bool:
@@ -53,11 +133,16 @@ def _plain_ints(values: list[Any], lo: int, hi: int) -> bool:
     )
 
 
+def _in_range(values: list[int], lo: int, hi: int) -> bool:
+    return not values or lo <= min(values) <= max(values) <= hi
+
+
 def _plain_more(
-    spec: ModelSpec, signal_only: bool, more: Mapping[str, Any]
-) -> list[Increment] | None:
+    spec: ModelSpec, signal_only: bool, more: Mapping[str, Any], *, typed: bool = False
+) -> PlainRows | None:
     """The common ``more`` (integer filters and counters, no ``extra``) checked column
-    by column, the same checks as ``check_increment``; None: check row by row."""
+    by column, the same checks as ``check_increment``; None: check row by row.
+    ``typed``: every value is an int already (unpacked), only ranges are checked."""
     filters, columns, times, counts = (
         more["filters"],
         more["columns"],
@@ -75,31 +160,21 @@ def _plain_more(
     ):
         return None
     arrays = [counts, *filters.values(), *columns.values()]
-    if any(len(a) != n for a in arrays) or not _plain_ints(counts, 1, hi):
+    if any(len(a) != n for a in arrays):
         return None
-    if not all(_plain_ints(a, lo, hi) for a in arrays) or not all(type(t) is int for t in times):
+    check = _in_range if typed else _plain_ints
+    if not check(counts, 1, hi) or not all(check(a, lo, hi) for a in arrays):
         return None
-    fnames, cnames = list(spec.filters), list(columns)
-    if len(fnames) == 1 and len(cnames) == 1:  # the common case, without a zip per row
-        (f,), (c,) = fnames, cnames
-        return [
-            Increment(spec, ((f, fv),), {c: cv}, {}, signal_only, t, k)
-            for fv, cv, t, k in zip(filters[f], columns[c], times, counts, strict=True)
-        ]
-    fcols = zip(*(filters[f] for f in fnames), strict=True)
-    ccols = zip(*columns.values(), strict=True)
-    return [
-        Increment(
-            spec,
-            tuple(zip(fnames, fv, strict=True)),
-            dict(zip(cnames, cv, strict=True)),
-            {},
-            signal_only,
-            t,
-            k,
-        )
-        for fv, cv, t, k in zip(fcols, ccols, times, counts, strict=True)
-    ]
+    if not typed and not all(type(t) is int for t in times):
+        return None
+    return PlainRows(
+        spec,
+        signal_only,
+        tuple((f, filters[f]) for f in spec.filters),
+        tuple(columns.items()),
+        times,
+        counts,
+    )
 
 
 def more_rows(more: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -141,3 +141,45 @@ def test_a_plain_row_read_the_fast_way_equals_the_checked_one() -> None:
     for bad in ({"id": True}, {"id": 2**63}, {"id": "1"}):
         with pytest.raises(NotAllowed):
             rows_from_wire({**value, "filters": bad})
+
+
+def test_packed_rows_read_as_the_same_rows_and_bad_packing_refuses_the_message() -> None:
+    from streams.buffers.wire import pack, rows_from_wire
+
+    value: dict[str, Any] = {
+        "model": "issue_group",
+        "filters": {"id": 1},
+        "columns": {"times_seen": 5},
+        "extra": None,
+        "signal_only": False,
+        "event_time": 0,
+        "increments": 3,
+        "more": None,
+    }
+    packed = {
+        "filters": {"id": pack([2, 2**62])},
+        "columns": {"times_seen": pack([1, -7]), "num_comments": pack([0, 4])},
+        "event_time": pack([9, 10]),
+        "increments": pack([1, 2]),
+    }
+    codec = build_codec(default_store(), None)
+    wired = codec.decode(
+        "buffer-increments", codec.encode("buffer-increments", {**value, "packed": packed})
+    )
+    rows = rows_from_wire(wired)
+    assert [(r.filters, dict(r.columns), r.count, r.event_time_ms) for r in rows] == [
+        ((("id", 1),), {"times_seen": 5}, 3, 0),
+        ((("id", 2),), {"times_seen": 1, "num_comments": 0}, 1, 9),
+        ((("id", 2**62),), {"times_seen": -7, "num_comments": 4}, 2, 10),
+    ]
+    bad = [
+        ({**packed, "increments": pack([1, 0])}, "increments must be an int >= 1"),
+        ({**packed, "increments": pack([1])}, "one value per row"),
+        ({**packed, "event_time": b"\x00" * 9}, "8 bytes a row"),
+        ({**packed, "columns": {"title": pack([1, 1])}}, "not an allow-listed counter"),
+    ]
+    for wrong, message in bad:
+        with pytest.raises(NotAllowed, match=message):
+            rows_from_wire({**value, "packed": wrong})
+    with pytest.raises(NotAllowed, match="not both"):
+        rows_from_wire({**value, "packed": packed, "more": {"filters": {"id": [3]}}})

@@ -62,3 +62,28 @@ def test_a_failed_window_absorbs_what_arrived_meanwhile_as_one_window() -> None:
         {"level": "b"},
         2,
     )
+
+
+def test_rows_read_column_by_column_sum_as_the_same_rows_one_by_one() -> None:
+    from streams.buffers.models import MODELS
+    from streams.buffers.wire import PlainRows
+
+    plain = PlainRows(
+        MODELS["issue_group"],
+        False,
+        (("id", [1, 2, 1]),),
+        (("times_seen", [3, 1, 4]), ("num_comments", [0, 2, 1])),
+        [5, 6, 7],
+        [2, 1, 3],
+    )
+    by_columns, one_by_one = PartitionWindow(0, 0, 0, 0), PartitionWindow(0, 0, 0, 0)
+    by_columns.add(inc(1, 1, 1), 7)
+    one_by_one.add(inc(1, 1, 1), 7)
+    by_columns.add_plain(plain, 8)
+    for i in plain.increments():
+        one_by_one.add(i, 8)
+    assert by_columns.rows == one_by_one.rows
+    row = by_columns.rows[("issue_group", (("id", 1),), False)]
+    assert row.columns == {"times_seen": 8, "num_comments": 1}
+    assert (row.first_offset, row.last_offset, row.increments) == (7, 8, 6)
+    assert by_columns.increments == one_by_one.increments == 7
