@@ -101,6 +101,10 @@ class Publisher:
             ProducerLike,
             producer or Producer(kafka_config.producer(settings, **producer_overrides)),
         )
+        # Only refusals get a delivery report (no Python call per acknowledged message):
+        # the sender learns success from a flush that emptied the queue
+        # (streams.projectconfigs.publish.send_all).
+        self.reports_only_errors = bool(producer_overrides.get("delivery.report.only.error"))
         self._prefix = settings.topic_prefix
         self._producer_name = settings.producer_name
         self._routes: dict[str, _Route] = {}
@@ -116,6 +120,10 @@ class Publisher:
     def _poll_loop(self) -> None:
         while not self._closed.is_set():
             self.producer.poll(0.05)
+
+    def count_published(self, topic: str, n: int) -> None:
+        """Count ``n`` acknowledged messages whose success had no delivery report."""
+        self._route(topic).published.inc(n)
 
     def close(self, timeout: float = 10.0) -> None:
         self.flush(timeout)

@@ -98,9 +98,12 @@ class BuiltRecords:
 
 
 def configs_publisher(settings: Settings, codec: SingleObjectCodec) -> Publisher:
-    """The publisher of ``project-configs``: murmur2 partitions, ``BuiltRecords`` codec."""
+    """The publisher of ``project-configs``: murmur2 partitions, ``BuiltRecords`` codec,
+    reports of refused messages only; used by one ``ConfigsOut`` and nothing else."""
     built = cast(SingleObjectCodec, BuiltRecords(codec))
-    return Publisher(settings, codec=built, partitioner=PARTITIONER)
+    # Refusals only: a batch is acknowledged by one flush (projectconfigs/publish.py).
+    only_errors: dict[str, Any] = {"delivery.report.only.error": True}
+    return Publisher(settings, codec=built, partitioner=PARTITIONER, **only_errors)
 
 
 @dataclass
