@@ -1,7 +1,8 @@
 """Sampling profiles of benchmark processes (py-spy), and their top frames.
 
-Set ``BENCH_PROFILE=1`` to record every process a benchmark wraps in ``profiled(...)``
-with ``py-spy record`` (``.venv/bin/pip install py-spy``); the raw collapsed stacks
+Set ``BENCH_PROFILE=1`` (or ``gil``: only samples holding the GIL) to record every
+process a benchmark wraps in ``profiled(...)`` with ``py-spy record``
+(``.venv/bin/pip install py-spy``); the raw collapsed stacks
 go to ``.streams/bench/profiles/<name>.txt`` and the top frames are printed when the
 block ends. Without the variable the block does nothing.
 
@@ -42,6 +43,10 @@ def profiled(pid: int, name: str, rate: int = 200) -> Iterator[None]:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{name}.txt"
     cmd = [tool, "record", "-p", str(pid), "-r", str(rate), "-f", "raw", "-o", str(path)]
+    if os.environ.get("BENCH_PROFILE") == "gil":
+        # Only the thread holding the GIL: Python CPU by frame. Without it, a thread
+        # waiting inside C (librdkafka's poll, a flush) may be sampled as busy.
+        cmd.append("--gil")
     spy = subprocess.Popen(
         [*cmd, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -63,6 +63,30 @@ def create_all(
     return created
 
 
+def create_changelog(settings: Settings, name: str, partitions: int, timeout: float = 30.0) -> bool:
+    """Create the compacted changelog topic ``name`` (a full name) of a table streams keeps
+    itself, unless it exists; whether it was created."""
+    client = admin(settings)
+    if name in client.list_topics(timeout=timeout).topics:
+        return False
+    topic = NewTopic(
+        name,
+        num_partitions=partitions,
+        replication_factor=settings.replication_factor,
+        config={"cleanup.policy": "compact"},
+    )
+    for _, fut in client.create_topics([topic], operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                return False
+            raise TopicAdminError(f"could not create {name}: {exc}") from exc
+    log.info("topics.created", extra={"topics": [name]})
+    return True
+
+
 def list_state(settings: Settings, timeout: float = 30.0) -> list[TopicState]:
     meta = admin(settings).list_topics(timeout=timeout).topics
     out = []

@@ -19,6 +19,7 @@ BUILTIN_AGENT_MODULES: list[str] = [
 # (streams/agents/wrapper/direct.py), so the manifests' KEDA triggers name these groups
 # too. tests/agents/test_direct.py checks this list against the installed specs.
 DIRECT_AGENTS: dict[str, frozenset[SiloMode]] = {
+    "invalidation": REGION_ONLY,
     "resource_changes": REGION_ONLY,
     "webhook_delivery": REGION_ONLY,
     "webhook_retry": REGION_ONLY,

@@ -7,6 +7,15 @@ Topic ``project-config-invalidations`` (keyed by organization), one table, a tim
   debounce index (scope -> due time of its pending window) is kept in memory and
   rebuilt from this table after a restart or rebalance
   (``streams.projectconfigs.debounce``).
+- The requests are read by a direct (librdkafka) consumer, group
+  ``<app id>.invalidation`` (``STREAMS_DIRECT_CONSUMERS``, the default): Faust's
+  per-message path was the largest single cost of a request (bench/README.md). The
+  table is then kept by this module, not by Faust: when partitions are assigned, their
+  windows are read from the changelog (``<app id>-invalidation-due-changelog``, the
+  topic Faust used, so a switch either way keeps the windows) to its true end before
+  any of their requests is handed over; when partitions are revoked, their windows are
+  dropped once no recompute runs. With ``STREAMS_DIRECT_CONSUMERS=0`` the agent runs
+  through Faust with a Faust table on the same changelog.
 - A timer over the partitions this worker owns starts what is due (and what its
   partition's requests allow, ``streams.projectconfigs.gate``), folds the windows
   of one scope into one recompute, and deletes the windows only after the broker
@@ -33,6 +42,7 @@ from streams import metrics
 from streams.agents.base import AgentSpec, Message, Retry, RetryPolicy, attach, runs_here
 from streams.agents.project_configs import ConfigsOut
 from streams.agents.served_configs import feed_of
+from streams.agents.wrapper.direct import DirectConsumer
 from streams.errors import PermanentFailure
 from streams.projectconfigs.changelog import ChangelogWriter
 from streams.projectconfigs.debounce import DueWork, Request, fold, offer
@@ -175,6 +185,11 @@ class Invalidation:
         self.source = runtime.topic(TOPIC)
         self.gate = PartitionGate(self._highwater)
         self.ready = False
+        # Direct mode: the partitions whose windows are loaded (None: Faust's assignment).
+        self.loaded: set[int] | None = None
+        self.direct: DirectConsumer | None = None
+        self.changelog_topic = changelog.topic
+        self._running = asyncio.Lock()  # a recompute pass vs. partitions moving
         self._attempts: dict[str, int] = {}
         self._single: set[str] = set()
         self._reader = RequestReader()
@@ -182,6 +197,8 @@ class Invalidation:
         self._gauged = 0.0
 
     def _highwater(self, partition: int) -> int | None:
+        if self.direct is not None:
+            return self.direct.highwater(partition)
         try:
             end = self.app.consumer.highwater(TP(self.source, partition))
         except Exception:  # no consumer yet, or a driver without it: the clock decides
@@ -216,6 +233,8 @@ class Invalidation:
     # -- timer ----------------------------------------------------------------------
 
     def owned(self) -> set[int]:
+        if self.loaded is not None:
+            return set(self.loaded)
         return {
             tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.source
         }
@@ -240,17 +259,18 @@ class Invalidation:
         return out
 
     async def tick(self) -> None:
-        if not self.ready or self.app.rebalancing:
+        if not self.ready or (self.loaded is None and self.app.rebalancing):
             return
         if self.out.served is None:
             self.out.served = feed_of(self.app)  # installed after this agent, or not here
-        now = time.time()
-        works = self.take_due(now)
-        if now - self._gauged >= 1.0:
-            self._gauged = now
-            PENDING.set(self.state.count(self.owned()))
-        if works:
-            await self.run(works)
+        async with self._running:
+            now = time.time()
+            works = self.take_due(now)
+            if now - self._gauged >= 1.0:
+                self._gauged = now
+                PENDING.set(self.state.count(self.owned()))
+            if works:
+                await self.run(works)
 
     async def run(self, works: list[DueWork]) -> None:
         # Pending ends as the recompute starts: a request decided from now on opens
@@ -309,9 +329,42 @@ class Invalidation:
         self._attempts.pop(w.key, None)
         self._single.discard(w.key)
 
+    # -- direct mode: windows follow the direct consumer's partitions ------------------
+
+    async def adopt(self, partitions: list[int], records: list[tuple[int, Any, Any]]) -> None:
+        """``partitions`` are this worker's now: their windows (read from the changelog to
+        its true end) join the table; the timer may start them."""
+        async with self._running:
+            data = self.state.table.data
+            for _, key, value in records:
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+            self.state.rebuild()
+            self.gate.forget(partitions)
+            self.loaded = set(partitions)
+            self.ready = True
+        log.info(
+            "invalidation.recovered",
+            extra={"due": len(data), "read": len(records), "partitions": partitions},
+        )
+
+    async def release(self, partitions: list[int]) -> None:
+        """``partitions`` go to another worker: once no recompute runs, forget their
+        windows (the next owner reads them from the changelog)."""
+        async with self._running:
+            gone = set(partitions)
+            data = self.state.table.data
+            for key in [k for k, raw in data.items() if DueWork.from_json(raw).partition in gone]:
+                del data[key]
+            self.state.rebuild()
+            self.loaded = (self.loaded or set()) - gone
+        log.info("invalidation.released", extra={"partitions": partitions, "due": len(data)})
+
     async def on_recovered(self) -> None:
         owned = sorted(self.owned())
-        topic = self.state.table.changelog_topic.get_topic_name()
+        topic = self.changelog_topic
         try:
             tail = await asyncio.to_thread(read_tail, self.runtime.settings, topic, owned)
         except Exception as exc:
@@ -332,32 +385,73 @@ class Invalidation:
         )
 
 
+class DueRecovery:
+    """The direct consumer's ``Listener``: windows loaded before a partition's requests
+    are read, dropped when it is revoked (both on the consumer thread, waiting for the
+    event loop)."""
+
+    def __init__(self, inv: Invalidation, consumer: DirectConsumer) -> None:
+        self.inv = inv
+        self.consumer = consumer
+
+    def assigned(self, partitions: list[int]) -> None:
+        try:
+            records = read_tail(
+                self.inv.runtime.settings, self.inv.changelog_topic, partitions, whole=True
+            )
+        except Exception as exc:
+            # Loud, not fatal: a window lost here is recomputed when its scope is next
+            # requested; the requests not yet committed are read again anyway.
+            log.error("invalidation.recovery.failed", extra={"error": repr(exc)})
+            records = []
+        self._wait(self.inv.adopt(partitions, records))
+
+    def revoked(self, partitions: list[int]) -> None:
+        self._wait(self.inv.release(partitions))
+
+    def _wait(self, step: Any) -> None:
+        loop = self.consumer.loop
+        if loop is None or loop.is_closed():
+            step.close()
+            return
+        asyncio.run_coroutine_threadsafe(step, loop).result()
+
+
+def changelog_topic(app: Any) -> str:
+    """The due table's changelog: the name Faust gives a table's changelog topic."""
+    return f"{app.conf.id}-invalidation-due-changelog"
+
+
 def install(app: Any, runtime: Runtime) -> None:
     if not runs_here(runtime, NAME, REGION_ONLY):
         return  # before the tables and the timer: a skipped agent creates nothing
-    from streams import catalogue
+    from streams import catalogue, topics
 
     partitions = catalogue.spec(TOPIC).partitions
-    due = app.Table(
-        "invalidation-due",
-        default=None,
-        partitions=partitions,
-        help="Recomputes scheduled and not yet published, by '<scope>@<window start ms>'.",
-    )
+    direct = runtime.settings.direct_consumers
+    due: Any
+    if direct:
+        due = LocalTable()
+        topic = changelog_topic(app)
+        topics.create_changelog(runtime.settings, topic, partitions)
+    else:
+        due = app.Table(
+            "invalidation-due",
+            default=None,
+            partitions=partitions,
+            help="Recomputes scheduled and not yet published, by '<scope>@<window start ms>'.",
+        )
+        topic = due.changelog_topic.get_topic_name()
     out = ConfigsOut.for_runtime(runtime)
-    changelog = ChangelogWriter(runtime.settings, due.changelog_topic.get_topic_name())
+    changelog = ChangelogWriter(runtime.settings, topic)
     inv = Invalidation(app, runtime, DueTable(due, changelog), changelog, out)
-
-    async def recovered() -> None:
-        await inv.on_recovered()
 
     async def run_due() -> None:
         await inv.tick()
 
-    due.on_recover(recovered)
     app.timer(TICK, name="invalidation-due")(run_due)
 
-    attach(
+    runner = attach(
         app,
         runtime,
         AgentSpec(
@@ -370,5 +464,27 @@ def install(app: Any, runtime: Runtime) -> None:
             deadline=30.0,
             batch_size=2_000,
             batch_within=0.05,
+            direct=direct,
         ),
     )
+    consumer = next(
+        (c for c in runtime.consumers if isinstance(c, DirectConsumer) and c.name == NAME), None
+    )
+    if direct and runner is not None and consumer is not None:
+        inv.direct = consumer
+        consumer.track_ends = True  # the gate's high watermarks
+        consumer.listener = DueRecovery(inv, consumer)
+        return
+
+    async def recovered() -> None:
+        await inv.on_recovered()
+
+    due.on_recover(recovered)
+
+
+class LocalTable:
+    """The due windows of the partitions this worker owns, when no Faust table keeps
+    them (direct mode): ``DueTable`` needs only ``data``."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}

@@ -46,6 +46,12 @@ class PartitionGate:
             self.position[partition] = offset + 1
         self.last_active = now
 
+    def forget(self, partitions: list[int]) -> None:
+        """``partitions`` were (re)assigned: nothing of them is read yet."""
+        for p in partitions:
+            self.seen_at.pop(p, None)
+            self.position.pop(p, None)
+
     def horizon(self, partition: int, now: float) -> float:
         """Windows of ``partition`` due at or before this time may start now."""
         position = self.position.get(partition)

@@ -26,9 +26,15 @@ Record = tuple[int, Any, Any]  # (partition, decoded key, decoded value or None)
 
 
 def read_tail(
-    settings: Settings, topic: str, partitions: Iterable[int], timeout: float = 10.0
+    settings: Settings,
+    topic: str,
+    partitions: Iterable[int],
+    timeout: float = 10.0,
+    *,
+    whole: bool = False,
 ) -> list[Record]:
-    """JSON-decoded records of ``topic`` from each partition's reported end - 1 to its true end."""
+    """JSON-decoded records of ``topic`` from each partition's reported end - 1 (``whole``:
+    from its start) to its true end, in order per partition."""
     consumer = Consumer(
         kafka_config.consumer(settings, f"{settings.app_id}-tail-{uuid.uuid4().hex[:8]}")
     )
@@ -43,9 +49,8 @@ def read_tail(
         left = {p: ends[(topic, p)][1] for _, p in wanted if ends[(topic, p)][1] > starts[p][0]}
         if not left:
             return out
-        consumer.assign(
-            [TopicPartition(topic, p, max(starts[p][0], starts[p][1] - 1)) for p in left]
-        )
+        first = {p: starts[p][0] if whole else max(starts[p][0], starts[p][1] - 1) for p in left}
+        consumer.assign([TopicPartition(topic, p, first[p]) for p in left])
         while left:
             msgs = consumer.consume(1000, timeout=timeout)
             if not msgs:

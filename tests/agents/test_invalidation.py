@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Final
 
 import pytest
 
+from streams.dev import stack
 from streams.dlq import replay as dlq
 from streams.projectconfigs.scopes import Scope, ScopeKind
 from streams.publisher import Publisher
@@ -15,7 +17,7 @@ from streams.settings import Settings
 from tests.projectconfigs.support import committed, configs, metric, seed, send_requests
 from tests.support import harness
 
-TOPIC = "project-config-invalidations"
+TOPIC: Final = "project-config-invalidations"
 COUNTDOWN = 2.0
 ENV = {"STREAMS_INVALIDATION_COUNTDOWN": str(int(COUNTDOWN))}
 
@@ -150,7 +152,9 @@ def test_pending_recomputes_survive_kill_9_and_run_exactly_once(
     # Once the requests are committed the restart cannot replay them: the pending work
     # must come back from the table's changelog.
     harness.wait_for(
-        lambda: committed(settings, "project-config-invalidations") == 100, 10, what="commit"
+        lambda: committed(settings, "project-config-invalidations", "invalidation") == 100,
+        10,
+        what="commit",
     )
     first.kill9()
     assert configs(settings) == []  # all 100 were still pending
@@ -163,3 +167,39 @@ def test_pending_recomputes_survive_kill_9_and_run_exactly_once(
     published = Counter(p.key for p in configs(settings))
     assert published == dict.fromkeys(expected, 1)
     assert metric(second, "streams_invalidation_recomputes_total") == 100
+
+
+@pytest.mark.slow  # `make test-slow` (CI runs it): two workers and a rebalance
+def test_two_workers_share_the_scopes_and_one_leaving_hands_its_pending_windows_over(
+    settings: Settings,
+    database: str,
+    publisher: Publisher,
+    worker: Callable[..., harness.Proc],
+) -> None:
+    first = worker(**ENV)
+    second = worker(settings.with_(web_port=stack.free_port()), **ENV)
+    topic = f"{settings.topic_prefix}{TOPIC}:"
+
+    def owns(proc: harness.Proc) -> bool:
+        return any(a.startswith(topic) for a in proc.health().get("assignment", []))
+
+    harness.wait_for(lambda: owns(first) and owns(second), 60, 0.5, what="both own partitions")
+    orgs = [seed(database, projects=3) for _ in range(12)]
+    countdown = 10.0
+    for s in orgs:
+        for project in s.project_ids:
+            send_requests(publisher, project_scope(s.organization_id, project), countdown=countdown)
+    scheduled = "streams_invalidation_scheduled_total"
+    harness.wait_for(
+        lambda: metric(first, scheduled) + metric(second, scheduled) == 36, 15, what="scheduled"
+    )
+    assert metric(first, scheduled) > 0 and metric(second, scheduled) > 0  # the scopes are shared
+    harness.wait_for(lambda: committed(settings, TOPIC, "invalidation") == 36, 10, what="commit")
+    first.stop()  # before any window is due: its pending windows must move to the second
+    expected = {key for s in orgs for keys in s.keys.values() for key in keys}
+    harness.wait_for(
+        lambda: len(configs(settings)) >= 36, countdown + 40, 0.5, what="36 recomputes"
+    )
+    time.sleep(1.0)  # duplicates, if any, would show up now
+    assert Counter(p.key for p in configs(settings)) == dict.fromkeys(expected, 1)
+    assert metric(second, "streams_invalidation_recomputes_total") == 36

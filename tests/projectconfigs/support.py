@@ -13,6 +13,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from streams import catalogue, kafka_config
+from streams.agents.wrapper.direct import group_id
 from streams.avro.codec import SingleObjectCodec, build_codec
 from streams.avro.store import default_store
 from streams.catalogue import TopicName
@@ -150,10 +151,14 @@ def metric(proc: harness.Proc, name: str, **labels: str) -> float:
     return total
 
 
-def committed(settings: Settings, name: TopicName) -> int:
-    """Messages of a catalogue topic that the worker's consumer group has committed."""
+def committed(settings: Settings, name: TopicName, agent: str | None = None) -> int:
+    """Messages of a catalogue topic that the worker's consumer group has committed (the
+    group of direct agent ``agent``, when direct consumers are on)."""
     topic = catalogue.spec(name).full_name(settings.topic_prefix)
-    consumer = Consumer(kafka_config.consumer(settings, settings.app_id))
+    group = settings.app_id
+    if agent is not None and settings.direct_consumers:
+        group = group_id(settings, agent)
+    consumer = Consumer(kafka_config.consumer(settings, group))
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         offsets = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)

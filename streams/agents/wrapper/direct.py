@@ -82,6 +82,16 @@ class Runner(Protocol):
     async def process(self, events: Sequence[RawEvent]) -> None: ...
 
 
+class Listener(Protocol):
+    """Told of partitions moving, on the consumer thread, before records of a newly
+    assigned partition are handed over and before a revoked one's next owner starts
+    (an agent with state per partition: load it, or drop it)."""
+
+    def assigned(self, partitions: list[int]) -> None: ...
+
+    def revoked(self, partitions: list[int]) -> None: ...
+
+
 class DirectConsumer:
     """One direct agent's consumer thread (see the module docstring)."""
 
@@ -114,6 +124,10 @@ class DirectConsumer:
         # Set by the agent's install when records this worker publishes may be handled
         # at once (handoff.py); None: every record comes through the consumer.
         self.handoff: Handoff | None = None
+        # Set by an agent with state per partition (``Listener``).
+        self.listener: Listener | None = None
+        self.track_ends = False  # keep each owned partition's end offset (``highwater``)
+        self._ends: dict[int, int] = {}
         for outcome in ("refetched", "accepted"):
             GAPS.labels(self.name, outcome)  # exported as 0 from the start, for rate()
         self._assigned: tuple[str, ...] = ()
@@ -126,6 +140,11 @@ class DirectConsumer:
     def ready(self) -> bool:
         """Whether the group gave this consumer its share (possibly none) and it runs."""
         return self._joined and self._thread is not None and self._thread.is_alive()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop batches are handled on (None before ``start``)."""
+        return self._loop
 
     def assignment(self) -> list[str]:
         """``topic:partition`` of every partition this consumer owns now."""
@@ -146,6 +165,25 @@ class DirectConsumer:
     def _consumer(self) -> Consumer:
         return Consumer(self.config)
 
+    def highwater(self, partition: int) -> int | None:
+        """The partition's end offset as the last fetch reported it (None: unknown). Kept
+        by the consumer thread only when ``track_ends`` is set: librdkafka's consumer is
+        not called from other threads (a call waits behind the thread's ``consume``)."""
+        return self._ends.get(partition)
+
+    def _track_ends(self, consumer: Consumer) -> None:
+        ends = self._ends
+        for name in self._assigned:
+            partition = int(name.rsplit(":", 1)[1])
+            try:
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), cached=True
+                )
+            except KafkaException:
+                continue
+            if high >= 0:
+                ends[partition] = int(high)
+
     def _run(self) -> None:
         consumer = self._consumer()
         consumer.subscribe(
@@ -158,6 +196,8 @@ class DirectConsumer:
         try:
             while not self._stopping.is_set():
                 events = self._screen(consumer, self._events(self._ready(consumer)))
+                if self.track_ends:
+                    self._track_ends(consumer)
                 if not events:
                     continue
                 if self._handle(self._unclaimed(events)):
@@ -319,6 +359,8 @@ class DirectConsumer:
                     self._gaps.expect(tp.partition, tp.offset)
         if self.handoff is not None:
             self.handoff.assigned(tp.partition for tp in partitions)
+        if self.listener is not None:
+            self.listener.assigned(sorted(tp.partition for tp in partitions))
         self._assigned = tuple(sorted(f"{tp.topic}:{tp.partition}" for tp in partitions))
         self._joined = True
         log.info("consumer.assigned", extra={"agent": self.name, "partitions": len(partitions)})
@@ -349,9 +391,12 @@ class DirectConsumer:
         return starts
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        if self.listener is not None:
+            self.listener.revoked(sorted(tp.partition for tp in partitions))
         if self.handoff is not None:
             self.handoff.revoked()
         for tp in partitions:
+            self._ends.pop(tp.partition, None)
             if self._gaps is not None:
                 self._gaps.forget(tp.partition)
         self._assigned = ()
