@@ -231,7 +231,11 @@ def start_worker(
                 return proc.health().get("status") == "ready"
             return False
 
-        wait_for(is_ready, timeout, 0.25, "worker ready")
+        try:
+            wait_for(is_ready, timeout, 0.25, "worker ready")
+        except BaseException:
+            proc.stop()  # not handed to the caller: it would outlive the test
+            raise
     return proc
 
 
