@@ -336,11 +336,7 @@ class Invalidation:
         its true end) join the table; the timer may start them."""
         async with self._running:
             data = self.state.table.data
-            for _, key, value in records:
-                if value is None:
-                    data.pop(key, None)
-                else:
-                    data[key] = value
+            apply_records(data, records)
             self.state.rebuild()
             self.gate.forget(partitions)
             self.loaded = set(partitions)
@@ -372,17 +368,22 @@ class Invalidation:
             log.error("invalidation.recovery.tail_failed", extra={"error": repr(exc)})
             tail = []
         data = self.state.table.data
-        for _, key, value in tail:
-            if value is None:
-                data.pop(key, None)
-            else:
-                data[key] = value
+        apply_records(data, tail)
         self.state.rebuild()
         self.ready = True
         log.info(
             "invalidation.recovered",
             extra={"due": len(data), "tail": len(tail), "partitions": owned},
         )
+
+
+def apply_records(data: dict[Any, Any], records: list[tuple[int, Any, Any]]) -> None:
+    """Changelog records, in order, onto the table's data (a tombstone deletes)."""
+    for _, key, value in records:
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
 
 
 class DueRecovery:

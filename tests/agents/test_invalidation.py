@@ -133,13 +133,17 @@ def test_a_request_made_during_a_recompute_schedules_another(
 
 
 @pytest.mark.slow  # `make test-slow` (CI runs it): a load or kill -9 test
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "faust-table"])
 def test_pending_recomputes_survive_kill_9_and_run_exactly_once(
     settings: Settings,
     database: str,
     publisher: Publisher,
     worker: Callable[..., harness.Proc],
+    direct: bool,
 ) -> None:
-    first = worker(**ENV)
+    """Both ways of keeping the due table: streams' own (direct consumer) and Faust's."""
+    settings = settings.with_(direct_consumers=direct)
+    first = worker(settings, **ENV)
     # Four organizations, so the pending work spreads over the partitions.
     orgs = [seed(database, projects=25) for _ in range(4)]
     countdown = 8.0
@@ -158,7 +162,7 @@ def test_pending_recomputes_survive_kill_9_and_run_exactly_once(
     )
     first.kill9()
     assert configs(settings) == []  # all 100 were still pending
-    second = worker(**ENV)
+    second = worker(settings, **ENV)
     expected = {key for s in orgs for keys in s.keys.values() for key in keys}
     harness.wait_for(
         lambda: len(configs(settings)) >= 100, countdown + 30, 0.5, what="100 recomputes"
