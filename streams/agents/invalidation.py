@@ -339,7 +339,9 @@ class Invalidation:
             apply_records(data, records)
             self.state.rebuild()
             self.gate.forget(partitions)
-            self.loaded = set(partitions)
+            # Added to what is loaded: an eager rebalance revoked everything before (so
+            # this is the whole assignment), an incremental one hands over only the new.
+            self.loaded = (self.loaded or set()) | set(partitions)
             self.ready = True
         log.info(
             "invalidation.recovered",
