@@ -92,6 +92,20 @@ def test_a_lone_surrogate_in_extra_is_a_type_error_before_anything_is_sent() -> 
     assert inc.extra == {"level": "erreur ✓"}
 
 
+def summed_message(**fields: Any) -> dict[str, Any]:
+    """A decoded v2/v3 message whose top-level row (id 1) sums 3 calls, with ``fields``."""
+    return {
+        "model": "issue_group",
+        "filters": {"id": 1},
+        "columns": {"times_seen": 5},
+        "extra": None,
+        "signal_only": False,
+        "event_time": 0,
+        "increments": 3,
+        **fields,
+    }
+
+
 def test_every_row_of_a_summed_message_is_read_and_one_bad_row_refuses_the_message() -> None:
     from streams.buffers.wire import rows_from_wire
 
@@ -102,16 +116,7 @@ def test_every_row_of_a_summed_message_is_read_and_one_bad_row_refuses_the_messa
         "event_time": [9, 10],
         "increments": [1, 2],
     }
-    value: dict[str, Any] = {
-        "model": "issue_group",
-        "filters": {"id": 1},
-        "columns": {"times_seen": 5},
-        "extra": None,
-        "signal_only": False,
-        "event_time": 0,
-        "increments": 3,
-        "more": second,
-    }
+    value = summed_message(more=second)
     rows = rows_from_wire(value)
     assert [(r.filters, dict(r.columns), r.count) for r in rows] == [
         ((("id", 1),), {"times_seen": 5}, 3),
@@ -146,16 +151,7 @@ def test_a_plain_row_read_the_fast_way_equals_the_checked_one() -> None:
 def test_packed_rows_read_as_the_same_rows_and_bad_packing_refuses_the_message() -> None:
     from streams.buffers.wire import pack, rows_from_wire
 
-    value: dict[str, Any] = {
-        "model": "issue_group",
-        "filters": {"id": 1},
-        "columns": {"times_seen": 5},
-        "extra": None,
-        "signal_only": False,
-        "event_time": 0,
-        "increments": 3,
-        "more": None,
-    }
+    value = summed_message(more=None)
     packed = {
         "filters": {"id": pack([2, 2**62])},
         "columns": {"times_seen": pack([1, -7]), "num_comments": pack([0, 4])},
