@@ -6,6 +6,7 @@ import contextvars
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 H_MESSAGE_ID = "streams-message-id"
@@ -69,19 +70,31 @@ def parse_traceparent(value: str | bytes | None) -> TraceContext | None:
 
 def metadata_headers(producer: str, attempt: int = 1) -> list[tuple[str, bytes]]:
     """The headers every publish adds: message id, sent-at (ms), producer, attempt, traceparent."""
-    # Message id, span id and maybe trace id: identifiers, not secrets, so the process's
-    # Mersenne Twister (seeded from the OS, reseeded in a forked child) rather than a
-    # getrandom syscall per message (a hot spot of the configs publisher at 100k projects).
-    rnd = f"{random.getrandbits(320):080x}"
-    ctx = _current.get()
-    if ctx is not None:
-        traceparent = f"00-{ctx.trace_id}-{rnd[32:48]}-{'01' if ctx.sampled else '00'}"
-    else:
-        traceparent = f"00-{rnd[48:80]}-{rnd[32:48]}-01"
-    return [
-        (H_MESSAGE_ID, rnd[:32].encode()),
+    return next(metadata_headers_many(producer, 1, attempt))
+
+
+def metadata_headers_many(
+    producer: str, n: int, attempt: int = 1
+) -> Iterator[list[tuple[str, bytes]]]:
+    """``metadata_headers`` for ``n`` messages sent at once: the same sent-at, producer,
+    attempt and trace; each its own message id and span id."""
+    shared = [
         (H_SENT_AT, str(int(time.time() * 1000)).encode()),
         (H_PRODUCER, producer.encode()),
         (H_ATTEMPT, str(attempt).encode()),
-        (H_TRACEPARENT, traceparent.encode()),
     ]
+    ctx = _current.get()
+    flags = "01" if ctx is None or ctx.sampled else "00"
+    getrandbits = random.getrandbits
+    for _ in range(n):
+        # Message id, span id and maybe trace id: identifiers, not secrets, so the
+        # process's Mersenne Twister (seeded from the OS, reseeded in a forked child)
+        # rather than a getrandom syscall per message (a hot spot of the configs
+        # publisher at 100k projects).
+        rnd = f"{getrandbits(320):080x}"
+        trace = ctx.trace_id if ctx is not None else rnd[48:80]
+        yield [
+            (H_MESSAGE_ID, rnd[:32].encode()),
+            *shared,
+            (H_TRACEPARENT, f"00-{trace}-{rnd[32:48]}-{flags}".encode()),
+        ]

@@ -20,6 +20,7 @@ BUILTIN_AGENT_MODULES: list[str] = [
 # too. tests/agents/test_direct.py checks this list against the installed specs.
 DIRECT_AGENTS: dict[str, frozenset[SiloMode]] = {
     "invalidation": REGION_ONLY,
+    "project-configs-served": REGION_ONLY,  # follows Faust's table assignment, no group
     "resource_changes": REGION_ONLY,
     "webhook_delivery": REGION_ONLY,
     "webhook_retry": REGION_ONLY,

@@ -28,7 +28,8 @@ from typing import Any, Final, cast
 
 from streams import catalogue, metrics
 from streams.agents.base import AgentSpec, RetryPolicy, runs_here
-from streams.agents.served_configs import HEADER, ServedFeed, attach_feed
+from streams.agents.served_configs import HEADER, ServedFeed, attach_direct_feed, attach_feed
+from streams.agents.wrapper.direct import DirectConsumer
 from streams.avro.codec import SingleObjectCodec
 from streams.dlq.headers import Failure, FailureReason, Letter
 from streams.errors import DecodeError
@@ -70,17 +71,17 @@ SERVED = metrics.counter(
 )
 
 
-def headers_for(work: DueWork, served_by: str | None = None) -> dict[str, str]:
+def headers_for(work: DueWork, served_by: bytes | None = None) -> list[tuple[str, bytes]]:
     """Where a published config came from (for tracing and latency measurements), and
     which process already wrote it to its served table (``served_by``), if one did."""
-    headers = {
-        "invalidation.scope": work.scope_key,
-        "invalidation.trigger": work.trigger,
-        "invalidation.requested_at": str(round(work.requested_at * 1000)),
-        "invalidation.due": str(round(work.due * 1000)),
-    }
+    headers = [
+        ("invalidation.scope", work.scope_key.encode()),
+        ("invalidation.trigger", work.trigger.encode()),
+        ("invalidation.requested_at", b"%d" % round(work.requested_at * 1000)),
+        ("invalidation.due", b"%d" % round(work.due * 1000)),
+    ]
     if served_by is not None:
-        headers[HEADER] = served_by
+        headers.append((HEADER, served_by))
     return headers
 
 
@@ -127,7 +128,7 @@ class ConfigsOut:
         """
         served = self.served
         direct = served.serve((p.public_key, p.value) for p in pubs) if served else set()
-        token = served.token.decode() if served is not None else None
+        token = served.token if served is not None else None
         items = [
             (p.public_key, p.value, headers_for(p.work, token if p.public_key in direct else None))
             for p in pubs
@@ -227,39 +228,46 @@ def install(app: Any, runtime: Runtime) -> None:
         help="The latest served document per public key (JSON bytes).",
     )
 
-    changelog = ChangelogWriter(
-        runtime.settings, served.changelog_topic.get_topic_name(), name=SERVED_TABLE
-    )
+    changelog_name = served.changelog_topic.get_topic_name()
+    changelog = ChangelogWriter(runtime.settings, changelog_name, name=SERVED_TABLE)
     source = runtime.topic(TOPIC)
+    direct = runtime.settings.direct_consumers
+
+    def actives() -> set[int]:
+        """The table's partitions Faust assigned to this worker: ``table_route`` sends
+        their keys' requests here (the changelog's active partitions)."""
+        wanted = changelog_name if direct else source
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == wanted}
 
     def owned() -> set[int]:
         # Nothing while partitions move or the table recovers: recovery would write
         # older records over a direct write.
         if app.rebalancing or getattr(app, "in_recovery", False):
             return set()
-        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == source}
+        return feeding.following() if feeding is not None else actives()
 
     feed = ServedFeed(served, changelog, served_bytes, spec.partitions, owned)
     app.streams_served_feed = feed  # the recompute finds it here (served_configs.feed_of)
 
-    attach_feed(
-        app,
-        runtime,
-        AgentSpec(
-            FEED,
-            TOPIC,
-            REGION_ONLY,
-            feed.handle,
-            # A bad message never heals: it goes to the dead letters at once.
-            retry=RetryPolicy(times=0),
-            deadline=None,
-            batch_handler=feed.handle_batch,  # writes name each message's partition
-            batch_size=2_000,
-            batch_within=0.01,
-            tombstones=True,
-        ),
-        feed,
+    feed_spec = AgentSpec(
+        FEED,
+        TOPIC,
+        REGION_ONLY,
+        feed.handle,
+        # A bad message never heals: it goes to the dead letters at once.
+        retry=RetryPolicy(times=0),
+        deadline=None,
+        batch_handler=feed.handle_batch,  # writes name each message's partition
+        batch_size=2_000,
+        batch_within=0.01,
+        tombstones=True,
+        direct=True,
     )
+    feeding: DirectConsumer | None = None
+    if direct:
+        feeding = attach_direct_feed(app, runtime, feed_spec, feed, actives)
+    else:
+        attach_feed(app, runtime, feed_spec, feed)
 
     on_miss = OnMiss(runtime)
 

@@ -9,11 +9,21 @@ through librdkafka (``ChangelogWriter``), on the key's partition of
   (``served-by`` header). Consuming its own configs back through Faust, decoding the
   Avro and rendering the JSON again cost more than the recompute itself at 100k
   projects (bench/README.md);
-- **topic**: the feed agent reads every message; those this process already served
+- **topic**: the feed reads every message; those this process already served
   directly are acknowledged without being decoded (after the changelog is flushed),
   the others (another worker's, or a partition that moved) are written as before.
 
 Either way a batch is acknowledged only once its changelog records are.
+
+The feed reads ``project-configs`` through librdkafka (``DirectConsumer`` with
+``follows``, group ``<app id>.project-configs-served``): it joins no group of its own
+but follows the table's partitions as Faust assigns them (the changelog's active
+partitions, which ``table_route`` routes ``GET`` requests by). On a revoke it lets go of
+every partition, its last batch committed, before Faust's rebalance goes on; once the
+table's recovery is complete it takes the new set, each partition from the group's
+commit. Read back through Faust, every config this worker published cost it about as
+much again as the recompute (bench/README.md). With ``STREAMS_DIRECT_CONSUMERS=0`` it
+is a Faust agent as before (``attach_feed``).
 """
 
 from __future__ import annotations
@@ -21,13 +31,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka.partitioner import murmur2
 
 from streams import catalogue
 from streams.agents.base import AgentSpec, InstrumentedAgent, Message, from_faust
+from streams.agents.wrapper.direct import DirectConsumer
+from streams.agents.wrapper.direct import install as install_direct
+from streams.agents.wrapper.message import RawEvent
 from streams.errors import DecodeError, PublishError
 from streams.projectconfigs.changelog import ChangelogWriter
 from streams.runtime import Runtime
@@ -116,6 +129,18 @@ class ServedFeed:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    async def take(
+        self, events: Sequence[RawEvent], process: Callable[[list[RawEvent]], Awaitable[None]]
+    ) -> None:
+        """Hand ``process`` the events this process did not serve directly; those it
+        did are acknowledged with them, once their changelog records are."""
+        served_here = self.served_here
+        fresh = [e for e in events if not served_here(e.headers)]  # type: ignore[arg-type]
+        if len(fresh) < len(events):
+            await self.flush_until_done()
+        if fresh:
+            await process(fresh)
+
     async def handle_batch(self, msgs: Sequence[Message]) -> None:
         # Everything is rendered before anything is written: a bad message fails the
         # batch, which the wrapper then replays one by one (the bad one dead-lettered).
@@ -149,20 +174,65 @@ def attach_feed(app: Any, runtime: Runtime, spec: AgentSpec, feed: ServedFeed) -
         value_serializer="raw",
     )
     runner = InstrumentedAgent(spec, runtime)
-    served_here = feed.served_here
 
     async def agent(stream: Any) -> None:
         async for events in stream.take_events(spec.batch_size, within=spec.batch_within):
-            fresh = [from_faust(e) for e in events if not served_here(e.message.headers)]
-            if len(fresh) < len(events):
-                # Acknowledged with this batch: their direct changelog records first.
-                await feed.flush_until_done()
-            if fresh:
-                await runner.process(fresh)
+            await feed.take([from_faust(e) for e in events], runner.process)
 
     agent.__name__ = agent.__qualname__ = spec.name
     app.agent(topic, name=spec.name)(agent)
     runtime.agents.append(spec.name)
+
+
+class FeedRunner:
+    """What the feed's ``DirectConsumer`` drives: ``ServedFeed.take`` before the wrapper."""
+
+    def __init__(self, feed: ServedFeed, runner: InstrumentedAgent) -> None:
+        self.feed = feed
+        self.runner = runner
+
+    @property
+    def spec(self) -> AgentSpec:
+        return self.runner.spec
+
+    async def process(self, events: Sequence[RawEvent]) -> None:
+        await self.feed.take(events, self.runner.process)
+
+
+FOLLOW_TIMEOUT = 60.0  # how long a revoke waits for the feed to let go (then goes on)
+
+
+def attach_direct_feed(
+    app: Any, runtime: Runtime, spec: AgentSpec, feed: ServedFeed, actives: Callable[[], set[int]]
+) -> DirectConsumer:
+    """Feed the table through librdkafka, following Faust's assignment of the table
+    (``actives``: the changelog partitions this worker owns, once recovered)."""
+    topic_spec = catalogue.lookup(spec.topic)
+    consumer = DirectConsumer(
+        FeedRunner(feed, InstrumentedAgent(spec, runtime)),
+        runtime.settings,
+        topic_spec.full_name(runtime.settings.topic_prefix),
+        compacted=topic_spec.compacted,
+        follows=True,
+    )
+
+    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        # Before Faust goes on: the next owner recovers the table from the changelog,
+        # then reads from the commit this worker makes now.
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(consumer.follow(())), FOLLOW_TIMEOUT)
+        except TimeoutError:
+            log.warning("project_configs.served.release_slow", extra={"after": FOLLOW_TIMEOUT})
+
+    async def on_recovered(sender: Any, **_: Any) -> None:
+        consumer.follow(actives())
+
+    app.on_partitions_revoked.connect(on_revoked)
+    app.on_rebalance_complete.connect(on_recovered)
+    install_direct(app, consumer)
+    runtime.consumers.append(consumer)
+    runtime.agents.append(spec.name)
+    return consumer
 
 
 def feed_of(app: Any) -> ServedFeed | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Message
@@ -26,7 +26,7 @@ from confluent_kafka import KafkaError, Message
 from streams.errors import PublishError
 from streams.publisher import Publisher
 
-Item = tuple[str, Any, Mapping[str, str]]  # (key, value or None, headers)
+Item = tuple[str, Any, list[tuple[str, bytes]]]  # (key, value or None, extra headers)
 
 
 class _Latch:
@@ -68,8 +68,7 @@ async def send_all(
         await _send_flushed(publisher, topic, items, timeout)
         return
     latch = _Latch(asyncio.get_running_loop(), len(items), topic)
-    for key, value, headers in items:
-        publisher.send(topic, value, key=key, headers=headers, on_delivery=latch.delivered)
+    publisher.send_batch(topic, items, latch.delivered)
     await latch.done
 
 
@@ -85,8 +84,7 @@ async def _send_flushed(
         if err is not None:  # a success has no report: it is known at the flush
             refused.append(err.str())
 
-    for key, value, headers in items:
-        publisher.send(topic, value, key=key, headers=headers, on_delivery=report)
+    publisher.send_batch(topic, items, report)
     left = await asyncio.to_thread(publisher.producer.flush, timeout)
     if refused:
         raise PublishError(f"{topic}: {refused[0]} ({len(refused)} of {len(items)} refused)")

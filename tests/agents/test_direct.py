@@ -142,6 +142,43 @@ def test_every_record_is_handled_a_failed_batch_is_read_again_and_commits_follow
     }
 
 
+def test_a_following_consumer_reads_the_partitions_it_is_given_and_lets_go_committed(
+    settings: Settings,
+) -> None:
+    """``follows``: no group membership; the partitions are the ones ``follow`` names (as
+    the served-configs feed follows Faust's table). A partition let go has its last batch
+    committed; a new one starts at the group's commit."""
+    ends = _produce(settings, 120, "f")
+    topic = catalogue.lookup(TOPIC).full_name(settings.topic_prefix)
+    first = {(p, o) for p in (0, 1) for o in range(ends.get(p, 0))}
+
+    async def run() -> tuple[Recorder, dict[int, int]]:
+        recorder = Recorder(batch_size=7)
+        direct = DirectConsumer(recorder, settings, topic, follows=True)
+        direct.start(asyncio.get_running_loop())
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(direct.follow({0, 1})), 60)
+            assert direct.ready and direct.following() == {0, 1}
+            await _until(lambda: recorder.handled() >= first, 60, "partitions 0 and 1")
+            assert {p for p, _ in recorder.handled()} == {0, 1}
+            await asyncio.wait_for(asyncio.wrap_future(direct.follow({1, 2})), 60)
+            assert direct.assignment() == [f"{topic}:1", f"{topic}:2"]
+            more = _produce(settings, 60, "g")
+            wanted = first | {(p, o) for p in (1, 2) for o in range(more[p])}
+            await _until(lambda: recorder.handled() >= wanted, 60, "partitions 1 and 2")
+        finally:
+            await direct.stop()
+        return recorder, more
+
+    recorder, more = asyncio.run(run())
+    # Partition 0 was let go: none of its new records was read.
+    assert max(o for p, o in recorder.handled() if p == 0) == ends[0] - 1 < more[0] - 1
+    assert {p for p, _ in recorder.handled()} == {0, 1, 2}
+    committed = _committed(settings, "direct_probe")
+    assert (committed[0], committed[1], committed[2]) == (ends[0], more[1], more[2])
+    assert committed[3] < 0  # never followed: never committed
+
+
 def test_the_direct_agents_list_names_the_agents_a_worker_consumes_directly(
     settings: Settings,
 ) -> None:

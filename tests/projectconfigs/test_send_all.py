@@ -12,10 +12,11 @@ from typing import Any, Final
 import pytest
 from confluent_kafka import KafkaError
 
+from streams import tracing
 from streams.agents.project_configs import configs_publisher
 from streams.avro.codec import build_codec
 from streams.avro.store import default_store
-from streams.errors import PublishError
+from streams.errors import MessageTooLarge, PublishError, SchemaMismatch
 from streams.metrics import REGISTRY
 from streams.projectconfigs.documents import disabled_record
 from streams.projectconfigs.publish import send_all
@@ -31,8 +32,11 @@ def published() -> float:
     return REGISTRY.get_sample_value("streams_published_total", {"topic": TOPIC}) or 0.0
 
 
-def items(n: int, prefix: str = "key") -> list[tuple[str, Any, dict[str, str]]]:
-    return [(f"{prefix}-{i}", disabled_record(f"{prefix}-{i}", NOW), {}) for i in range(n)]
+def items(n: int, prefix: str = "key") -> list[tuple[str, Any, list[tuple[str, bytes]]]]:
+    return [
+        (f"{prefix}-{i}", disabled_record(f"{prefix}-{i}", NOW), [("n", b"%d" % i)])
+        for i in range(n)
+    ]
 
 
 def test_a_batch_reaches_the_topic_and_is_counted_without_a_report_per_message(
@@ -45,9 +49,14 @@ def test_a_batch_reaches_the_topic_and_is_counted_without_a_report_per_message(
         asyncio.run(send_all(publisher, TOPIC, items(300)))
     finally:
         publisher.close()
-    keys = {key for key, _, _ in s.read_topic(settings, TOPIC)}
-    assert {f"key-{i}".encode() for i in range(300)} <= keys
+    sent = {key: headers for key, _, headers in s.read_topic(settings, TOPIC)}
+    assert {f"key-{i}".encode() for i in range(300)} <= set(sent)
     assert published() - before == 300
+    # Each message has its own headers and its own message id; the trace header parses.
+    assert sent[b"key-42"]["n"] == b"42"
+    ids = {sent[f"key-{i}".encode()][tracing.H_MESSAGE_ID] for i in range(300)}
+    assert len(ids) == 300
+    assert tracing.parse_traceparent(sent[b"key-7"][tracing.H_TRACEPARENT]) is not None
 
 
 class RefusingProducer:
@@ -93,3 +102,24 @@ def test_a_refused_config_or_an_unfinished_flush_fails_the_batch(settings: Setti
     slow.unacked = 0  # acknowledged at last: the publishers close cleanly
     for p in (refusing, unfinished):
         p.close()
+
+
+def test_a_batch_with_a_value_that_does_not_fit_enqueues_nothing(settings: Settings) -> None:
+    class Recording(RefusingProducer):
+        def produce(self, topic: str, value: Any = None, key: Any = None, **kw: Any) -> None:
+            sent.append(key)
+
+    sent: list[bytes] = []
+    publisher = only_errors_publisher(settings, Recording(set()))
+    try:
+        bad = [*items(5), ("key-bad", {"not": "a config"}, [])]
+        with pytest.raises(SchemaMismatch):
+            asyncio.run(send_all(publisher, TOPIC, bad))
+        huge = [*items(5), ("key-huge", disabled_record("x" * 2_000_000, NOW), [])]
+        with pytest.raises(MessageTooLarge, match="exceeds the topic's limit"):
+            asyncio.run(send_all(publisher, TOPIC, huge))
+        assert sent == []  # checked and encoded before any is enqueued
+        asyncio.run(send_all(publisher, TOPIC, items(5)))
+        assert sent == [f"key-{i}".encode() for i in range(5)]
+    finally:
+        publisher.close()

@@ -22,6 +22,10 @@ offsets jump is read again from the gap (``gaps.py``: the embedded broker's fetc
 step over a batch), and records this worker published and already handed to the agent
 itself are waited for instead of handed again (``handoff.py``); both are committed
 with the batch.
+
+A consumer made with ``follows`` joins no group: it reads the partitions ``follow``
+names (the served-configs feed follows its Faust table's partitions, so the worker that
+serves a key is the one that feeds it) and commits to its group all the same.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
@@ -49,7 +53,7 @@ log = logging.getLogger(__name__)
 ERRORS = metrics.counter(
     "streams_consumer_errors_total",
     "Errors of a direct (librdkafka) agent consumer, by agent and kind "
-    "(fetch, handler, commit); a handler error re-reads the batch after a backoff.",
+    "(fetch, handler, commit, assign); a handler error re-reads the batch after a backoff.",
     ("agent", "kind"),
 )
 
@@ -96,7 +100,13 @@ class DirectConsumer:
     """One direct agent's consumer thread (see the module docstring)."""
 
     def __init__(
-        self, runner: Runner, settings: Settings, topic: str, *, compacted: bool = False
+        self,
+        runner: Runner,
+        settings: Settings,
+        topic: str,
+        *,
+        compacted: bool = False,
+        follows: bool = False,
     ) -> None:
         self.runner = runner
         self.name = runner.spec.name
@@ -132,6 +142,12 @@ class DirectConsumer:
             GAPS.labels(self.name, outcome)  # exported as 0 from the start, for rate()
         self._assigned: tuple[str, ...] = ()
         self._joined = False
+        # ``follows``: no group membership; the partitions are the ones ``follow`` names
+        # (a table's partitions, as Faust assigned them), offsets committed to the group.
+        self.follows = follows
+        self._wanted: frozenset[int] | None = None
+        self._waiters: list[concurrent.futures.Future[None]] = []
+        self._wanted_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -165,6 +181,68 @@ class DirectConsumer:
     def _consumer(self) -> Consumer:
         return Consumer(self.config)
 
+    def follow(self, partitions: Iterable[int]) -> concurrent.futures.Future[None]:
+        """Own exactly ``partitions`` from now on (a consumer made with ``follows``).
+
+        The consumer thread applies it between batches: a partition let go has had its
+        last batch handled and committed, a new one starts at the group's commit. The
+        future is done once applied (at once if the thread is not running: it applies
+        the latest wish when it starts).
+        """
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._wanted_lock:
+            self._wanted = frozenset(partitions)
+            if self._thread is not None and self._thread.is_alive():
+                self._waiters.append(done)
+            else:
+                done.set_result(None)
+        return done
+
+    def following(self) -> set[int]:
+        """The partitions this consumer reads now (as applied by its thread)."""
+        return {int(name.rsplit(":", 1)[1]) for name in self._assigned}
+
+    def _apply_wanted(self, consumer: Consumer) -> None:
+        with self._wanted_lock:
+            wanted, waiters = self._wanted, self._waiters
+            self._wanted, self._waiters = None, []
+        if wanted is None:
+            return
+        current = self.following()
+        gone = sorted(current - wanted)
+        new = [TopicPartition(self.topic, p) for p in sorted(wanted - current)]
+        try:
+            if gone:
+                self._let_go(gone)
+                consumer.incremental_unassign([TopicPartition(self.topic, p) for p in gone])
+            if new:
+                starts = self._starts(consumer, new)
+                consumer.incremental_assign(starts)
+                self._started(starts)
+        except KafkaException as exc:  # the broker is away: the thread tries again
+            ERRORS.labels(self.name, "assign").inc()
+            log.warning("consumer.follow.failed", extra={"agent": self.name, "error": str(exc)})
+            with self._wanted_lock:
+                if self._wanted is None:
+                    self._wanted = wanted
+                self._waiters = waiters + self._waiters
+            self._assigned = tuple(f"{self.topic}:{p}" for p in sorted(current - set(gone)))
+            self._stopping.wait(_BACKOFF_FIRST)
+            return
+        self._assigned = tuple(f"{self.topic}:{p}" for p in sorted(wanted))
+        log.info(
+            "consumer.following",
+            extra={"agent": self.name, "partitions": sorted(wanted), "released": gone},
+        )
+        for waiter in waiters:
+            waiter.set_result(None)
+
+    def _settle_waiters(self) -> None:
+        with self._wanted_lock:
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.set_result(None)
+
     def highwater(self, partition: int) -> int | None:
         """The partition's end offset as the last fetch reported it (None: unknown). Kept
         by the consumer thread only when ``track_ends`` is set: librdkafka's consumer is
@@ -186,15 +264,20 @@ class DirectConsumer:
 
     def _run(self) -> None:
         consumer = self._consumer()
-        consumer.subscribe(
-            [self.topic],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
-        )
+        if self.follows:
+            self._joined = True
+        else:
+            consumer.subscribe(
+                [self.topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_revoke,
+            )
         backoff = _BACKOFF_FIRST
         try:
             while not self._stopping.is_set():
+                if self.follows:
+                    self._apply_wanted(consumer)
                 events = self._screen(consumer, self._events(self._ready(consumer)))
                 if self.track_ends:
                     self._track_ends(consumer)
@@ -214,6 +297,7 @@ class DirectConsumer:
             raise
         finally:
             consumer.close()
+            self._settle_waiters()
 
     def _ready(self, consumer: Consumer) -> list[KafkaMessage]:
         # consume(n, timeout) waits until n records or the timeout: a light-load batch
@@ -354,9 +438,7 @@ class DirectConsumer:
         if partitions:
             starts = self._starts(consumer, partitions)
             consumer.assign(starts)
-            for tp in starts:
-                if self._gaps is not None and tp.offset >= 0:
-                    self._gaps.expect(tp.partition, tp.offset)
+            self._started(starts)
         if self.handoff is not None:
             self.handoff.assigned(tp.partition for tp in partitions)
         if self.listener is not None:
@@ -364,6 +446,11 @@ class DirectConsumer:
         self._assigned = tuple(sorted(f"{tp.topic}:{tp.partition}" for tp in partitions))
         self._joined = True
         log.info("consumer.assigned", extra={"agent": self.name, "partitions": len(partitions)})
+
+    def _started(self, starts: list[TopicPartition]) -> None:
+        for tp in starts:
+            if self._gaps is not None and tp.offset >= 0:
+                self._gaps.expect(tp.partition, tp.offset)
 
     def _starts(self, consumer: Any, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Where to start each partition: this group's commit, else the commit the worker's
@@ -391,16 +478,19 @@ class DirectConsumer:
         return starts
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        if self.listener is not None:
-            self.listener.revoked(sorted(tp.partition for tp in partitions))
-        if self.handoff is not None:
-            self.handoff.revoked()
-        for tp in partitions:
-            self._ends.pop(tp.partition, None)
-            if self._gaps is not None:
-                self._gaps.forget(tp.partition)
+        self._let_go(sorted(tp.partition for tp in partitions))
         self._assigned = ()
         self._joined = False
+
+    def _let_go(self, partitions: list[int]) -> None:
+        if self.listener is not None:
+            self.listener.revoked(partitions)
+        if self.handoff is not None:
+            self.handoff.revoked()
+        for partition in partitions:
+            self._ends.pop(partition, None)
+            if self._gaps is not None:
+                self._gaps.forget(partition)
 
 
 def install(app: Any, direct: DirectConsumer) -> None:
