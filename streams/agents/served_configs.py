@@ -34,14 +34,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
 from streams import catalogue
 from streams.agents.base import AgentSpec, InstrumentedAgent, Message, from_faust
 from streams.agents.wrapper.direct import DirectConsumer
 from streams.agents.wrapper.direct import install as install_direct
 from streams.agents.wrapper.message import RawEvent
 from streams.errors import DecodeError, PublishError
+from streams.partitioner import partition_of
 from streams.projectconfigs.changelog import ChangelogWriter
 from streams.runtime import Runtime
 
@@ -53,7 +52,7 @@ HEADER = "streams.served-by"  # the token of the process that served the config 
 class ServedFeed:
     """The table's two writers; ``render(record, trusted)`` makes a served document."""
 
-    MAX_CACHED = 500_000  # key -> partition entries (murmur2 is pure Python here)
+    MAX_CACHED = 500_000  # key -> partition entries (murmur2 is pure Python)
 
     def __init__(
         self,
@@ -75,7 +74,7 @@ class ServedFeed:
         """The key's partition as the Java client (and Faust's router) computes it."""
         p = self._partition.get(key)
         if p is None:
-            p = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+            p = partition_of(key, self.partitions)
             if len(self._partition) >= self.MAX_CACHED:
                 self._partition.clear()
             self._partition[key] = p
