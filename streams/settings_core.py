@@ -254,9 +254,10 @@ class CoreSettings:
             "STREAMS_DIRECT_CONSUMERS",
             PROC,
             "agents without a Faust table (resource changes, webhook deliveries and retries, "
-            "invalidation requests: its due table is then kept by streams) "
-            "read their topic through a librdkafka consumer, one group per agent "
-            "(`<app id>.<agent>`), committing once per handled batch; `0` = through Faust",
+            "invalidation requests: its due table is then kept by streams; the served-configs "
+            "feed, following Faust's assignment of its table) read their topic through a "
+            "librdkafka consumer, one group per agent (`<app id>.<agent>`), committing once "
+            "per handled batch; `0` = through Faust",
             flag,
         ),
     )

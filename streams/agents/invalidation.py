@@ -33,14 +33,14 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, Final
 
 from faust.types import TP
 
 from streams import metrics
 from streams.agents.base import AgentSpec, Message, Retry, RetryPolicy, attach, runs_here
-from streams.agents.project_configs import ConfigsOut
+from streams.agents.project_configs import ConfigsOut, Published
 from streams.agents.served_configs import feed_of
 from streams.agents.wrapper.direct import DirectConsumer
 from streams.errors import PermanentFailure
@@ -60,6 +60,7 @@ NAME = "invalidation"
 TOPIC: Final = "project-config-invalidations"
 TICK = 0.05  # timer interval: how late after its due time a recompute may start
 MAX_BATCH = 2_000  # due recomputes per tick (one query per scope kind)
+MAX_IN_FLIGHT = 2  # batches handed to the producer and not yet acknowledged
 # A failing recompute is retried alone, 11 times with backoff (1 s doubling, up to
 # 30 s: about 4 minutes in all), then its request goes to the dead letters (replayable).
 RECOMPUTE_RETRY = RetryPolicy(times=11, delay=1.0, backoff=2.0, max_delay=30.0)
@@ -190,6 +191,7 @@ class Invalidation:
         self.direct: DirectConsumer | None = None
         self.changelog_topic = changelog.topic
         self._running = asyncio.Lock()  # a recompute pass vs. partitions moving
+        self._acking: set[asyncio.Task[None]] = set()  # batches awaiting their acks
         self._attempts: dict[str, int] = {}
         self._single: set[str] = set()
         self._reader = RequestReader()
@@ -264,15 +266,36 @@ class Invalidation:
         if self.out.served is None:
             self.out.served = feed_of(self.app)  # installed after this agent, or not here
         async with self._running:
+            if len(self._acking) >= MAX_IN_FLIGHT:
+                await asyncio.wait(self._acking, return_when=asyncio.FIRST_COMPLETED)
             now = time.time()
             works = self.take_due(now)
             if now - self._gauged >= 1.0:
                 self._gauged = now
                 PENDING.set(self.state.count(self.owned()))
-            if works:
-                await self.run(works)
+            if not works:
+                return
+            acked = await self.begin(works)
+            if acked is not None:
+                task = asyncio.create_task(acked)
+                self._acking.add(task)
+                task.add_done_callback(self._acking.discard)
 
     async def run(self, works: list[DueWork]) -> None:
+        """Recompute ``works`` and wait until their configs are acknowledged."""
+        acked = await self.begin(works)
+        if acked is not None:
+            await acked
+
+    async def begin(self, works: list[DueWork]) -> Coroutine[Any, Any, None] | None:
+        """Read ``works``' configs and hand them to the producer; returns what waits for
+        the acknowledgements (None: the recompute failed and was rescheduled).
+
+        The timer starts the next batch while a batch waits for its acknowledgements
+        (up to ``MAX_IN_FLIGHT``): a pass was mostly waiting, on PostgreSQL and then on
+        the broker. Batches are handed to the producer in the order they start, so a
+        later window's config is never published before an earlier one's.
+        """
         # Pending ends as the recompute starts: a request decided from now on opens
         # a new window, whatever its requested_at says.
         self.state.start(works)
@@ -282,14 +305,24 @@ class Invalidation:
             pool = await self.runtime.pool()
             async with pool.connection() as conn:
                 pubs = await recompute(conn, latest)
-            await self.out.publish(pubs)
+            published = self.out.start(pubs)
         except Exception as exc:
-            RECOMPUTE_FAILURES.inc()
-            log.warning(
-                "invalidation.recompute.failed",
-                extra={"works": len(works), "error": repr(exc)},
-            )
-            await self.retry_later(works, started, exc)
+            await self.failed(works, started, exc)
+            return None
+        return self.finish(works, latest, folded, published, started)
+
+    async def finish(
+        self,
+        works: list[DueWork],
+        latest: list[DueWork],
+        folded: int,
+        published: Published,
+        started: float,
+    ) -> None:
+        try:
+            await published.acknowledged()
+        except Exception as exc:
+            await self.failed(works, started, exc)
             return
         done = time.time()
         # Removed only now: a crash before this line recomputes again (at least once).
@@ -307,8 +340,20 @@ class Invalidation:
             FOLDED.inc(folded)
         log.info(
             "invalidation.recomputed",
-            extra={"windows": len(works), "folded": folded, "configs": len(pubs)},
+            extra={"windows": len(works), "folded": folded, "configs": len(published.pubs)},
         )
+
+    async def failed(self, works: list[DueWork], started: float, exc: Exception) -> None:
+        RECOMPUTE_FAILURES.inc()
+        log.warning(
+            "invalidation.recompute.failed", extra={"works": len(works), "error": repr(exc)}
+        )
+        await self.retry_later(works, started, exc)
+
+    async def settled(self) -> None:
+        """Wait until no batch waits for its acknowledgements."""
+        while self._acking:
+            await asyncio.wait(set(self._acking))
 
     async def retry_later(self, works: list[DueWork], now: float, exc: Exception) -> None:
         if len(works) > 1:
@@ -352,6 +397,7 @@ class Invalidation:
         """``partitions`` go to another worker: once no recompute runs, forget their
         windows (the next owner reads them from the changelog)."""
         async with self._running:
+            await self.settled()  # their windows' tombstones are written first
             gone = set(partitions)
             data = self.state.table.data
             for key in [k for k, raw in data.items() if DueWork.from_json(raw).partition in gone]:

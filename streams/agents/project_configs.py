@@ -36,7 +36,7 @@ from streams.errors import DecodeError
 from streams.projectconfigs.changelog import ChangelogWriter
 from streams.projectconfigs.debounce import DueWork
 from streams.projectconfigs.documents import served_json
-from streams.projectconfigs.publish import send_all
+from streams.projectconfigs.publish import Sent, start_all
 from streams.projectconfigs.recompute import Publication, recompute
 from streams.projectconfigs.scopes import Scope, ScopeKind, request_value
 from streams.publisher import Publisher
@@ -120,11 +120,14 @@ class ConfigsOut:
         return cls(runtime, configs_publisher(runtime.settings, runtime.codec))
 
     async def publish(self, pubs: Sequence[Publication]) -> None:
-        """Send all, then wait for every acknowledgement (raises if one fails).
+        """Send all, then wait for every acknowledgement (raises if one fails)."""
+        await self.start(pubs).acknowledged()
 
-        The configs of partitions this worker serves are written to its table first
-        (a failed publish is retried; the table then briefly holds the newer config),
-        and the changelog is acknowledged together with the configs.
+    def start(self, pubs: Sequence[Publication]) -> Published:
+        """Write the configs of partitions this worker serves to its table, then hand
+        every config to the producer, in order; ``acknowledged()`` on the result waits
+        for the broker (raises if one fails; a failed publish is retried, the table then
+        briefly holds the newer config). The changelog is acknowledged with the configs.
         """
         served = self.served
         direct = served.serve((p.public_key, p.value) for p in pubs) if served else set()
@@ -133,15 +136,8 @@ class ConfigsOut:
             (p.public_key, p.value, headers_for(p.work, token if p.public_key in direct else None))
             for p in pubs
         ]
-        if served is not None and direct:
-            await asyncio.gather(send_all(self.publisher, TOPIC, items), served.changelog.flush())
-        else:
-            await send_all(self.publisher, TOPIC, items)
-        kinds: dict[str, int] = {}
-        for p in pubs:
-            kinds[p.kind] = kinds.get(p.kind, 0) + 1
-        for kind, n in kinds.items():
-            PUBLISHED.labels(kind).inc(n)
+        sent = start_all(self.publisher, TOPIC, items)
+        return Published(pubs, sent, served.changelog if served is not None and direct else None)
 
     async def dead_letter(self, work: DueWork, reason: str) -> None:
         """The request, re-encoded, so ``streams dlq replay`` can schedule it again."""
@@ -164,6 +160,26 @@ class ConfigsOut:
         )
         await self.runtime.dead_letters.send(letter)
         log.error("invalidation.dead_lettered", extra={"scope": work.scope.key, "reason": reason})
+
+
+class Published:
+    """A recompute's configs handed to the producer (``ConfigsOut.start``)."""
+
+    def __init__(
+        self, pubs: Sequence[Publication], sent: Sent, changelog: ChangelogWriter | None
+    ) -> None:
+        self.pubs, self.sent, self.changelog = pubs, sent, changelog
+
+    async def acknowledged(self) -> None:
+        if self.changelog is not None:
+            await asyncio.gather(self.sent.acknowledged(), self.changelog.flush())
+        else:
+            await self.sent.acknowledged()
+        kinds: dict[str, int] = {}
+        for p in self.pubs:
+            kinds[p.kind] = kinds.get(p.kind, 0) + 1
+        for kind, n in kinds.items():
+            PUBLISHED.labels(kind).inc(n)
 
 
 @dataclass

@@ -62,32 +62,64 @@ async def send_all(
 ) -> None:
     """Send every item to ``topic``; returns once all are acknowledged (raises on the first
     refusal: the caller retries the whole batch, which is idempotent per key)."""
+    await start_all(publisher, topic, items, timeout).acknowledged()
+
+
+class Sent:
+    """A batch handed to the producer; ``acknowledged()`` waits for the broker."""
+
+    async def acknowledged(self) -> None:
+        return None
+
+
+def start_all(
+    publisher: Publisher, topic: str, items: Sequence[Item], timeout: float = 30.0
+) -> Sent:
+    """Check, encode and enqueue every item now (in order, before anything queued after
+    this call); the acknowledgements are awaited later. Raises before enqueueing
+    anything if an item does not fit."""
     if not items:
-        return
+        return Sent()
     if publisher.reports_only_errors:
-        await _send_flushed(publisher, topic, items, timeout)
-        return
+        return _Flushed(publisher, topic, items, timeout)
     latch = _Latch(asyncio.get_running_loop(), len(items), topic)
     publisher.send_batch(topic, items, latch.delivered)
-    await latch.done
+    return _Latched(latch)
 
 
-async def _send_flushed(
-    publisher: Publisher, topic: str, items: Sequence[Item], timeout: float
-) -> None:
+class _Latched(Sent):
+    def __init__(self, latch: _Latch) -> None:
+        self.latch = latch
+
+    async def acknowledged(self) -> None:
+        await self.latch.done
+
+
+class _Flushed(Sent):
     """``send_all`` for a producer that reports refusals only: one flush, no report per
     acknowledged message. The publisher must not be shared with other senders: the
-    flush also waits for their messages."""
-    refused: list[str] = []
+    flush also waits for their messages (those of a later batch of the same sender
+    included, which is only slower)."""
 
-    def report(err: KafkaError | None, _msg: Message) -> None:
+    def __init__(
+        self, publisher: Publisher, topic: str, items: Sequence[Item], timeout: float
+    ) -> None:
+        self.publisher, self.topic, self.count, self.timeout = publisher, topic, len(items), timeout
+        self.refused: list[str] = []
+        publisher.send_batch(topic, items, self._report)
+
+    def _report(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:  # a success has no report: it is known at the flush
-            refused.append(err.str())
+            self.refused.append(err.str())
 
-    publisher.send_batch(topic, items, report)
-    left = await asyncio.to_thread(publisher.producer.flush, timeout)
-    if refused:
-        raise PublishError(f"{topic}: {refused[0]} ({len(refused)} of {len(items)} refused)")
-    if left:
-        raise PublishError(f"{topic}: {left} messages not acknowledged within {timeout}s")
-    publisher.count_published(topic, len(items))
+    async def acknowledged(self) -> None:
+        left = await asyncio.to_thread(self.publisher.producer.flush, self.timeout)
+        if self.refused:
+            raise PublishError(
+                f"{self.topic}: {self.refused[0]} ({len(self.refused)} of {self.count} refused)"
+            )
+        if left:
+            raise PublishError(
+                f"{self.topic}: {left} messages not acknowledged within {self.timeout}s"
+            )
+        self.publisher.count_published(self.topic, self.count)
