@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import fastavro
 
 from streams.avro.check import validator
+from streams.avro.compiled import Reader, compile_reader
 from streams.avro.store import SchemaStore, SchemaVersion
 from streams.errors import DecodeError
 
@@ -83,11 +84,32 @@ class SingleObjectCodec:
         return _read(writer, self.store.latest(subject), data[10:], subject)
 
 
+_COMPILED: dict[bytes, Reader | None] = {}
+
+
+def _compiled(version: SchemaVersion) -> Reader | None:
+    """The compiled reader of ``version`` (None: fastavro reads it), made once."""
+    try:
+        return _COMPILED[version.fingerprint]
+    except KeyError:
+        reader = _COMPILED[version.fingerprint] = compile_reader(version.raw)
+        return reader
+
+
 def _read(writer: SchemaVersion, reader: SchemaVersion, body: bytes, subject: str) -> Any:
     if writer.subject != reader.subject:
         raise DecodeError(
             f"message was written with a schema of topic {writer.subject!r}, not {subject!r}"
         )
+    if writer is reader:
+        compiled = _compiled(writer)
+        if compiled is not None:
+            try:
+                return compiled(body)
+            except Exception as exc:  # truncated, corrupt or trailing bytes
+                raise DecodeError(
+                    f"Avro body does not decode: {type(exc).__name__}: {exc}"
+                ) from exc
     buf = io.BytesIO(body)
     try:
         if writer is reader:
