@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import fastavro
 
 from streams.avro.check import validator
-from streams.avro.compiled import Reader, compile_reader
+from streams.avro.compiled import Reader, compile_reader, compile_writer
+from streams.avro.compiled import Writer as CompiledWriter
 from streams.avro.store import SchemaStore, SchemaVersion
 from streams.errors import DecodeError
 
@@ -33,12 +34,19 @@ class Codec(Protocol):
 
 
 class _Writer:
-    __slots__ = ("check", "header", "parsed")
+    __slots__ = ("check", "compiled", "header", "parsed")
 
-    def __init__(self, header: bytes, parsed: Any, check: Callable[[Any], None]) -> None:
+    def __init__(
+        self,
+        header: bytes,
+        parsed: Any,
+        check: Callable[[Any], None],
+        compiled: CompiledWriter | None = None,
+    ) -> None:
         self.header = header
         self.parsed = parsed
         self.check = check
+        self.compiled = compiled  # streams/avro/compiled.py (None: fastavro writes)
 
 
 class SingleObjectCodec:
@@ -53,7 +61,12 @@ class SingleObjectCodec:
         w = self._writers.get(subject)
         if w is None:
             v = self.store.latest(subject)
-            w = _Writer(MAGIC + v.fingerprint, v.parsed, validator(subject, v.parsed))
+            w = _Writer(
+                MAGIC + v.fingerprint,
+                v.parsed,
+                validator(subject, v.parsed),
+                compile_writer(v.raw),
+            )
             with self._lock:
                 self._writers[subject] = w
         return w
@@ -66,10 +79,7 @@ class SingleObjectCodec:
         w = self._writer(subject)
         if not checked:
             w.check(value)
-        buf = io.BytesIO()
-        buf.write(w.header)
-        fastavro.schemaless_writer(buf, w.parsed, value)
-        return buf.getvalue()
+        return w.header + _body(w, value)
 
     def decode(self, subject: str, data: bytes) -> Any:
         if data[:2] != MAGIC or len(data) < 10:
@@ -82,6 +92,15 @@ class SingleObjectCodec:
         if writer is None:
             raise DecodeError(f"unknown schema fingerprint {data[2:10].hex()}")
         return _read(writer, self.store.latest(subject), data[10:], subject)
+
+
+def _body(w: _Writer, value: Any) -> bytes:
+    """The Avro binary body of ``value`` (compiled writer, else fastavro)."""
+    if w.compiled is not None:
+        return w.compiled(value)
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, w.parsed, value)
+    return buf.getvalue()
 
 
 _COMPILED: dict[bytes, Reader | None] = {}
@@ -156,10 +175,7 @@ class ConfluentCodec(SingleObjectCodec):
         w = self._writer(subject)
         if not checked:
             w.check(value)
-        buf = io.BytesIO()
-        buf.write(self._header(subject))
-        fastavro.schemaless_writer(buf, w.parsed, value)
-        return buf.getvalue()
+        return self._header(subject) + _body(w, value)
 
     def decode(self, subject: str, data: bytes) -> Any:
         if data[:1] != bytes([CONFLUENT_MAGIC]) or len(data) < 5:

@@ -241,3 +241,212 @@ def compile_reader(schema: Any) -> Reader | None:
     exec(compile(source, f"<avro reader {name}>", "exec"), namespace)
     reader: Reader = namespace["read"]
     return reader
+
+
+# -- writers ----------------------------------------------------------------------------
+
+Writer = Callable[[Any], bytes]
+_SMALL = [bytes([n]) for n in range(0x80)]
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
+
+def _varint(n: int) -> bytes:
+    """The zig-zag varint of a long (raises if ``n`` is not a 64-bit integer)."""
+    if not _LONG_MIN <= n <= _LONG_MAX:
+        raise ValueError(f"{n!r} does not fit a long")
+    z = (n << 1) ^ (n >> 63)
+    if z < 0x80:
+        return _SMALL[z]
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _millis(value: Any) -> Any:
+    """A ``timestamp-millis`` value as fastavro writes it (aware datetimes here, the rest
+    by fastavro's own conversion)."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        delta = value - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    from fastavro._logical_writers import prepare_timestamp_millis  # type: ignore[attr-defined]
+
+    return prepare_timestamp_millis(value, None)
+
+
+class _WriterCompiler(_Compiler):
+    def write(self, schema: Any, value: str, ind: str, ns: str | None) -> list[str]:
+        """Lines that append the encoding of ``value`` (an expression) to ``o``."""
+        if isinstance(schema, list):
+            return self.write_union(schema, value, ind, ns)
+        if isinstance(schema, str):
+            if schema in _PRIMITIVES:
+                return self.write_primitive(schema, value, ind)
+            full = schema if "." in schema or not ns else f"{ns}.{schema}"
+            named = self.named.get(full) or self.named.get(schema)
+            if named is None:
+                raise Unsupported(f"unknown type {schema!r}")
+            if named.get("type") == "record":
+                return [f"{ind}{self.records[self._full(named, ns)]}(o, {value})"]
+            return self.write(named, value, ind, ns)
+        kind = schema["type"]
+        logical = schema.get("logicalType")
+        if logical is not None:
+            if logical != "timestamp-millis" or kind != "long":
+                raise Unsupported(f"logical type {logical!r}")
+            return [f"{ind}o += _varint(_millis({value}))"]
+        if kind in _PRIMITIVES:
+            return self.write_primitive(kind, value, ind)
+        if kind == "record":
+            full = self.register(schema, ns)
+            if full not in self.records:
+                self.write_record(schema, full)
+            return [f"{ind}{self.records[full]}(o, {value})"]
+        if kind == "enum":
+            self.register(schema, ns)
+            index = self.const({s: _varint(i) for i, s in enumerate(schema["symbols"])})
+            return [f"{ind}o += {index}[{value}]"]
+        if kind == "fixed":
+            self.register(schema, ns)
+            size, v = int(schema["size"]), self.var("x")
+            return [
+                f"{ind}{v} = {value}",
+                f"{ind}if len({v}) != {size}:",
+                f"{ind}    raise ValueError(f'{{len({v})}} bytes for a fixed of {size}')",
+                f"{ind}o += {v}",
+            ]
+        if kind in ("array", "map"):
+            v, item, key = self.var("x"), self.var("x"), self.var("k")
+            lines = [f"{ind}{v} = {value}", f"{ind}if len({v}):"]
+            lines.append(f"{ind}    o += _varint(len({v}))")
+            if kind == "map":
+                lines.append(f"{ind}    for {key}, {item} in {v}.items():")
+                lines += self.write_primitive("string", key, ind + "        ")
+                lines += self.write(schema["values"], item, ind + "        ", ns)
+            else:
+                lines.append(f"{ind}    for {item} in {v}:")
+                lines += self.write(schema["items"], item, ind + "        ", ns)
+            return [*lines, f"{ind}o.append(0)"]
+        raise Unsupported(f"type {kind!r}")
+
+    def write_primitive(self, kind: str, value: str, ind: str) -> list[str]:
+        if kind == "null":
+            return [f"{ind}if {value} is not None:", f"{ind}    raise TypeError('not null')"]
+        if kind == "boolean":
+            return [f"{ind}o.append(1 if {value} else 0)"]
+        if kind in ("int", "long"):
+            return [f"{ind}o += _varint({value})"]
+        if kind in ("float", "double"):
+            return [f"{ind}o += {'_PF' if kind == 'float' else '_PD'}({value})"]
+        v = self.var("x")
+        encoded = f"{value}.encode()" if kind == "string" else value
+        return [f"{ind}{v} = {encoded}", f"{ind}o += _varint(len({v}))", f"{ind}o += {v}"]
+
+    def write_union(self, branches: list[Any], value: str, ind: str, ns: str | None) -> list[str]:
+        if all(isinstance(b, str) and b in _PRIMITIVES for b in branches):
+            return self.write_primitive_union(branches, value, ind)
+        # Else only a nullable value: fastavro's choice among named or complex branches
+        # (the one that validates with the most fields) stays with fastavro.
+        others = [b for b in branches if b != "null"]
+        if len(branches) != 2 or len(others) != 1 or isinstance(others[0], list):
+            raise Unsupported("a union other than [null, T] or of primitives")
+        null, other = branches.index("null"), 1 - branches.index("null")
+        v = self.var("x")
+        return [
+            f"{ind}{v} = {value}",
+            f"{ind}if {v} is None:",
+            f"{ind}    o.append({null * 2})",
+            f"{ind}else:",
+            f"{ind}    o.append({other * 2})",
+            *self.write(others[0], v, ind + "    ", ns),
+        ]
+
+    def write_primitive_union(self, branches: list[str], value: str, ind: str) -> list[str]:
+        """fastavro's choice: the first branch the value validates against, by Python
+        type (a bool is only a boolean; an int an int or long in range, else a float
+        or double; a float a double rather than a float)."""
+        v = self.var("x")
+
+        def emit(names: list[str]) -> list[str]:
+            """Write ``v`` as the first of ``names`` the union has (nothing if none)."""
+            for i, branch in enumerate(branches):
+                if branch in names:
+                    return [f"o.append({i * 2})", *self.write_primitive(branch, v, "")]
+            return []
+
+        # An int: an int or long in range, in the union's order; else a float or double.
+        int_lines: list[str] = []
+        for i, kind in enumerate(branches):
+            if kind not in ("int", "long", "float", "double"):
+                continue
+            bound = {"int": 2**31, "long": 2**63}.get(kind)
+            test = f"-{bound} <= {v} < {bound}" if bound else "True"
+            int_lines.append(f"{'elif' if int_lines else 'if'} {test}:")
+            int_lines += [f"    o.append({i * 2})", *self.write_primitive(kind, v, "    ")]
+        cases = [
+            (f"{v} is None", emit(["null"])),
+            (f"{v}.__class__ is bool", emit(["boolean"])),
+            (f"isinstance({v}, int)", int_lines),
+            (f"isinstance({v}, float)", emit(["double"]) or emit(["float"])),
+            (f"isinstance({v}, str)", emit(["string"])),
+            (f"isinstance({v}, (bytes, bytearray))", emit(["bytes"])),
+        ]
+        lines = [f"{ind}{v} = {value}"]
+        first = True
+        for test, body in cases:
+            if not body:
+                continue
+            lines.append(f"{ind}{'if' if first else 'elif'} {test}:")
+            lines += [f"{ind}    {line}" for line in body]
+            if body[0].startswith("if "):  # an int in none of the ranges
+                lines.append(f"{ind}    else:")
+                lines.append(f"{ind}        raise ValueError(f'{{{v}!r}} fits no branch')")
+            first = False
+        lines.append(f"{ind}else:")
+        lines.append(f"{ind}    raise ValueError(f'{{{v}!r}} fits no branch of the union')")
+        return lines
+
+    def write_record(self, schema: Any, full: str) -> None:
+        fn = self.var("_record")
+        self.records[full] = fn
+        ns = full.rpartition(".")[0] or None
+        body: list[str] = []
+        for field in schema["fields"]:
+            name, ftype = field["name"], field["type"]
+            if "default" in field:
+                value = f"r.get({name!r}, {self.const(field['default'])})"
+            elif isinstance(ftype, list) and "null" in ftype:
+                value = f"r.get({name!r})"
+            else:
+                value = f"r[{name!r}]"
+            if ftype in ("float", "double"):
+                value = f"float({value})"  # as fastavro: "NaN" and ints are accepted
+            body += self.write(ftype, value, "    ", ns)
+        self.lines += [f"def {fn}(o, r):", *(body or ["    pass"]), ""]
+
+
+def compile_writer(schema: Any) -> Writer | None:
+    """A function returning the Avro binary encoding of a value of ``schema``: the bytes
+    fastavro's ``schemaless_writer`` writes; None if the schema uses what only
+    fastavro writes (a union other than [null, T], a logical type other than
+    ``timestamp-millis``). A value that does not fit raises."""
+    compiler = _WriterCompiler()
+    try:
+        root = compiler.write(schema, "value", "    ", None)
+    except (Unsupported, KeyError, TypeError):
+        return None
+    source = "\n".join([*compiler.lines, "def write(value):", "    o = bytearray()", *root])
+    source += "\n    return bytes(o)\n"
+    namespace: dict[str, Any] = {
+        "_varint": _varint,
+        "_millis": _millis,
+        "_PF": struct.Struct("<f").pack,
+        "_PD": struct.Struct("<d").pack,
+        **compiler.consts,
+    }
+    name = schema.get("name", "?") if isinstance(schema, dict) else "?"
+    exec(compile(source, f"<avro writer {name}>", "exec"), namespace)
+    writer: Writer = namespace["write"]
+    return writer
