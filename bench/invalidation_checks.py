@@ -55,7 +55,10 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 
 # Where a worker's samples go, first match wins (a frame name or file in the stack).
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("timer: publish configs (encode, headers, produce)", ("ConfigsOut.publish",)),
+    (
+        "timer: publish configs (encode, headers, produce)",
+        ("ConfigsOut.publish", "ConfigsOut.start", "Invalidation.finish"),
+    ),
     ("timer: recompute SQL + documents", ("recompute (streams/projectconfigs/recompute.py",)),
     ("timer: take, start, remove", ("Invalidation.tick",)),
     ("served feed: topic path", ("ServedFeed.handle_batch",)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,9 +12,12 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams import client
 from streams.dev import stack
+from streams.dlq.headers import H_REASON, FailureReason
+from streams.projectconfigs.documents import disabled_record
 from streams.projectconfigs.scopes import DatabaseScopeResolver
 from streams.publisher import Publisher
 from streams.settings import Settings
+from tests.buffers.support import read_topic
 from tests.projectconfigs.support import configs, execute, metric, seed
 from tests.support import harness
 
@@ -133,6 +137,32 @@ def test_configs_are_computed_published_and_served(
     harness.wait_for(republished, 15, 0.2, "the tombstone, then the config again")
     final = latest(settings)
     assert final[deleted] is not None  # no longer a key of the organization: untouched
+
+
+def test_a_config_that_does_not_decode_is_dead_lettered_and_the_feed_goes_on(
+    settings: Settings, worker: Callable[..., harness.Proc], publisher: Publisher
+) -> None:
+    """Configs published by another process reach the served table through the feed (a
+    librdkafka consumer following the table's partitions); one that is not Avro goes to
+    the dead letters with its bytes and reason, and the configs after it are served."""
+    proc = worker(**ENV)
+    now = dt.datetime.now(dt.UTC)
+    topic = publisher.encode("project-configs", disabled_record("before", now))[0]
+    publisher.publish("project-configs", disabled_record("before", now), key="before")
+    garbage = b"not a config"
+    publisher.send_raw(topic, garbage, key=b"garbled", headers=[])
+    publisher.publish("project-configs", disabled_record("after", now), key="after")
+    publisher.flush()
+    for key in ("before", "after"):
+        harness.wait_for(lambda key=key: get(proc, key)[0] == 200, 30, 0.2, f"{key} served")
+        doc = get(proc, key)[1]
+        assert (doc["public_key"], doc["config"]) == (key, {"disabled": True})
+    letters = harness.wait_for(
+        lambda: [(v, h) for _, v, h in read_topic(settings, "dead-letters")] or None, 15, 0.5
+    )
+    assert [v for v, _ in letters] == [garbage]
+    assert letters[0][1][H_REASON] == FailureReason.DECODE.value.encode()
+    assert get(proc, "garbled")[0] == 404  # not a key: nothing was served for it
 
 
 @pytest.mark.slow  # two workers and a rebalance: about 20 s (make test-slow)
