@@ -23,6 +23,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from streams.avro.varint import long_bytes
+
 Reader = Callable[[bytes], Any]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -89,21 +91,13 @@ class _Compiler:
         """Lines that read ``schema`` at ``p`` into ``out`` (indented by ``ind``)."""
         if isinstance(schema, list):
             return self.union(schema, out, ind, ns)
+        schema, record = self.resolve(schema, ns)
+        if record is not None:
+            return [f"{ind}{out}, p = {record}(b, p, n)"]
         if isinstance(schema, str):
-            if schema in _PRIMITIVES:
-                return self.primitive(schema, out, ind)
-            full = schema if "." in schema or not ns else f"{ns}.{schema}"
-            named = self.named.get(full) or self.named.get(schema)
-            if named is None:
-                raise Unsupported(f"unknown type {schema!r}")
-            if named.get("type") == "record":
-                return [f"{ind}{out}, p = {self.records[self._full(named, ns)]}(b, p, n)"]
-            return self.read(named, out, ind, ns)
+            return self.primitive(schema, out, ind)
         kind = schema["type"]
-        logical = schema.get("logicalType")
-        if logical is not None:
-            if logical != "timestamp-millis" or kind != "long":
-                raise Unsupported(f"logical type {logical!r}")
+        if self.millis(schema):
             return [
                 f"{ind}{out}, p = _long(b, p)",
                 f"{ind}{out} = _EPOCH + _td(microseconds={out} * 1000)",
@@ -136,6 +130,29 @@ class _Compiler:
         if kind in ("array", "map"):
             return self.blocks(schema, kind, out, ind, ns)
         raise Unsupported(f"type {kind!r}")
+
+    def resolve(self, schema: Any, ns: str | None) -> tuple[Any, str | None]:
+        """A named type's schema for a reference by name, and the function of a record
+        already compiled (None otherwise); other schemas as they are."""
+        if not isinstance(schema, str) or schema in _PRIMITIVES:
+            return schema, None
+        full = schema if "." in schema or not ns else f"{ns}.{schema}"
+        named = self.named.get(full) or self.named.get(schema)
+        if named is None:
+            raise Unsupported(f"unknown type {schema!r}")
+        if named.get("type") == "record":
+            return named, self.records[self._full(named, ns)]
+        return named, None
+
+    @staticmethod
+    def millis(schema: Any) -> bool:
+        """Whether ``schema`` is a ``timestamp-millis`` long (other logical types: fastavro)."""
+        logical = schema.get("logicalType")
+        if logical is None:
+            return False
+        if logical != "timestamp-millis" or schema["type"] != "long":
+            raise Unsupported(f"logical type {logical!r}")
+        return True
 
     def _full(self, schema: Any, ns: str | None) -> str:
         name = schema["name"]
@@ -246,23 +263,6 @@ def compile_reader(schema: Any) -> Reader | None:
 # -- writers ----------------------------------------------------------------------------
 
 Writer = Callable[[Any], bytes]
-_SMALL = [bytes([n]) for n in range(0x80)]
-_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
-
-
-def _varint(n: int) -> bytes:
-    """The zig-zag varint of a long (raises if ``n`` is not a 64-bit integer)."""
-    if not _LONG_MIN <= n <= _LONG_MAX:
-        raise ValueError(f"{n!r} does not fit a long")
-    z = (n << 1) ^ (n >> 63)
-    if z < 0x80:
-        return _SMALL[z]
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 def _millis(value: Any) -> Any:
@@ -281,22 +281,14 @@ class _WriterCompiler(_Compiler):
         """Lines that append the encoding of ``value`` (an expression) to ``o``."""
         if isinstance(schema, list):
             return self.write_union(schema, value, ind, ns)
+        schema, record = self.resolve(schema, ns)
+        if record is not None:
+            return [f"{ind}{record}(o, {value})"]
         if isinstance(schema, str):
-            if schema in _PRIMITIVES:
-                return self.write_primitive(schema, value, ind)
-            full = schema if "." in schema or not ns else f"{ns}.{schema}"
-            named = self.named.get(full) or self.named.get(schema)
-            if named is None:
-                raise Unsupported(f"unknown type {schema!r}")
-            if named.get("type") == "record":
-                return [f"{ind}{self.records[self._full(named, ns)]}(o, {value})"]
-            return self.write(named, value, ind, ns)
+            return self.write_primitive(schema, value, ind)
         kind = schema["type"]
-        logical = schema.get("logicalType")
-        if logical is not None:
-            if logical != "timestamp-millis" or kind != "long":
-                raise Unsupported(f"logical type {logical!r}")
-            return [f"{ind}o += _varint(_millis({value}))"]
+        if self.millis(schema):
+            return [f"{ind}o += long_bytes(_millis({value}))"]
         if kind in _PRIMITIVES:
             return self.write_primitive(kind, value, ind)
         if kind == "record":
@@ -306,7 +298,7 @@ class _WriterCompiler(_Compiler):
             return [f"{ind}{self.records[full]}(o, {value})"]
         if kind == "enum":
             self.register(schema, ns)
-            index = self.const({s: _varint(i) for i, s in enumerate(schema["symbols"])})
+            index = self.const({s: long_bytes(i) for i, s in enumerate(schema["symbols"])})
             return [f"{ind}o += {index}[{value}]"]
         if kind == "fixed":
             self.register(schema, ns)
@@ -320,7 +312,7 @@ class _WriterCompiler(_Compiler):
         if kind in ("array", "map"):
             v, item, key = self.var("x"), self.var("x"), self.var("k")
             lines = [f"{ind}{v} = {value}", f"{ind}if len({v}):"]
-            lines.append(f"{ind}    o += _varint(len({v}))")
+            lines.append(f"{ind}    o += long_bytes(len({v}))")
             if kind == "map":
                 lines.append(f"{ind}    for {key}, {item} in {v}.items():")
                 lines += self.write_primitive("string", key, ind + "        ")
@@ -337,12 +329,12 @@ class _WriterCompiler(_Compiler):
         if kind == "boolean":
             return [f"{ind}o.append(1 if {value} else 0)"]
         if kind in ("int", "long"):
-            return [f"{ind}o += _varint({value})"]
+            return [f"{ind}o += long_bytes({value})"]
         if kind in ("float", "double"):
             return [f"{ind}o += {'_PF' if kind == 'float' else '_PD'}({value})"]
         v = self.var("x")
         encoded = f"{value}.encode()" if kind == "string" else value
-        return [f"{ind}{v} = {encoded}", f"{ind}o += _varint(len({v}))", f"{ind}o += {v}"]
+        return [f"{ind}{v} = {encoded}", f"{ind}o += long_bytes(len({v}))", f"{ind}o += {v}"]
 
     def write_union(self, branches: list[Any], value: str, ind: str, ns: str | None) -> list[str]:
         if all(isinstance(b, str) and b in _PRIMITIVES for b in branches):
@@ -440,7 +432,7 @@ def compile_writer(schema: Any) -> Writer | None:
     source = "\n".join([*compiler.lines, "def write(value):", "    o = bytearray()", *root])
     source += "\n    return bytes(o)\n"
     namespace: dict[str, Any] = {
-        "_varint": _varint,
+        "long_bytes": long_bytes,
         "_millis": _millis,
         "_PF": struct.Struct("<f").pack,
         "_PD": struct.Struct("<d").pack,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from streams.avro.varint import long_bytes
 from streams.relay.messages import Row
 
 _STR = "string"
@@ -32,9 +33,6 @@ OUTBOX_FIELDS: tuple[tuple[str, object], ...] = (
     ("date_added", _MILLIS),
 )
 
-_INT64_MIN = -(1 << 63)
-_INT64_MAX = (1 << 63) - 1
-
 
 def _shape(avro_type: Any) -> object:
     if isinstance(avro_type, list):
@@ -43,49 +41,6 @@ def _shape(avro_type: Any) -> object:
         logical = avro_type.get("logicalType")
         return (avro_type.get("type"), logical) if logical else _shape(avro_type.get("type"))
     return avro_type
-
-
-def _varint(n: int) -> bytes:
-    """Avro long: zigzag, then base-128 little-endian varint (unrolled up to 5 bytes:
-    ids up to 17 billion; a loop beyond)."""
-    if not _INT64_MIN <= n <= _INT64_MAX:
-        raise ValueError(f"{n} does not fit an Avro long")
-    z = (n << 1) ^ (n >> 63)
-    if z < 0x80:
-        return bytes((z,))
-    if z < 0x4000:
-        return bytes((z & 0x7F | 0x80, z >> 7))
-    if z < 0x200000:
-        return bytes((z & 0x7F | 0x80, z >> 7 & 0x7F | 0x80, z >> 14))
-    if z < 0x10000000:
-        return bytes((z & 0x7F | 0x80, z >> 7 & 0x7F | 0x80, z >> 14 & 0x7F | 0x80, z >> 21))
-    if z < 0x800000000:
-        return bytes(
-            (
-                z & 0x7F | 0x80,
-                z >> 7 & 0x7F | 0x80,
-                z >> 14 & 0x7F | 0x80,
-                z >> 21 & 0x7F | 0x80,
-                z >> 28,
-            )
-        )
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-# Most lengths and many ids are small: their encodings are looked up, not computed.
-_SMALL = tuple(_varint(i) for i in range(1 << 14))
-_SMALL_N = len(_SMALL)
-
-
-def long_bytes(n: int) -> bytes:
-    if 0 <= n < _SMALL_N:
-        return _SMALL[n]
-    return _varint(n)
 
 
 def millis(t: dt.datetime) -> int:

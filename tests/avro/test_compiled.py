@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fastavro
@@ -80,16 +80,21 @@ def _fastavro(version: SchemaVersion, body: bytes) -> Any:
     return fastavro.schemaless_reader(io.BytesIO(body), version.parsed, None)
 
 
+def _samples(version: SchemaVersion, salt: int, n: int = 300) -> Iterator[tuple[Any, bytes]]:
+    """``n`` random values of ``version`` and the bytes fastavro writes for each."""
+    values = Values(seed=version.version * salt + len(version.subject))
+    for _ in range(n):
+        value = values.of(version.raw)
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, version.parsed, value)
+        yield value, buf.getvalue()
+
+
 @pytest.mark.parametrize("version", _versions(), ids=lambda v: f"{v.subject}-v{v.version}")
 def test_compiled_reader_reads_what_fastavro_reads(version: SchemaVersion) -> None:
     read = compile_reader(version.raw)
     assert read is not None, "every schema of the catalogue compiles"
-    values = Values(seed=version.version * 7919 + len(version.subject))
-    for _ in range(300):
-        value = values.of(version.raw)
-        buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, version.parsed, value)
-        body = buf.getvalue()
+    for _, body in _samples(version, 7919):
         assert read(body) == _fastavro(version, body)
         # Truncated or with trailing bytes: refused (fastavro refuses a truncated body
         # too; the codec refuses trailing bytes after either reader).
@@ -104,12 +109,8 @@ def test_compiled_reader_reads_what_fastavro_reads(version: SchemaVersion) -> No
 def test_compiled_writer_writes_the_bytes_fastavro_writes(version: SchemaVersion) -> None:
     write = compile_writer(version.raw)
     assert write is not None, "every schema of the catalogue compiles"
-    values = Values(seed=version.version * 104729 + len(version.subject))
-    for _ in range(300):
-        value = values.of(version.raw)
-        buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, version.parsed, value)
-        assert write(value) == buf.getvalue()
+    for value, body in _samples(version, 104729):
+        assert write(value) == body
 
 
 def test_a_value_that_does_not_fit_is_refused_by_the_compiled_writer() -> None:
