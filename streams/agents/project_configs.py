@@ -28,7 +28,7 @@ from typing import Any, Final, cast
 
 from streams import catalogue, metrics
 from streams.agents.base import AgentSpec, RetryPolicy, runs_here
-from streams.agents.served_configs import HEADER, ServedFeed, attach_direct_feed, attach_feed
+from streams.agents.served_configs import ServedFeed, attach_direct_feed, attach_feed
 from streams.agents.wrapper.direct import DirectConsumer
 from streams.avro.codec import SingleObjectCodec
 from streams.dlq.headers import Failure, FailureReason, Letter
@@ -71,18 +71,14 @@ SERVED = metrics.counter(
 )
 
 
-def headers_for(work: DueWork, served_by: bytes | None = None) -> list[tuple[str, bytes]]:
-    """Where a published config came from (for tracing and latency measurements), and
-    which process already wrote it to its served table (``served_by``), if one did."""
-    headers = [
+def headers_for(work: DueWork) -> list[tuple[str, bytes]]:
+    """Where a published config came from (for tracing and latency measurements)."""
+    return [
         ("invalidation.scope", work.scope_key.encode()),
         ("invalidation.trigger", work.trigger.encode()),
         ("invalidation.requested_at", b"%d" % round(work.requested_at * 1000)),
         ("invalidation.due", b"%d" % round(work.due * 1000)),
     ]
-    if served_by is not None:
-        headers.append((HEADER, served_by))
-    return headers
 
 
 class BuiltRecords:
@@ -130,14 +126,15 @@ class ConfigsOut:
         briefly holds the newer config). The changelog is acknowledged with the configs.
         """
         served = self.served
-        direct = served.serve((p.public_key, p.value) for p in pubs) if served else set()
-        token = served.token if served is not None else None
-        items = [
-            (p.public_key, p.value, headers_for(p.work, token if p.public_key in direct else None))
-            for p in pubs
-        ]
-        sent = start_all(self.publisher, TOPIC, items)
-        return Published(pubs, sent, served.changelog if served is not None and direct else None)
+        direct = served.serve((p.public_key, p.value) for p in pubs) if served else []
+        items = [(p.public_key, p.value, headers_for(p.work)) for p in pubs]
+        try:
+            sent = start_all(self.publisher, TOPIC, items)
+        except BaseException:
+            if served is not None:
+                served.unsent(direct)
+            raise
+        return Published(pubs, sent, served if direct else None, direct)
 
     async def dead_letter(self, work: DueWork, reason: str) -> None:
         """The request, re-encoded, so ``streams dlq replay`` can schedule it again."""
@@ -166,15 +163,24 @@ class Published:
     """A recompute's configs handed to the producer (``ConfigsOut.start``)."""
 
     def __init__(
-        self, pubs: Sequence[Publication], sent: Sent, changelog: ChangelogWriter | None
+        self,
+        pubs: Sequence[Publication],
+        sent: Sent,
+        served: ServedFeed | None = None,
+        direct: Sequence[tuple[int, bytes]] = (),
     ) -> None:
-        self.pubs, self.sent, self.changelog = pubs, sent, changelog
+        self.pubs, self.sent, self.served, self.direct = pubs, sent, served, direct
 
     async def acknowledged(self) -> None:
-        if self.changelog is not None:
-            await asyncio.gather(self.sent.acknowledged(), self.changelog.flush())
-        else:
+        served = self.served
+        if served is None:
             await self.sent.acknowledged()
+        else:
+            try:
+                await asyncio.gather(self.sent.acknowledged(), served.changelog.flush())
+            except BaseException:
+                served.unsent(self.direct)  # in the log or not: the feed reads them
+                raise
         kinds: dict[str, int] = {}
         for p in self.pubs:
             kinds[p.kind] = kinds.get(p.kind, 0) + 1

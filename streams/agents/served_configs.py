@@ -5,13 +5,23 @@ through librdkafka (``ChangelogWriter``), on the key's partition of
 ``project-configs`` (the table and the topic are co-partitioned, murmur2 of the key):
 
 - **direct**: the recompute that publishes a config writes it here first, for the
-  partitions this worker owns, and marks the message with its own token
-  (``served-by`` header). Consuming its own configs back through Faust, decoding the
-  Avro and rendering the JSON again cost more than the recompute itself at 100k
-  projects (bench/README.md);
-- **topic**: the feed reads every message; those this process already served
-  directly are acknowledged without being decoded (after the changelog is flushed),
-  the others (another worker's, or a partition that moved) are written as before.
+  partitions this worker owns, and counts it as *unseen* for its (partition, key).
+  Consuming its own configs back, decoding the Avro and rendering the JSON again cost
+  more than the recompute itself at 100k projects (bench/README.md);
+- **topic**: the feed reads every message. A message whose (partition, key) has an
+  unseen count is skipped, without its headers or value being read, and the count
+  goes down by one; the others are written as before.
+
+A skipped message is this worker's own config, or a config of the same key that is
+earlier in the log than one this worker already wrote. Either way the table keeps the
+newer value, and once the feed has read the log to its end the table holds the last
+config of each key: a key's own configs reach the log in the order they were written
+here, and each is written before it is produced, so the counts of a key return to zero
+with its last own config read. (A header naming the writing worker, as before, left
+the table at an older config when another worker's config of the same key was in the
+log before this worker's but read after this worker wrote its own.) A publish that
+fails clears the counts of its keys (``unsent``): its configs may or may not be in the
+log, and a count too low only costs a config read again. A revoke clears them all.
 
 Either way a batch is acknowledged only once its changelog records are.
 
@@ -21,16 +31,14 @@ but follows the table's partitions as Faust assigns them (the changelog's active
 partitions, which ``table_route`` routes ``GET`` requests by). On a revoke it lets go of
 every partition, its last batch committed, before Faust's rebalance goes on; once the
 table's recovery is complete it takes the new set, each partition from the group's
-commit. Read back through Faust, every config this worker published cost it about as
-much again as the recompute (bench/README.md). With ``STREAMS_DIRECT_CONSUMERS=0`` it
-is a Faust agent as before (``attach_feed``).
+commit. With ``STREAMS_DIRECT_CONSUMERS=0`` it is a Faust agent as before
+(``attach_feed``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -45,8 +53,6 @@ from streams.projectconfigs.changelog import ChangelogWriter
 from streams.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-HEADER = "streams.served-by"  # the token of the process that served the config directly
 
 
 class ServedFeed:
@@ -67,8 +73,9 @@ class ServedFeed:
         self.render = render
         self.partitions = partitions
         self.owned = owned
-        self.token = uuid.uuid4().hex.encode()
         self._partition: dict[bytes, int] = {}
+        # (partition, key) -> configs written directly and not yet read by the feed.
+        self._unseen: dict[tuple[int, bytes], int] = {}
 
     def partition_of(self, key: bytes) -> int:
         """The key's partition as the Java client (and Faust's router) computes it."""
@@ -80,17 +87,19 @@ class ServedFeed:
             self._partition[key] = p
         return p
 
-    def serve(self, records: Iterable[tuple[str, Any]]) -> set[str]:
-        """Write the records of owned partitions now (queued changelog); their keys.
+    def serve(self, records: Iterable[tuple[str, Any]]) -> list[tuple[int, bytes]]:
+        """Write the records of owned partitions now (queued changelog); their
+        (partition, key), each counted unseen until the feed reads it.
 
         ``records`` are (public key, record or None) as the recompute built them.
         """
         owned = self.owned()
         if not owned:
-            return set()
+            return []
         every = len(owned) >= self.partitions
         data, send, render = self.table.data, self.changelog.send_raw, self.render
-        done: set[str] = set()
+        unseen = self._unseen
+        done: list[tuple[int, bytes]] = []
         for key, value in records:
             raw = key.encode()
             partition = self.partition_of(raw)
@@ -102,15 +111,20 @@ class ServedFeed:
             else:
                 data[raw] = doc
             send(partition, raw, doc)
-            done.add(key)
+            where = (partition, raw)
+            unseen[where] = unseen.get(where, 0) + 1
+            done.append(where)
         return done
 
-    def served_here(self, headers: Sequence[tuple[str, bytes]] | None) -> bool:
-        """Whether this process wrote the message's config directly."""
-        for name, value in headers or ():
-            if name == HEADER:
-                return bool(value == self.token)
-        return False
+    def unsent(self, served: Iterable[tuple[int, bytes]]) -> None:
+        """Forget the unseen counts of configs whose publish failed (see the module
+        docstring): the feed then reads every config of those keys."""
+        for where in served:
+            self._unseen.pop(where, None)
+
+    def forget(self) -> None:
+        """Forget every unseen count (the partitions are let go)."""
+        self._unseen.clear()
 
     async def flush_until_done(self) -> None:
         """Wait until the changelog has every record sent so far, however long it takes:
@@ -131,11 +145,24 @@ class ServedFeed:
     async def take(
         self, events: Sequence[RawEvent], process: Callable[[list[RawEvent]], Awaitable[None]]
     ) -> None:
-        """Hand ``process`` the events this process did not serve directly; those it
-        did are acknowledged with them, once their changelog records are."""
-        served_here = self.served_here
-        fresh = [e for e in events if not served_here(e.headers)]  # type: ignore[arg-type]
-        if len(fresh) < len(events):
+        """Hand ``process`` the events whose config the table does not hold yet; those
+        it does (see the module docstring) are acknowledged with them, once their
+        changelog records are."""
+        unseen = self._unseen
+        fresh: list[RawEvent] = []
+        skipped = False
+        for ev in events:
+            where = (ev.partition, ev.key or b"")
+            n = unseen.get(where)
+            if n:
+                skipped = True
+                if n == 1:
+                    del unseen[where]
+                else:
+                    unseen[where] = n - 1
+            else:
+                fresh.append(ev)
+        if skipped:
             await self.flush_until_done()
         if fresh:
             await process(fresh)
@@ -178,8 +205,12 @@ def attach_feed(app: Any, runtime: Runtime, spec: AgentSpec, feed: ServedFeed) -
         async for events in stream.take_events(spec.batch_size, within=spec.batch_within):
             await feed.take([from_faust(e) for e in events], runner.process)
 
+    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        feed.forget()
+
     agent.__name__ = agent.__qualname__ = spec.name
     app.agent(topic, name=spec.name)(agent)
+    app.on_partitions_revoked.connect(on_revoked)
     runtime.agents.append(spec.name)
 
 
@@ -222,6 +253,7 @@ def attach_direct_feed(
             await asyncio.wait_for(asyncio.wrap_future(consumer.follow(())), FOLLOW_TIMEOUT)
         except TimeoutError:
             log.warning("project_configs.served.release_slow", extra={"after": FOLLOW_TIMEOUT})
+        feed.forget()
 
     async def on_recovered(sender: Any, **_: Any) -> None:
         consumer.follow(actives())

@@ -1,14 +1,16 @@
-"""The served-configs table's direct path: owned partitions only, marked for the feed."""
+"""The served-configs table's direct path: owned partitions only, counted for the feed."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 from typing import Any, cast
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.agents.served_configs import HEADER, ServedFeed
+from streams.agents.served_configs import ServedFeed
+from streams.agents.wrapper.message import RawEvent
 from streams.errors import PublishError
 from streams.projectconfigs.changelog import ChangelogWriter
 from streams.projectconfigs.documents import disabled_record, served_json
@@ -46,7 +48,8 @@ def test_only_the_configs_of_owned_partitions_are_served_directly_on_their_parti
     served, table, changelog = feed({1, 3})
     done = served.serve([(k, disabled_record(k, NOW)) for k in keys] + [("key-0", None)])
     mine = {k for k in keys if router(k.encode(), PARTITIONS, PARTITIONS) in {1, 3}}
-    assert done == mine and 0 < len(mine) < len(keys)
+    assert {key.decode() for _, key in done} == mine and 0 < len(mine) < len(keys)
+    assert all(p == router(key, PARTITIONS, PARTITIONS) for p, key in done)
     assert set(table.data) == {k.encode() for k in mine} - {b"key-0"}  # then its tombstone
     for partition, key, _ in changelog.records:
         assert partition == router(key, PARTITIONS, PARTITIONS)
@@ -54,16 +57,109 @@ def test_only_the_configs_of_owned_partitions_are_served_directly_on_their_parti
 
 def test_nothing_is_served_directly_while_nothing_is_owned() -> None:
     served, table, changelog = feed(set())
-    assert served.serve([("k", disabled_record("k", NOW))]) == set()
+    assert served.serve([("k", disabled_record("k", NOW))]) == []
     assert table.data == {} and changelog.records == []
 
 
-def test_the_feed_skips_only_what_this_process_served() -> None:
-    served, _, _ = feed({0, 1, 2, 3})
-    other, _, _ = feed({0, 1, 2, 3})
-    assert served.served_here([("x", b"1"), (HEADER, served.token)])
-    assert not served.served_here([(HEADER, other.token)])
-    assert not served.served_here([]) and not served.served_here(None)
+class Log:
+    """``project-configs`` as the feed reads it, with a feed that writes what it
+    does not skip as the topic path does (rendered from the record)."""
+
+    def __init__(self, served: ServedFeed, table: Table) -> None:
+        self.served, self.table = served, table
+        self.records: list[tuple[str, Any]] = []
+        self.read = 0
+
+    def append(self, key: str, record: Any) -> None:
+        self.records.append((key, record))
+
+    def consume(self, n: int) -> list[str]:
+        """Feed the next ``n`` records to ``take``; the keys it handed on."""
+        events = [
+            RawEvent("configs", self.served.partition_of(k.encode()), o, k.encode(), b"", [], 0.0)
+            for o, (k, _) in enumerate(self.records[self.read : self.read + n], self.read)
+        ]
+        self.read += len(events)
+        handed: list[str] = []
+
+        async def process(fresh: list[RawEvent]) -> None:
+            for ev in fresh:
+                key, record = self.records[ev.offset]
+                handed.append(key)
+                self.table.data[key.encode()] = render(record, False)
+
+        asyncio.run(self.served.take(events, process))
+        return handed
+
+
+class Flushing(Changelog):
+    async def flush(self) -> None:
+        return None
+
+
+def counted_feed() -> tuple[ServedFeed, Table, Log]:
+    table = Table()
+    served = ServedFeed(table, cast(ChangelogWriter, Flushing()), render, 4, lambda: {0, 1, 2, 3})
+    return served, table, Log(served, table)
+
+
+def config(key: str, n: int) -> Any:
+    return disabled_record(key, NOW + dt.timedelta(seconds=n))
+
+
+def test_the_feed_skips_the_configs_this_process_served_and_reads_the_others() -> None:
+    served, table, log = counted_feed()
+    served.serve([("a", config("a", 1)), ("b", config("b", 1))])
+    log.append("a", config("a", 1))
+    log.append("b", config("b", 1))
+    log.append("c", config("c", 1))  # another worker's, of a key not served here
+    assert log.consume(3) == ["c"]
+    assert table.data[b"c"] == render(config("c", 1), True)
+
+
+def test_another_workers_config_read_after_this_one_wrote_a_newer_one_is_not_served() -> None:
+    served, table, log = counted_feed()
+    log.append("a", config("a", 1))  # another worker's, earlier in the log
+    served.serve([("a", config("a", 2))])  # written here before the feed read the above
+    log.append("a", config("a", 2))
+    log.consume(1)
+    assert table.data[b"a"] == render(config("a", 2), True)  # not back to the older one
+    log.consume(1)
+    assert table.data[b"a"] == render(config("a", 2), True)
+
+
+def test_a_failed_publish_leaves_the_feed_to_read_those_configs() -> None:
+    served, table, log = counted_feed()
+    done = served.serve([("a", config("a", 1))])
+    served.unsent(done)  # the publish failed: its config may be in the log or not
+    log.append("a", config("a", 3))  # another worker's, later
+    assert log.consume(1) == ["a"]
+    assert table.data[b"a"] == render(config("a", 3), True)
+
+
+def test_after_any_interleaving_the_table_holds_the_last_config_of_each_key_in_the_log() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        served, table, log = counted_feed()
+        keys = ["a", "b", "c"]
+        produced: list[tuple[str, Any]] = []  # served here, not yet in the log (in order)
+        for n in range(rng.randint(1, 40)):
+            step = rng.random()
+            key = rng.choice(keys)
+            if step < 0.3:
+                served.serve([(key, config(key, n))])
+                produced.append((key, config(key, n)))
+            elif step < 0.5 and produced:
+                log.append(*produced.pop(0))
+            elif step < 0.7:
+                log.append(key, config(key, n))  # another worker's
+            else:
+                log.consume(rng.randint(1, 3))
+        for own in produced:
+            log.append(*own)
+        log.consume(len(log.records))
+        last = {key: render(record, False) for key, record in log.records}
+        assert {k.decode(): v for k, v in table.data.items()} == last
 
 
 def test_skipped_configs_wait_until_their_changelog_records_are_acknowledged() -> None:

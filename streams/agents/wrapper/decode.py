@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Protocol
 
-from streams.agents.wrapper.message import Message, RawEvent
+from streams.agents.wrapper.message import LazyHeaders, Message, RawEvent
 from streams.dlq.headers import Failure, FailureReason
 from streams.errors import DecodeError
 
@@ -26,7 +25,6 @@ def decode(
     An empty value is a tombstone: a ``Message`` with value None when ``tombstones``
     (compacted topics), else a decode failure.
     """
-    headers = dict(ev.headers.items() if isinstance(ev.headers, Mapping) else ev.headers)
     try:
         if ev.value is None:
             if not tombstones:
@@ -36,4 +34,6 @@ def decode(
             value = codec.decode(topic, ev.value)
     except DecodeError as exc:
         return Failure.of(FailureReason.DECODE, exc)
-    return Message(topic, ev.partition, ev.offset, ev.key, value, ev.value, headers, ev.timestamp)
+    return Message(
+        topic, ev.partition, ev.offset, ev.key, value, ev.value, LazyHeaders(ev), ev.timestamp
+    )

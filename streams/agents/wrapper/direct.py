@@ -313,6 +313,7 @@ class DirectConsumer:
 
     def _events(self, records: Sequence[KafkaMessage]) -> list[RawEvent]:
         events: list[RawEvent] = []
+        of = RawEvent.of
         for m in records:
             err = m.error()
             if err is not None:
@@ -323,13 +324,13 @@ class DirectConsumer:
             assert topic is not None and partition is not None and offset is not None
             key = m.key()
             events.append(
-                RawEvent(
+                of(
+                    m,  # type: ignore[arg-type]
                     topic,
                     partition,
                     offset,
                     key.encode() if isinstance(key, str) else key,
                     m.value(),
-                    m.headers() or [],  # type: ignore[arg-type]
                     m.timestamp()[1] / 1000.0,
                 )
             )
