@@ -240,7 +240,23 @@ def _smtp_url(raw: str) -> Secret:
     return Secret(raw)
 
 
+def _gc_thresholds(raw: str) -> tuple[int, int, int] | None:
+    if raw.lower() in ("", "python"):
+        return None
+    parts = raw.split(",")
+    try:
+        got = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError("expected three integers (young,middle,old) or python") from None
+    if len(got) != 3 or min(got) < 1:
+        raise ValueError("expected three integers of at least 1 (young,middle,old) or python")
+    return got[0], got[1], got[2]
+
+
 catch_up = Parser(_catch_up)
+gc_thresholds = Parser(
+    _gc_thresholds, lambda t: "python" if t is None else ",".join(str(n) for n in t)
+)
 schedule_spec = Parser(_schedule_spec)
 smtp_url = Parser(_smtp_url, lambda s: s.get())
 path = Parser(lambda raw: Path(raw).absolute())

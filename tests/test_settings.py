@@ -70,11 +70,31 @@ def test_settings_are_frozen() -> None:
         ({"STREAMS_LAG_EXPORTER_GROUPS": "("}, "STREAMS_LAG_EXPORTER_GROUPS"),
         ({"STREAMS_CONSUMER_FAST_DRAIN": "maybe"}, "STREAMS_CONSUMER_FAST_DRAIN"),
         ({"DATABASE_URL": ""}, "DATABASE_URL is not set"),
+        ({"STREAMS_GC_THRESHOLDS": "50000,20"}, "STREAMS_GC_THRESHOLDS='50000,20': expected"),
+        ({"STREAMS_GC_THRESHOLDS": "0,1,1"}, "STREAMS_GC_THRESHOLDS"),
     ],
 )
 def test_bounds_and_names_are_checked(env: dict[str, str], match: str) -> None:
     with pytest.raises(ConfigurationError, match=re.escape(match)):
         Settings.from_env({**BASE, **env})
+
+
+def test_gc_thresholds_are_set_by_a_worker_or_left_to_python() -> None:
+    import gc
+
+    from streams.cli import freeze_startup_heap
+
+    assert Settings.from_env(BASE).gc_thresholds == (50_000, 20, 50)
+    assert Settings.from_env({**BASE, "STREAMS_GC_THRESHOLDS": "python"}).gc_thresholds is None
+    before = gc.get_threshold()
+    try:
+        freeze_startup_heap(
+            Settings.from_env({**BASE, "STREAMS_GC_THRESHOLDS": "9000,5,7"}).gc_thresholds
+        )
+        assert gc.get_threshold() == (9000, 5, 7)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 def test_ports_keep_zero_where_it_means_off_or_any() -> None:
