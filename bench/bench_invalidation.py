@@ -311,6 +311,7 @@ def main_run(workers: list[Worker], settings: Settings, projects: list[Any]) -> 
     print(f"published   {len(seen):10d}        (must equal the recomputes)")
     print(f"unserved    {missing:10d}        (requests with no config due after them)")
     print(f"latency due -> acked  p50 {p50:6.3f} s  p99 {p99:6.3f} s")
+    print(f"  by due time: {latency_timeline(seen)}")
     print(f"load avg    {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ok = windows - late == expected and recomputes + folded == windows
     ok = ok and len(seen) == recomputes
@@ -341,6 +342,21 @@ def main_run(workers: list[Worker], settings: Settings, projects: list[Any]) -> 
         f" | {os.getloadavg()[0]:.1f} |"
     )
     return ok
+
+
+def latency_timeline(seen: list[Any], step: float = 5.0) -> str:
+    """p99 of due -> acked per ``step`` seconds of due time: where a backlog began."""
+    if not seen:
+        return "-"
+    first = min(s.due_ms for s in seen)
+    buckets: dict[int, list[float]] = {}
+    for s in seen:
+        buckets.setdefault(int((s.due_ms - first) / 1000 / step), []).append(
+            (s.acked_ms - s.due_ms) / 1000
+        )
+    return ", ".join(
+        f"{b * step:.0f}s: {percentiles(lat)[1]:.2f}" for b, lat in sorted(buckets.items())
+    )
 
 
 def burst(settings: Settings, projects: list[Any], workers: list[Worker]) -> None:

@@ -242,27 +242,30 @@ class Invalidation:
         }
 
     def take_due(self, now: float) -> list[DueWork]:
-        """What may start now on owned partitions, up to MAX_BATCH; a suspect work alone."""
-        out: list[DueWork] = []
-        for partition in sorted(self.owned()):
-            horizon = self.gate.horizon(partition, now)
+        """What may start now on owned partitions, earliest first, up to MAX_BATCH; a
+        suspect work alone."""
+        horizons: dict[int, float] = {}
+        for partition in self.owned():
+            horizon = horizons[partition] = self.gate.horizon(partition, now)
             first = self.state.next_due(partition)
             if first is not None and horizon < first <= now:
                 DEFERRED.inc()  # due by the clock, but its requests are not all read yet
-            for work in self.state.take(partition, horizon, MAX_BATCH - len(out)):
-                if work.key in self._single:
-                    if out:  # alone, in the next pass
-                        self.state.requeue(work, now)
-                        continue
-                    return [work]
-                out.append(work)
+        out: list[DueWork] = []
+        for work in self.state.take(horizons):
+            if work.key in self._single:
+                if out:  # alone, in the next pass
+                    self.state.requeue(work, now)
+                    continue
+                return [work]
+            out.append(work)
             if len(out) >= MAX_BATCH:
                 break
         return out
 
-    async def tick(self) -> None:
+    async def tick(self) -> int:
+        """Start the windows due now (up to ``MAX_BATCH``); how many it started."""
         if not self.ready or (self.loaded is None and self.app.rebalancing):
-            return
+            return 0
         if self.out.served is None:
             self.out.served = feed_of(self.app)  # installed after this agent, or not here
         async with self._running:
@@ -274,12 +277,13 @@ class Invalidation:
                 self._gauged = now
                 PENDING.set(self.state.count(self.owned()))
             if not works:
-                return
+                return 0
             acked = await self.begin(works)
             if acked is not None:
                 task = asyncio.create_task(acked)
                 self._acking.add(task)
                 task.add_done_callback(self._acking.discard)
+            return len(works)
 
     async def run(self, works: list[DueWork]) -> None:
         """Recompute ``works`` and wait until their configs are acknowledged."""
@@ -496,7 +500,11 @@ def install(app: Any, runtime: Runtime) -> None:
     inv = Invalidation(app, runtime, DueTable(due, changelog), changelog, out)
 
     async def run_due() -> None:
-        await inv.tick()
+        # A full batch: more may be due. The next pass starts at once, not a tick later:
+        # on a busy event loop a tick's sleep lasted 165 ms, a quarter of the time the
+        # timer needs for a batch of 2,000 (bench/README.md, 100k projects).
+        while await inv.tick() >= MAX_BATCH:
+            pass
 
     app.timer(TICK, name="invalidation-due")(run_due)
 
