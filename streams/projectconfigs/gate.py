@@ -9,7 +9,11 @@ worker has
 - decided a request made at or after ``D`` (the partition's request clock passed
   it), or
 - read everything there is (its position reached the high watermark the last fetch
-  reported; unknown means nothing to wait for), or
+  reported; unknown means nothing to wait for) and the window has been due for
+  ``settle`` seconds: a request made just before ``D`` may still be on its way (the
+  producer's linger, the broker's append, the next fetch), and the last fetch's high
+  watermark may be older than it. Without the wait, 1-2.5% of the windows of a busy
+  1,000-project run were late (a request read after its window started), or
 - read nothing of it since start (a restart replays: extra windows, never lost ones), or
 - decided nothing at all, on any partition, for ``idle`` seconds (a message the
   handler never sees, such as an undecodable one, at the partition's end). Under a
@@ -31,9 +35,10 @@ Highwater = Callable[[int], int | None]  # partition -> end offset, None when un
 class PartitionGate:
     """Per-partition request clock, read position and last activity."""
 
-    def __init__(self, highwater: Highwater, idle: float = 3.0) -> None:
+    def __init__(self, highwater: Highwater, idle: float = 3.0, settle: float = 0.05) -> None:
         self._highwater = highwater
         self.idle = idle
+        self.settle = settle
         self.seen_at: dict[int, float] = {}  # max requested_at decided
         self.position: dict[int, int] = {}  # last decided offset + 1
         self.last_active = 0.0  # worker time of the last decided request, any partition
@@ -56,8 +61,11 @@ class PartitionGate:
         """Windows of ``partition`` due at or before this time may start now."""
         position = self.position.get(partition)
         end = self._highwater(partition)
-        if end is None or position is None or position >= end:
-            return now  # read to the end, or nothing read since start: nothing to wait for
+        if end is None or position is None:
+            return now  # nothing read since start, or no end known: nothing to wait for
+        seen = self.seen_at.get(partition, 0.0)
+        if position >= end:
+            return min(now, max(seen, now - self.settle))  # read to the end
         if now - self.last_active >= self.idle:
             return now  # the worker decides nothing at all: what it waits for never comes
-        return min(now, self.seen_at.get(partition, 0.0))
+        return min(now, seen)
