@@ -41,8 +41,14 @@ def relevant_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sorted(options.items()) if k.startswith(OPTION_PREFIXES)}
 
 
+# Built once: ``json.dumps`` with options builds an encoder per call (1-1.5 us of the
+# 5-10 us a config's JSON takes).
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+_sorted = json.JSONEncoder(sort_keys=True).encode
+
+
 def canonical(doc: Mapping[str, Any]) -> str:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return _canonical(doc)
 
 
 def revision_of(doc: Mapping[str, Any]) -> str:
@@ -173,5 +179,5 @@ def served_json(record: Mapping[str, Any], *, trusted: bool = False) -> bytes:
         "revision": record["revision"],
     }
     head = json.dumps(_computed_at(record["computed_at"]))
-    tail = json.dumps(rest, sort_keys=True)
+    tail = _sorted(rest)
     return f'{{"computed_at": {head}, "config": {text}, {tail[1:]}'.encode()
