@@ -8,6 +8,7 @@ the HTTP endpoint serves the record with that document expanded.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -160,6 +161,11 @@ def served_document(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=16)  # a recompute batch's configs share their computed_at
+def _computed_at_json(computed: Any) -> str:
+    return json.dumps(_computed_at(computed))
+
+
 def served_json(record: Mapping[str, Any], *, trusted: bool = False) -> bytes:
     """``served_document(record)`` as JSON bytes, with the config's own text spliced in.
 
@@ -178,6 +184,6 @@ def served_json(record: Mapping[str, Any], *, trusted: bool = False) -> bytes:
         "public_key": record["public_key"],
         "revision": record["revision"],
     }
-    head = json.dumps(_computed_at(record["computed_at"]))
+    head = _computed_at_json(record["computed_at"])
     tail = _sorted(rest)
     return f'{{"computed_at": {head}, "config": {text}, {tail[1:]}'.encode()
