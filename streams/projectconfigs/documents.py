@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 # Options that shape what a key may send; anything else (UI preferences, ...) is not
@@ -45,7 +46,7 @@ def relevant_options(options: Mapping[str, Any]) -> dict[str, Any]:
 # Built once: ``json.dumps`` with options builds an encoder per call (1-1.5 us of the
 # 5-10 us a config's JSON takes).
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
-_sorted = json.JSONEncoder(sort_keys=True).encode
+_string = encode_basestring_ascii
 
 
 def canonical(doc: Mapping[str, Any]) -> str:
@@ -177,13 +178,16 @@ def served_json(record: Mapping[str, Any], *, trusted: bool = False) -> bytes:
     text = record.get("config") or _DISABLED_TEXT
     if not trusted and not isinstance(json.loads(text), dict):
         raise ValueError("the config is not a JSON object")
-    rest = {
-        "disabled": record["disabled"],
-        "organization_id": record.get("organization_id"),
-        "project_id": record.get("project_id"),
-        "public_key": record["public_key"],
-        "revision": record["revision"],
-    }
-    head = _computed_at_json(record["computed_at"])
-    tail = _sorted(rest)
-    return f'{{"computed_at": {head}, "config": {text}, {tail[1:]}'.encode()
+    # The rest as json.dumps(..., sort_keys=True) writes it, without an encoder walk.
+    return (
+        f'{{"computed_at": {_computed_at_json(record["computed_at"])}, "config": {text}, '
+        f'"disabled": {"true" if record["disabled"] else "false"}, '
+        f'"organization_id": {_id(record.get("organization_id"))}, '
+        f'"project_id": {_id(record.get("project_id"))}, '
+        f'"public_key": {_string(record["public_key"])}, '
+        f'"revision": {_string(record["revision"])}}}'
+    ).encode()
+
+
+def _id(value: int | None) -> str:
+    return "null" if value is None else str(int(value))

@@ -69,6 +69,18 @@ def test_the_served_json_is_the_served_document_with_the_config_text_spliced_in(
             assert json.loads(served_json(value, trusted=trusted)) == served_document(value)
 
 
+def test_the_served_json_is_what_json_dumps_writes_for_any_key_and_ids() -> None:
+    for key, project, org in (('k\u00e9"y\\', None, None), ("plain", 1, 2**40), ("", 0, None)):
+        record = disabled_record(key, NOW, project, org)
+        rest = {k: record[k] for k in ("disabled", "organization_id", "project_id", "public_key")}
+        rest["revision"] = record["revision"]
+        expected = (
+            f'{{"computed_at": {json.dumps(served_document(record)["computed_at"])}, '
+            f'"config": {{"disabled":true}}, {json.dumps(rest, sort_keys=True)[1:]}'
+        )
+        assert served_json(record).decode() == expected
+
+
 def test_a_config_that_is_not_json_is_refused_when_read_from_the_topic() -> None:
     record = {**config_record(ROW, {}, {}, NOW), "config": "{not json"}
     with pytest.raises(ValueError):
