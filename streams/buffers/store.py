@@ -133,9 +133,12 @@ class PostgresFlushStore:
                 cur = await conn.execute(q.MARKS_LOAD, (self.group, self.topic, lost))
                 out.conflicts = {int(p): int(o) for p, o, _ in await cur.fetchall()}
             mine = [w for w in windows if w.partition in out.applied]
-            writes = [(w, r) for w in mine for r in _ordered(w) if not r.signal_only]
+            writes: list[tuple[PartitionWindow, RowSums]] = []
+            signals: list[tuple[PartitionWindow, RowSums]] = []
+            for w in mine:
+                for r in _ordered(w):
+                    (signals if r.signal_only else writes).append((w, r))
             await self._write(conn, writes, out)
-            signals = [(w, r) for w in mine for r in _ordered(w) if r.signal_only]
             if signals:
                 await emit(signals)
                 out.signalled = len(signals)
@@ -200,8 +203,13 @@ Missing = list[tuple[tuple[PartitionWindow, RowSums], str]]
 
 
 def _ordered(w: PartitionWindow) -> list[RowSums]:
-    # One lock order for every worker: concurrent flushes cannot deadlock on rows.
-    return sorted(w.rows.values(), key=lambda r: (r.model.name, [str(v) for _, v in r.filters]))
+    # One lock order for every worker: concurrent flushes cannot deadlock on rows. A
+    # model's filters have fixed kinds, so their values compare as they are.
+    return sorted(w.rows.values(), key=_lock_order)
+
+
+def _lock_order(r: RowSums) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    return (r.model.name, r.filters)
 
 
 async def _update_batched(

@@ -8,8 +8,9 @@ from the flush mark, is what rebuilds a window lost in a crash.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streams.buffers.models import FilterValue, Increment, ModelSpec, WireExtra
 
@@ -19,19 +20,50 @@ if TYPE_CHECKING:
 RowId = tuple[str, tuple[tuple[str, FilterValue], ...], bool]  # model, filters, signal_only
 
 
-@dataclass
 class RowSums:
-    """What one flush does to one row: summed counters, last ``extra`` values."""
+    """What one flush does to one row: summed counters, last ``extra`` values.
 
-    model: ModelSpec
-    filters: tuple[tuple[str, FilterValue], ...]
-    signal_only: bool
-    columns: dict[str, int] = field(default_factory=dict)
-    # column -> (event time ms, value): the latest event wins, monotonic columns the max.
-    extra: dict[str, tuple[int, WireExtra]] = field(default_factory=dict)
-    increments: int = 0
-    first_offset: int = -1
-    last_offset: int = -1
+    A plain class with slots: a window makes one per distinct row it sees, thousands a
+    second at 5,000 rows (a dataclass's ``default_factory`` init cost twice as much)."""
+
+    __slots__ = (
+        "columns",
+        "extra",
+        "filters",
+        "first_offset",
+        "increments",
+        "last_offset",
+        "model",
+        "signal_only",
+    )
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        filters: tuple[tuple[str, FilterValue], ...],
+        signal_only: bool,
+        first_offset: int = -1,
+    ) -> None:
+        self.model = model
+        self.filters = filters
+        self.signal_only = signal_only
+        self.columns: dict[str, int] = {}
+        # column -> (event time ms, value): the latest event wins, monotonic columns the max.
+        self.extra: dict[str, tuple[int, WireExtra]] = {}
+        self.increments = 0
+        self.first_offset = first_offset
+        self.last_offset = first_offset
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RowSums) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass's
+
+    def __repr__(self) -> str:
+        return f"RowSums({self.model.name}, {self.filters}, columns={self.columns})"
 
     @property
     def row_id(self) -> RowId:
@@ -72,6 +104,11 @@ class RowSums:
         return {name: value for name, (_, value) in self.extra.items()}
 
 
+def _values(filters: tuple[tuple[str, FilterValue], ...]) -> Any:
+    """A row's key in ``PartitionWindow._index``: its filter value, or their tuple."""
+    return filters[0][1] if len(filters) == 1 else tuple(v for _, v in filters)
+
+
 def _gt(a: WireExtra, b: WireExtra) -> bool:
     if isinstance(a, int | float) and isinstance(b, int | float):
         return a > b
@@ -88,6 +125,8 @@ class PartitionWindow:
     generation: int  # bumped when the partition is forgotten (revoked)
     closes_at: float | None = None  # wall clock; set by the first message
     rows: dict[RowId, RowSums] = field(default_factory=dict)
+    # (model, signal_only) -> filter values (the value itself for one filter) -> rows
+    _by_values: dict[tuple[str, bool], dict[Any, RowSums]] = field(default_factory=dict)
     held: list[object] = field(default_factory=list)  # acked once the flush commits
     increments: int = 0
     last_timestamp: int | None = None  # ms, of the record at ``next - 1`` (the mark's)
@@ -96,36 +135,56 @@ class PartitionWindow:
         row_id: RowId = (inc.model.name, inc.filters, inc.signal_only)
         row = self.rows.get(row_id)
         if row is None:
-            row = self.rows[row_id] = RowSums(inc.model, inc.filters, inc.signal_only)
+            row = self._put(row_id, RowSums(inc.model, inc.filters, inc.signal_only))
         row.add(inc, offset)
         self.increments += inc.count
 
+    def _put(self, row_id: RowId, row: RowSums) -> RowSums:
+        """Add a row new to this window (to ``rows`` and to the index of its shape)."""
+        self.rows[row_id] = row
+        index = self._by_values.get((row_id[0], row_id[2]))
+        if index is not None:
+            index[_values(row.filters)] = row
+        return row
+
+    def _index(self, name: str, signal_only: bool) -> dict[Any, RowSums]:
+        """The rows of one model (and signal_only) by their filter values alone: what
+        ``add_plain`` looks rows up by (an int, not a tuple of pairs, to hash)."""
+        key = (name, signal_only)
+        index = self._by_values.get(key)
+        if index is None:
+            index = self._by_values[key] = {
+                _values(row.filters): row
+                for row_id, row in self.rows.items()
+                if row_id[0] == name and row_id[2] == signal_only
+            }
+        return index
+
     def add_plain(self, plain: PlainRows, offset: int) -> None:
         """Sum rows read column by column (no ``extra``), without an object per row."""
-        spec, name, signal_only, rows = plain.model, plain.model.name, plain.signal_only, self.rows
-        keys: list[tuple[tuple[str, FilterValue], ...]]
-        if len(plain.filters) == 1:  # the common case: one filter, no tuple per row
-            ((f, fvalues),) = plain.filters
-            keys = [((f, v),) for v in fvalues]
-        else:
-            names = [f for f, _ in plain.filters]
-            keys = [
-                tuple(zip(names, vs, strict=True))
-                for vs in zip(*(v for _, v in plain.filters), strict=True)
-            ]
-        for column, deltas in plain.columns:
-            for filters, delta in zip(keys, deltas, strict=True):
-                row_id = (name, filters, signal_only)
-                row = rows.get(row_id)
-                if row is None:
-                    row = rows[row_id] = RowSums(spec, filters, signal_only)
-                    row.first_offset = offset
-                sums = row.columns
-                sums[column] = sums.get(column, 0) + delta
-        for filters, count in zip(keys, plain.counts, strict=True):
-            row = rows[(name, filters, signal_only)]
+        spec, name, signal_only = plain.model, plain.model.name, plain.signal_only
+        index, rows = self._index(name, signal_only), self.rows
+        names = tuple(f for f, _ in plain.filters)
+        single = len(names) == 1  # the common case: one filter, its value the key
+        columns = [v for _, v in plain.filters]
+        values: Sequence[Any] = columns[0] if single else list(zip(*columns, strict=True))
+        get = index.get
+        # One pass per row: find (or make) its sums, count its calls; then its counters.
+        found: list[RowSums] = []
+        append = found.append
+        for value, count in zip(values, plain.counts, strict=True):
+            row = get(value)
+            if row is None:
+                filters = ((names[0], value),) if single else tuple(zip(names, value, strict=True))
+                row = RowSums(spec, filters, signal_only, offset)
+                rows[(name, filters, signal_only)] = index[value] = row
             row.increments += count
             row.last_offset = offset
+            append(row)
+        for column, deltas in plain.columns:
+            for row, delta in zip(found, deltas, strict=True):
+                sums = row.columns
+                sums[column] = sums.get(column, 0) + delta
         self.increments += sum(plain.counts)
 
     def hold(
@@ -152,7 +211,7 @@ class PartitionWindow:
         for row_id, sums in newer.rows.items():
             mine = self.rows.get(row_id)
             if mine is None:
-                self.rows[row_id] = sums
+                self._put(row_id, sums)
             else:
                 mine.absorb(sums)
         self.held.extend(newer.held)

@@ -87,3 +87,38 @@ def test_rows_read_column_by_column_sum_as_the_same_rows_one_by_one() -> None:
     assert row.columns == {"times_seen": 8, "num_comments": 1}
     assert (row.first_offset, row.last_offset, row.increments) == (7, 8, 6)
     assert by_columns.increments == one_by_one.increments == 7
+
+
+def test_rows_by_columns_row_by_row_and_absorbed_stay_one_sum_per_row() -> None:
+    """``add_plain`` finds rows by their filter value alone: a row first seen row by
+    row, or brought in by ``absorb``, must be the same sums, never a second one."""
+    from streams.buffers.models import MODELS
+    from streams.buffers.wire import PlainRows
+
+    def plain(ids: list[int]) -> PlainRows:
+        n = len(ids)
+        return PlainRows(
+            MODELS["issue_group"],
+            False,
+            (("id", ids),),
+            (("times_seen", [1] * n),),
+            [1] * n,
+            [1] * n,
+        )
+
+    w, later = PartitionWindow(0, 0, 0, 0), PartitionWindow(0, 0, 0, 0)
+    w.add_plain(plain([1, 2]), 0)
+    w.add(inc(2, 10, 1, level="x"), 1)  # row by row, onto a row first read by columns
+    w.add(inc(3, 10, 1), 2)  # a row first seen row by row ...
+    w.add(inc(3, 1, 1, signal_only=True), 3)  # (signal_only: a row of its own)
+    w.add_plain(plain([3, 1]), 4)  # ... then by columns
+    later.add_plain(plain([4, 3]), 9)
+    w.absorb(later)  # row 4 new to w, row 3 summed into w's
+    w.add_plain(plain([4, 5]), 10)
+    totals = {
+        r.filters[0][1]: r.columns["times_seen"] for r in w.rows.values() if not r.signal_only
+    }
+    assert totals == {1: 2, 2: 11, 3: 12, 4: 2, 5: 1}
+    assert len(w.rows) == 6
+    four = w.rows[("issue_group", (("id", 4),), False)]
+    assert (four.first_offset, four.last_offset, four.increments) == (9, 10, 2)
