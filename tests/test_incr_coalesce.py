@@ -113,6 +113,56 @@ def test_plain_rows_go_packed_and_rows_that_set_extra_go_as_arrays() -> None:
     assert any(v.get("more") for _, v, _ in pub.sent[-PARTITIONS:])
 
 
+@pytest.mark.parametrize("huge", [False, True])
+def test_random_calls_arrive_as_exact_sums_whatever_form_each_row_was_held_in(huge: bool) -> None:
+    """Rows held column by column, rows that set ``extra`` (a row can move from the
+    first form to the second within a window), sums sent early to stay inside bigint,
+    and flushes at random: every row's sums and call counts arrive exactly, each row at
+    most once per window, and every message reads back."""
+    import random
+
+    rng = random.Random(7)
+    pub = FakePublisher()
+    c = IncrCoalescer(pub, window=60.0)
+    expected: dict[int, dict[str, int]] = {}
+    calls: dict[int, int] = {}
+    windows = []
+    for _ in range(40):
+        before = len(pub.sent)
+        for _ in range(rng.randrange(1, 200)):
+            gid = rng.randrange(30)
+            cols = {
+                c: rng.choice([1, 2, -1, 2**61] if huge else [1, 2, -1])
+                for c in rng.sample(["times_seen", "num_comments"], rng.randint(1, 2))
+            }
+            extra = {"level": rng.choice(["a", "b"])} if rng.random() < 0.1 else None
+            c.add("issue_group", cols, {"id": gid}, extra)
+            for col, delta in cols.items():
+                expected.setdefault(gid, {}).setdefault(col, 0)
+                expected[gid][col] += delta
+            calls[gid] = calls.get(gid, 0) + 1
+        pub.flush()
+        windows.append(pub.sent[before:])
+    got: dict[int, dict[str, int]] = {}
+    got_calls: dict[int, int] = {}
+    for _, value, _ in pub.sent:
+        rows, plain = read_rows(value)  # what the worker reads: checked, so in bigint
+        for inc in [*rows, *(plain.increments() if plain else [])]:
+            ((_, gid),) = inc.filters
+            for col, delta in inc.columns.items():
+                got.setdefault(int(gid), {}).setdefault(col, 0)
+                got[int(gid)][col] += delta
+            got_calls[int(gid)] = got_calls.get(int(gid), 0) + inc.count
+    nonzero = {g: {k: v for k, v in cols.items() if v} for g, cols in got.items()}
+    assert nonzero == {g: {k: v for k, v in cols.items() if v} for g, cols in expected.items()}
+    assert got_calls == calls
+    if not huge:  # no sum sent early: a row is in one message per window
+        windows[0] = windows[0][1:]  # (the very first call went at once)
+        for sent in windows:
+            ids = [r["filters"]["id"] for r in sent_rows(sent)]
+            assert len(ids) == len(set(ids))
+
+
 def test_bad_calls_raise_before_anything_is_held() -> None:
     pub = FakePublisher()
     c = IncrCoalescer(pub, window=60.0)
