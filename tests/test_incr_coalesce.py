@@ -148,11 +148,11 @@ def test_random_calls_arrive_as_exact_sums_whatever_form_each_row_was_held_in(hu
     for _, value, _ in pub.sent:
         rows, plain = read_rows(value)  # what the worker reads: checked, so in bigint
         for inc in [*rows, *(plain.increments() if plain else [])]:
-            ((_, gid),) = inc.filters
+            ((_, rid),) = inc.filters
             for col, delta in inc.columns.items():
-                got.setdefault(int(gid), {}).setdefault(col, 0)
-                got[int(gid)][col] += delta
-            got_calls[int(gid)] = got_calls.get(int(gid), 0) + inc.count
+                got.setdefault(int(rid), {}).setdefault(col, 0)
+                got[int(rid)][col] += delta
+            got_calls[int(rid)] = got_calls.get(int(rid), 0) + inc.count
     nonzero = {g: {k: v for k, v in cols.items() if v} for g, cols in got.items()}
     assert nonzero == {g: {k: v for k, v in cols.items() if v} for g, cols in expected.items()}
     assert got_calls == calls
