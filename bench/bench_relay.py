@@ -34,6 +34,7 @@ from confluent_kafka import Producer
 from bench._profile import profiled
 from bench._results import Results
 from streams import kafka_config, topics
+from streams.cli import freeze_startup_heap
 from streams.db.migrate import migrate
 from streams.dev import stack
 from streams.outbox.categories import REGION_OUTBOX
@@ -314,6 +315,9 @@ def main() -> None:
         )
         migrate(dsn)
         topics.create_all(settings)
+        # This process plays `streams relay`, which freezes its start-up heap and sets
+        # STREAMS_GC_THRESHOLDS (its worker processes do the same).
+        freeze_startup_heap(settings.gc_thresholds)
         n = args.rows
         results = Results("relay")
         print(f"relay benchmark: {n:,} rows over {SHARDS:,} shards, {os.cpu_count()} cores")

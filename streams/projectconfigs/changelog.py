@@ -15,15 +15,16 @@ partition); after ``ATTEMPTS`` the flush raises and the batch is retried by the 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from streams import kafka_config
 from streams.errors import PublishError
+from streams.projectconfigs.debounce import record_json
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,9 @@ class ChangelogWriter:
 
     def send(self, partition: int, key: str, value: Any) -> None:
         """Queue one record (``value`` None: a tombstone); JSON like Faust's serializer."""
-        raw = None if value is None else json.dumps(value).encode()
-        self._produce((partition, json.dumps(key).encode(), raw))
+        raw = None if value is None else record_json(value)
+        # A str's JSON as json.dumps writes it, without its encoder's Python layers.
+        self._produce((partition, encode_basestring_ascii(key).encode(), raw))
 
     def send_raw(self, partition: int, key: bytes, value: bytes | None) -> None:
         """Queue one record as bytes (a table with the raw serializers)."""

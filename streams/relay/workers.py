@@ -91,6 +91,9 @@ def _start(settings: Settings, stop: MpEvent, log_level: int, parent: int) -> No
         # death signal was asked for: nothing will ever send it. Do not linger.
         os._exit(1)
     logs.configure(logging.getLevelName(log_level), settings.log_format)
+    from streams.cli import freeze_startup_heap
+
+    freeze_startup_heap(settings.gc_thresholds)  # as the relay process itself does
     global _worker
     _worker = _Worker(settings, stop)
     flag = _worker.stop

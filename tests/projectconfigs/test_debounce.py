@@ -171,3 +171,38 @@ def test_due_work_round_trips_and_keys_by_scope_and_window_start() -> None:
     assert DueWork.from_json(named) == work  # records written before 0.x
     assert work.key == f"k:abc@{round((T0 + 0.0004) * 1000)}"
     assert work.scope == KEY and work.scope_key == KEY.key
+
+
+def test_changelog_records_are_the_json_that_json_dumps_writes() -> None:
+    """The due record written directly must be what Faust's JSON serializer (and an
+    older worker) reads: json.dumps's bytes, for every field type and odd text."""
+    import json
+    import random
+
+    from streams.projectconfigs.debounce import DueWork, record_json
+
+    rng = random.Random(3)
+    texts = ["", "plain", 'quo"te', "back\\slash", "tab\tnew\nline", "é ünï", "\u2028", "\x00"]
+    for _ in range(2_000):
+        work = DueWork(
+            rng.choice(["organization", "project", "key"]),
+            rng.choice([None, 0, 1, 2**40, -3]),
+            rng.choice([None, 7, 2**62]),
+            rng.choice([None, "abc123", *texts]),
+            rng.choice(texts),
+            rng.choice([1_764_523_456.123456, 0.1, 1e22, 5e-324, 1_700_000_000.0]),
+            rng.uniform(0, 2e9),
+            rng.randrange(64),
+        )
+        assert work.encode() == json.dumps(work.to_json()).encode()
+        assert DueWork.from_json(json.loads(work.encode())) == work
+    odd: list[object] = [
+        ["project", True, 1, None, "t", 1.0, 2.0, 3],  # a bool is not an int here
+        ["project", 1, 1, None, "t", float("nan"), 2.0, 3],
+        ["project", 1, 1, None, "t", 1, 2, 3],  # ints where floats belong
+        ["too", "short"],
+        {"a": 1},
+        "text",
+    ]
+    for value in odd:
+        assert record_json(value) == json.dumps(value).encode()
