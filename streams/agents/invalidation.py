@@ -522,6 +522,13 @@ def install(app: Any, runtime: Runtime) -> None:
             batch_size=2_000,
             batch_within=0.05,
             direct=direct,
+            # A request waits out its countdown (5 s by default), so 50 ms more to read
+            # it costs nothing a user sees, while Tansu answers every fetch only after
+            # the whole wait: at 10 ms the broker and this consumer handled 100 small
+            # fetches a second. At 100k projects and 5,000 req/s: worker CPU per request
+            # 140-154 -> 120-138 us, the broker 50-56% -> 40-47% of a core, p99 after
+            # the countdown 0.65-1.3 -> 0.25-0.41 s; p50 at 1k projects unchanged.
+            fetch_wait=0.05,
         ),
     )
     consumer = next(

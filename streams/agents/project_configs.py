@@ -284,6 +284,8 @@ def install(app: Any, runtime: Runtime) -> None:
         batch_within=0.01,
         tombstones=True,
         direct=True,
+        # Not on a user's latency path (see invalidation's spec): 50 ms, not 10.
+        fetch_wait=0.05,
     )
     feeding: DirectConsumer | None = None
     if direct:
