@@ -12,9 +12,8 @@ import functools
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, NamedTuple
 
 # Options that shape what a key may send; anything else (UI preferences, ...) is not
 # part of a config, so changing it does not change the revision.
@@ -22,9 +21,9 @@ OPTION_PREFIXES = ("sentry:", "filters:", "relay:", "quotas:")
 ACTIVE = 0
 
 
-@dataclass(frozen=True)
-class KeyRow:
-    """One public key joined with its project and organization."""
+class KeyRow(NamedTuple):
+    """One public key joined with its project and organization (a named tuple: one
+    per recomputed key, built from the row as it is)."""
 
     public_key: str
     key_status: int

@@ -167,7 +167,7 @@ def test_windows_due_together_fold_into_one_recompute_per_scope() -> None:
 def test_due_work_round_trips_and_keys_by_scope_and_window_start() -> None:
     work = DueWork("public_key", 1, 10, "abc", "test", T0 + 0.0004, T0 + 5, 3)
     assert DueWork.from_json(work.to_json()) == work
-    named = {f: getattr(work, f) for f in DueWork.__dataclass_fields__}
+    named = work._asdict()
     assert DueWork.from_json(named) == work  # records written before 0.x
     assert work.key == f"k:abc@{round((T0 + 0.0004) * 1000)}"
     assert work.scope == KEY and work.scope_key == KEY.key

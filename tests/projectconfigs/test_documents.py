@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import replace
 
 import pytest
 
@@ -41,9 +40,9 @@ def test_the_revision_follows_the_document_not_the_clock_or_irrelevant_options()
 
 def test_an_inactive_key_project_or_organization_is_disabled() -> None:
     for row in (
-        replace(ROW, key_status=1),
-        replace(ROW, project_status=2),
-        replace(ROW, organization_status=1),
+        ROW._replace(key_status=1),
+        ROW._replace(project_status=2),
+        ROW._replace(organization_status=1),
     ):
         record = config_record(row, {"sentry:scrub": True}, {}, NOW)
         assert record["disabled"] is True and record["config"] is None
