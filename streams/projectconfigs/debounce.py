@@ -30,7 +30,6 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple, Protocol
 
@@ -139,8 +138,9 @@ _float = float.__repr__  # what json.dumps writes for a finite float (TypeError 
 _str = encode_basestring_ascii  # a str's JSON, as json.dumps writes it (TypeError otherwise)
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
+    """What ``offer`` decided for one request (a named tuple: one per new window)."""
+
     scheduled: bool
     reason: str  # scheduled: the scope kind; skipped: 'pending_<covering kind>'
     work: DueWork | None = None
