@@ -34,9 +34,9 @@ from confluent_kafka import Producer
 from bench._profile import profiled
 from bench._results import Results
 from streams import kafka_config, topics
-from streams.cli import freeze_startup_heap
 from streams.db.migrate import migrate
 from streams.dev import stack
+from streams.heap import freeze_startup_heap
 from streams.outbox.categories import REGION_OUTBOX
 from streams.publisher import Publisher
 from streams.relay.messages import H_OUTBOX_ID, Row

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 from streams import logs
 from streams.backfill.command import add_parser as add_backfill_parser
 from streams.errors import ConfigurationError, StreamsError
+from streams.heap import freeze_startup_heap
 from streams.settings import Settings, help_default, read
 from streams.settings_parse import LOG_LEVELS
 
@@ -95,23 +95,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     freeze_startup_heap(settings.gc_thresholds)
     worker.execute_from_commandline()
     return 0
-
-
-def freeze_startup_heap(thresholds: tuple[int, int, int] | None = None) -> None:
-    """Take what start-up built (modules, Faust's app, the agents) out of the garbage
-    collector's sight, and collect less often (``STREAMS_GC_THRESHOLDS``).
-
-    Every full collection walked those ~100k long-lived objects: 12-14% of a busy
-    worker's CPU. With Python's thresholds, anything alive for half a second (a window
-    waiting for its countdown, a cached scope, a batch in flight) reached the oldest
-    generation, and a worker at 100k projects still ran a full collection every few
-    seconds: 19% of its CPU, 180 ms each. With 50,000 allocations between young
-    collections such objects mostly die young (bench/README.md, config invalidation).
-    """
-    gc.collect()
-    gc.freeze()
-    if thresholds is not None:
-        gc.set_threshold(*thresholds)
 
 
 def cmd_relay(args: argparse.Namespace) -> int:

@@ -82,7 +82,7 @@ def test_bounds_and_names_are_checked(env: dict[str, str], match: str) -> None:
 def test_gc_thresholds_are_set_by_a_worker_or_left_to_python() -> None:
     import gc
 
-    from streams.cli import freeze_startup_heap
+    from streams.heap import freeze_startup_heap
 
     assert Settings.from_env(BASE).gc_thresholds == (50_000, 20, 50)
     assert Settings.from_env({**BASE, "STREAMS_GC_THRESHOLDS": "python"}).gc_thresholds is None

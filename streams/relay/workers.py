@@ -32,6 +32,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from streams import logs
+from streams.heap import freeze_startup_heap
 from streams.metrics import REGISTRY
 from streams.relay import metrics as m
 from streams.relay.claim import Part
@@ -91,8 +92,6 @@ def _start(settings: Settings, stop: MpEvent, log_level: int, parent: int) -> No
         # death signal was asked for: nothing will ever send it. Do not linger.
         os._exit(1)
     logs.configure(logging.getLevelName(log_level), settings.log_format)
-    from streams.cli import freeze_startup_heap
-
     freeze_startup_heap(settings.gc_thresholds)  # as the relay process itself does
     global _worker
     _worker = _Worker(settings, stop)
