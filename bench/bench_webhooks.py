@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -338,7 +339,17 @@ def paced(
     flush()
     wait(lambda: http(stats)["count"] >= 2 * total, drain, "every paced POST")
     seen = http(f"{stats}?full=1")
-    lat = sorted((at - sent_at[issue]) * 1000 for issue, at in seen if issue in sent_at)
+    pairs = [
+        (sent_at[issue], (at - sent_at[issue]) * 1000) for issue, at in seen if issue in sent_at
+    ]
+    lat = sorted(ms for _, ms in pairs)
+    if seconds >= 5:  # a backlog growing, or a steady wait: p50 per second of publication
+        opened = min(t for t, _ in pairs)
+        by: dict[int, list[float]] = defaultdict(list)
+        for t, ms in pairs:
+            by[int(t - opened)].append(ms)
+        steps = ", ".join(f"{k}s: {statistics.median(v):.0f}" for k, v in sorted(by.items()))
+        print(f"  at {rate}/s, p50 by second published (ms): {steps}")
     p50 = statistics.median(lat)
     p99 = lat[int(len(lat) * 0.99) - 1]
     return p50, p99, lat[-1]

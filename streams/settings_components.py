@@ -60,6 +60,21 @@ class ComponentSettings:
             "STREAMS_RELAY_BATCH_SIZE", RELAY, "rows per claim transaction", number(int), low=1
         ),
     )
+    relay_linger: float = field(
+        # librdkafka's linger for outbox messages. A batch is flushed once produced, and
+        # a flush sends at once whatever the linger: the linger only gathers the
+        # messages produced meanwhile into fewer, larger requests (bench/README.md).
+        default=0.02,
+        metadata=declare(
+            "STREAMS_RELAY_LINGER",
+            RELAY,
+            "seconds the relay's producer gathers outbox messages before sending (a batch's "
+            "flush sends at once)",
+            number(float),
+            low=0.0,
+            high=10.0,
+        ),
+    )
     relay_publish_timeout: float = field(
         default=30.0,
         metadata=declare(

@@ -269,3 +269,28 @@ def test_closing_the_terminal_stops_the_components(settings: Settings, tmp_path:
         assert time.monotonic() - started < 5.0
     finally:
         term.close()
+
+
+def test_the_status_line_shows_a_whole_report_subject_and_cuts_a_long_one_visibly(
+    settings: Settings,
+) -> None:
+    """The last mail's subject on the status line: a weekly report's dates whole (it once
+    read 'Nov 23 - Nov 3' for 'Nov 23 - Nov 30'), a longer subject cut with '...'."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from streams.demo import reports
+
+    def receive(subject: str) -> str:
+        raw = f"Subject: {subject}\r\nX-Streams-Kind: weekly_report\r\n\r\nbody\r\n".encode()
+        envelope = SimpleNamespace(original_content=raw, content=raw)
+        asyncio.run(reports._Sink().handle_DATA(None, None, envelope))
+        return reports.status(settings)
+
+    whole = "Weekly report for demo-reports-2: Nov 23 - Nov 30"
+    assert f"last={whole!r}" in receive(whole)
+    long = "[shop] ana1 commented on ZeroDivisionError: division by zero in cart totals"
+    line = receive(long)
+    shown = line.split("last=", 1)[1]
+    assert shown == repr(long[: reports.SUBJECT_WIDTH - 3] + "...")
+    assert len(shown) == reports.SUBJECT_WIDTH + 2  # and its quotes

@@ -334,10 +334,14 @@ class Invalidation:
         kinds: dict[str, int] = {}
         for w in latest:
             kinds[w.scope_kind] = kinds.get(w.scope_kind, 0) + 1
+        if self._attempts or self._single:  # retries under way (rarely): forget these
+            for w in works:
+                key = w.key
+                self._attempts.pop(key, None)
+                self._single.discard(key)
+        observe = LATENESS.observe
         for w in works:
-            self._attempts.pop(w.key, None)
-            self._single.discard(w.key)
-            LATENESS.observe(max(0.0, done - w.due))
+            observe(max(0.0, done - w.due))
         for kind, n in kinds.items():
             RECOMPUTES.labels(kind).inc(n)
         if folded:

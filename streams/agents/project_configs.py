@@ -99,8 +99,12 @@ def configs_publisher(settings: Settings, codec: SingleObjectCodec) -> Publisher
     reports of refused messages only; used by one ``ConfigsOut`` and nothing else."""
     built = cast(SingleObjectCodec, BuiltRecords(codec))
     # Refusals only: a batch is acknowledged by one flush (projectconfigs/publish.py).
-    only_errors: dict[str, Any] = {"delivery.report.only.error": True}
-    return Publisher(settings, codec=built, partitioner=PARTITIONER, **only_errors)
+    # A batch is produced, then flushed, and a flush sends at once whatever the linger:
+    # 20 ms only gathers a pass's configs into fewer requests (as the relay's outbox
+    # messages, streams/relay/relay.py), where 1 ms sent a request per millisecond of
+    # producing.
+    overrides: dict[str, Any] = {"delivery.report.only.error": True, "linger.ms": 20}
+    return Publisher(settings, codec=built, partitioner=PARTITIONER, **overrides)
 
 
 @dataclass

@@ -265,6 +265,22 @@ def compile_reader(schema: Any) -> Reader | None:
 Writer = Callable[[Any], bytes]
 
 
+_last_millis: tuple[Any, bytes] = (object(), b"")  # nothing else is this object
+
+
+def _millis_bytes(value: Any) -> bytes:
+    """The encoded ``timestamp-millis`` of ``value``; the last aware datetime's encoding is
+    kept (a batch of records often shares one, e.g. the configs of one recompute)."""
+    global _last_millis
+    seen, encoded = _last_millis  # one tuple: read and replaced whole (threads)
+    if value is seen:
+        return encoded
+    encoded = long_bytes(_millis(value))
+    if isinstance(value, dt.datetime):
+        _last_millis = (value, encoded)  # datetimes are immutable: same object, same bytes
+    return encoded
+
+
 def _millis(value: Any) -> Any:
     """A ``timestamp-millis`` value as fastavro writes it (aware datetimes here, the rest
     by fastavro's own conversion)."""
@@ -288,7 +304,7 @@ class _WriterCompiler(_Compiler):
             return self.write_primitive(schema, value, ind)
         kind = schema["type"]
         if self.millis(schema):
-            return [f"{ind}o += long_bytes(_millis({value}))"]
+            return [f"{ind}o += _millis_bytes({value})"]
         if kind in _PRIMITIVES:
             return self.write_primitive(kind, value, ind)
         if kind == "record":
@@ -433,7 +449,7 @@ def compile_writer(schema: Any) -> Writer | None:
     source += "\n    return bytes(o)\n"
     namespace: dict[str, Any] = {
         "long_bytes": long_bytes,
-        "_millis": _millis,
+        "_millis_bytes": _millis_bytes,
         "_PF": struct.Struct("<f").pack,
         "_PD": struct.Struct("<d").pack,
         **compiler.consts,

@@ -1,7 +1,7 @@
 """Avro longs as bytes: zig-zag, then base-128 little-endian varint.
 
 Shared by the relay's outbox encoder and the compiled writers (``compiled.py``): the
-common lengths are looked up, the rest unrolled up to five bytes.
+common lengths are looked up, the rest unrolled up to six bytes.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ _INT64_MAX = (1 << 63) - 1
 
 
 def _varint(n: int) -> bytes:
-    """Avro long: zigzag, then base-128 little-endian varint (unrolled up to 5 bytes:
-    ids up to 17 billion; a loop beyond)."""
+    """Avro long: zigzag, then base-128 little-endian varint (unrolled up to 6 bytes:
+    ids, and timestamps in milliseconds; a loop beyond)."""
     if not _INT64_MIN <= n <= _INT64_MAX:
         raise ValueError(f"{n} does not fit an Avro long")
     z = (n << 1) ^ (n >> 63)
@@ -32,6 +32,17 @@ def _varint(n: int) -> bytes:
                 z >> 14 & 0x7F | 0x80,
                 z >> 21 & 0x7F | 0x80,
                 z >> 28,
+            )
+        )
+    if z < 0x40000000000:  # six bytes: timestamps in milliseconds (until the year 2248)
+        return bytes(
+            (
+                z & 0x7F | 0x80,
+                z >> 7 & 0x7F | 0x80,
+                z >> 14 & 0x7F | 0x80,
+                z >> 21 & 0x7F | 0x80,
+                z >> 28 & 0x7F | 0x80,
+                z >> 35,
             )
         )
     out = bytearray()

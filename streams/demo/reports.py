@@ -131,10 +131,15 @@ def run_demo(settings: Settings, stop: threading.Event) -> None:
         controller.stop()
 
 
+SUBJECT_WIDTH = 64  # characters of the last subject on the status line
+
+
 def status(settings: Settings) -> str:
     """``mail=<reports>r/<notifications>n`` and the last subject received."""
     with _lock:
         got = dict(_received)
         subject = _last_subject[0]
-    last = f" last={subject[:48]!r}" if subject else ""
+    if subject and len(subject) > SUBJECT_WIDTH:  # cut visibly, not mid-date
+        subject = subject[: SUBJECT_WIDTH - 3] + "..."
+    last = f" last={subject!r}" if subject else ""
     return f"mail={got['weekly_report']}r/{got['activity']}n{last}"

@@ -47,7 +47,9 @@ class ChangelogWriter:
                 **{
                     "enable.idempotence": False,
                     "max.in.flight.requests.per.connection": 1,
-                    "linger.ms": 5,
+                    # Flushed before a batch is acknowledged, and a flush sends at once:
+                    # the linger only gathers the records queued meanwhile.
+                    "linger.ms": 20,
                     "client.id": f"{settings.app_id}-{name}-changelog",
                     # Reports of refused records only, to one callback: a per-record
                     # callback doubled the cost of a produce call and added a Python

@@ -15,8 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import AsyncConnection
 
@@ -47,9 +46,13 @@ _ORG_OPTIONS = (
 )
 
 
-@dataclass(frozen=True)
-class Publication:
-    """One message for ``project-configs``: a record, or None for a tombstone."""
+_KINDS = frozenset(kind.value for kind in ScopeKind)
+
+
+class Publication(NamedTuple):
+    """One message for ``project-configs``: a record, or None for a tombstone (a named
+    tuple: one is built per published config, three times faster than a frozen
+    dataclass)."""
 
     public_key: str
     value: dict[str, Any] | None
@@ -98,16 +101,19 @@ async def recompute(
 ) -> list[Publication]:
     """Everything to publish for ``works``, read in one snapshot of the database."""
     now = now or dt.datetime.now(dt.UTC)
-    by_kind: dict[ScopeKind, list[DueWork]] = defaultdict(list)
-    for w in works:
-        by_kind[ScopeKind(w.scope_kind)].append(w)
+    by_kind: dict[str, list[DueWork]] = defaultdict(list)
+    for w in works:  # by the kind's text: no enum lookup per work
+        by_kind[w.scope_kind].append(w)
+    unknown = set(by_kind) - _KINDS
+    if unknown:  # a record no version wrote: the recompute fails (retried, then dead-lettered)
+        raise ValueError(f"unknown scope kinds {sorted(unknown)}")
     out: list[Publication] = []
     # One snapshot: a key moved between projects mid-batch is not published twice.
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        out += await _organizations(conn, by_kind[ScopeKind.ORGANIZATION])
-        out += await _projects(conn, by_kind[ScopeKind.PROJECT], now)
-        out += await _keys(conn, by_kind[ScopeKind.PUBLIC_KEY], now)
+        out += await _organizations(conn, by_kind[ScopeKind.ORGANIZATION.value])
+        out += await _projects(conn, by_kind[ScopeKind.PROJECT.value], now)
+        out += await _keys(conn, by_kind[ScopeKind.PUBLIC_KEY.value], now)
     return out
 
 

@@ -23,6 +23,7 @@ from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
 from streams.kafka_config import PRODUCER_BROKEN
+from streams.tracing import H_MESSAGE_ID
 
 OnDelivery = Callable[[KafkaError | None, KafkaMessage], None]
 
@@ -42,6 +43,7 @@ class BatchAcks:
         self.fatal = False  # the outbox producer is broken for good and must be replaced
         self.letters_fatal = False  # the same, for the dead letters' producer
         self.flushed = False
+        self.unplaced: str | None = None  # a failure no message could be found for
         self._letters: dict[int, bool] = {}  # dead letter index -> acknowledged
         self._pending = 0
         self._lock = threading.Lock()
@@ -59,6 +61,12 @@ class BatchAcks:
         with self._lock:
             self.errors.setdefault(i, err.str())
             self.fatal = self.fatal or fatal
+
+    def reports(self, id_stem: bytes) -> Reports:
+        """One delivery callback for every message of the batch whose message ids are
+        ``id_stem`` + its index as 8 hex digits (``BatchEncoder``): no callable is made
+        per message (a ``partial`` per message was an eighth of the relay's samples)."""
+        return Reports(self, id_stem)
 
     def on_letter(self, i: int) -> OnDelivery:
         """The delivery callback of dead letter ``i``, which must report its success."""
@@ -104,10 +112,49 @@ class BatchAcks:
 
     def ok(self, i: int) -> bool:
         """Whether message (or dead letter) ``i`` was acknowledged by the broker."""
-        if i in self.errors:
+        if i in self.errors or self.unplaced is not None:
             return False
         acked = self._letters.get(i)
         return self.flushed if acked is None else acked
 
     def error(self, i: int) -> str:
-        return self.errors.get(i) or "no acknowledgement"
+        found = self.errors.get(i)
+        if found is None and self.unplaced is not None:
+            return f"a message of the batch failed: {self.unplaced}"
+        return found or "no acknowledgement"
+
+
+class Reports:
+    """The shared delivery callback of ``BatchAcks.reports``. A failure names its message
+    by the message-id header of the message librdkafka hands back. A report without a
+    message, which librdkafka never makes, is taken to be about the message being handed
+    to ``produce`` (``producing``: a producer that refuses inside ``produce``). A failure
+    it cannot place fails the whole batch: nothing of it is deleted, and it goes again."""
+
+    def __init__(self, acks: BatchAcks, id_stem: bytes) -> None:
+        self.acks = acks
+        self.id_stem = id_stem
+        self.producing = -1
+
+    def __call__(self, err: KafkaError | None, msg: KafkaMessage | None) -> None:
+        if err is None:
+            return  # acknowledged: known at the flush
+        i = self.producing if msg is None else self._index(msg)
+        if i is None or i < 0:
+            with self.acks._lock:
+                self.acks.unplaced = self.acks.unplaced or err.str()
+                self.acks.fatal = self.acks.fatal or err.fatal() or err.code() in PRODUCER_BROKEN
+            return
+        self.acks._message(i, err, msg)
+
+    def _index(self, msg: KafkaMessage) -> int | None:
+        headers = msg.headers()
+        found = (headers if isinstance(headers, dict) else dict(headers or ())).get(H_MESSAGE_ID)
+        value = found.encode() if isinstance(found, str) else found
+        stem = self.id_stem
+        if value is None or len(value) != len(stem) + 8 or not value.startswith(stem):
+            return None
+        try:
+            return int(value[len(stem) :], 16)
+        except ValueError:
+            return None

@@ -193,21 +193,23 @@ class Drainer:
         # the latency benchmark); a full local queue falls back to send_raw's waiting.
         produce = publisher.producer.produce if type(publisher).send_raw is _SEND_RAW else None
         encode = encoder.encode_raw
-        on_message = acks.on_message
+        report = acks.reports(encoder.id_stem)
         reason: FailureReason
         error: BaseException
         for i, group in enumerate(groups):
             row = group.row
             try:
                 topic, full_topic, key, value, headers = encode(row, i)
-                cb = on_message(i)
+                report.producing = i
                 if produce is None:
-                    send(full_topic, value, key=key, headers=headers, on_delivery=cb)
+                    send(full_topic, value, key=key, headers=headers, on_delivery=report)
                 else:
                     try:
-                        produce(full_topic, value=value, key=key, headers=headers, on_delivery=cb)
+                        produce(
+                            full_topic, value=value, key=key, headers=headers, on_delivery=report
+                        )
                     except BufferError:  # the local queue is full: send_raw waits for room
-                        send(full_topic, value, key=key, headers=headers, on_delivery=cb)
+                        send(full_topic, value, key=key, headers=headers, on_delivery=report)
                 sent[i] = topic
                 continue
             except KafkaException as exc:

@@ -71,6 +71,12 @@ class BatchEncoder:
         if len(self._meta) != 4:  # encode_raw() lays the metadata headers out one by one
             self._fast = None
 
+    @property
+    def id_stem(self) -> bytes:
+        """What every message id of the batch starts with; the rest is ``seq`` in 8 hex
+        digits (``BatchAcks.reports`` finds a failed message by it)."""
+        return self._id_stem
+
     def encode(self, row: Row, seq: int) -> Encoded:
         """Raises (OutboxError, SchemaMismatch, ValueError, ...) when ``row`` cannot go out."""
         return Encoded(*self.encode_raw(row, seq))

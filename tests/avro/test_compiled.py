@@ -15,6 +15,7 @@ import pytest
 from streams.avro.codec import build_codec
 from streams.avro.compiled import compile_reader, compile_writer
 from streams.avro.store import SchemaVersion, default_store
+from streams.avro.varint import long_bytes
 from streams.errors import DecodeError
 
 
@@ -199,3 +200,39 @@ def test_schemas_with_other_logical_types_are_left_to_fastavro() -> None:
     assert read(buf.getvalue()) == value
     write = compile_writer(recursive)
     assert write is not None and write(value) == buf.getvalue()
+
+
+def test_records_sharing_a_timestamp_and_records_that_do_not_are_each_written_right() -> None:
+    """The compiled writer keeps the last timestamp's encoding (a recompute's configs
+    share one): a record with another timestamp, or the same one again, or none at
+    all, must still be written exactly as fastavro writes it, or refused."""
+    schema = {
+        "type": "record",
+        "name": "T",
+        "fields": [{"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}}],
+    }
+    write = compile_writer(schema)
+    assert write is not None
+    parsed = fastavro.parse_schema(schema)
+
+    def expected(value: Any) -> bytes:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, {"at": value})
+        return buf.getvalue()
+
+    now = dt.datetime(2026, 11, 30, 20, 50, 1, 123_000, tzinfo=dt.UTC)
+    later = now + dt.timedelta(milliseconds=1)
+    equal = dt.datetime.fromtimestamp(now.timestamp(), dt.UTC)  # another object, same time
+    sequence = [now, now, later, now, equal, now.replace(tzinfo=None), 0, 2**41, now]
+    for value in sequence:
+        assert write({"at": value}) == expected(value), value
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        write({"at": None})
+    assert write({"at": now}) == expected(now)  # a refusal leaves nothing stale behind
+
+
+@pytest.mark.parametrize("n", [2**34 - 1, 2**34, 2**41 - 1, 2**41, 2**42, -(2**41), -(2**41) - 1])
+def test_longs_at_the_unrolled_varint_lengths_match_fastavro(n: int) -> None:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, "long", n)
+    assert long_bytes(n) == buf.getvalue()

@@ -296,3 +296,27 @@ def test_backlog_gauges_show_queued_rows_depth_and_age(settings: Settings, relay
     assert REGISTRY.get_sample_value("streams_relay_queued_rows", labels) == 0
     assert REGISTRY.get_sample_value("streams_relay_oldest_pending_seconds", labels) == 0
     assert REGISTRY.get_sample_value("streams_relay_rows_published_total", labels) == before + 4
+
+
+def test_the_linger_gathers_a_batch_but_never_delays_it(
+    settings: Settings, reader: TopicReader
+) -> None:
+    """``STREAMS_RELAY_LINGER`` only groups the messages produced while a batch is being
+    produced: the batch's flush sends at once. With a 5 s linger, a pass over a few rows
+    still publishes and deletes them in well under 5 s."""
+    import time
+
+    dsn = settings.database_url.get()
+    r = Relay(settings.with_(relay_linger=5.0), concurrency=1)
+    r.pool.open(wait=True)
+    try:
+        r.run_pass()  # the producer's connection and metadata, before the clock starts
+        ids = write(dsn, [(81, 0), (82, 0), (81, 1)])
+        started = time.monotonic()
+        r.run_pass()
+        took = time.monotonic() - started
+    finally:
+        r.close()
+    assert queued(dsn) == 0
+    assert sorted(ids_of(reader.drain(quiet=1.0))) == sorted(ids)
+    assert took < 2.5, f"a pass took {took:.1f} s: the flush waited for the 5 s linger"
