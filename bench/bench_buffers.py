@@ -38,6 +38,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench._machine import cpu_seconds, rss_mb
 from bench._profile import profiled
 from bench._results import Results, machine
 from bench._stack import worker_env
@@ -143,12 +144,6 @@ def metric(settings: Settings, name: str, labels: str = "") -> float:
     return sum(float(m.group(2)) for m in pattern.finditer(get(settings, "/metrics")))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used (Linux /proc), seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def buffered(
     settings: Settings, ids: list[int], n: int, dsn: str, *, coalesce: float | None, pid: int
 ) -> tuple[float, float, float, float, float]:
@@ -180,14 +175,6 @@ def buffered(
         client.set_publisher(None)
         publisher.close()
     return n / applied, n / sent, applied, 1e6 * client_cpu / n, 1e6 * worker_cpu / n
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """Resident memory of a process (Linux /proc), MB; ``VmHWM`` for its peak."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._machine import cpu_seconds  # noqa: E402
 from bench._results import Results, machine  # noqa: E402
 from streams.webhooks import signing  # noqa: E402
 from streams.webhooks.http import AiohttpSender, HttpSender  # noqa: E402
@@ -34,7 +35,6 @@ from streams.webhooks.ssrf import SsrfGuard  # noqa: E402
 POSTS = int(os.environ.get("BENCH_HTTP_POSTS", "10000"))
 LANES = int(os.environ.get("BENCH_HTTP_LANES", "64"))
 ROUNDS = int(os.environ.get("BENCH_HTTP_ROUNDS", "2"))
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def serve() -> None:
@@ -55,12 +55,6 @@ def serve() -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
-
-
-def cpu_of(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 async def one_round(sender: HttpSender, url: str) -> tuple[float, float, int]:
@@ -92,9 +86,9 @@ def measure(name: str, make: type[AiohttpSender] | type[LeanSender], url: str, r
         finally:
             await sender.close()
 
-    rx_before = cpu_of(rx)
+    rx_before = cpu_seconds(rx)
     wall, cpu, failures = asyncio.run(run())
-    rx_cpu = cpu_of(rx) - rx_before
+    rx_cpu = cpu_seconds(rx) - rx_before
     posts = LANES * (POSTS // LANES)
     print(
         f"  {name:14} {posts / wall:8,.0f} POSTs/s  client {cpu / posts * 1e6:6.1f} us CPU/POST"

@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Producer
 
+from bench._machine import Span, rss_mb
 from bench._profile import profiled
 from bench._results import Results
 from streams import kafka_config, topics
@@ -98,7 +99,9 @@ def bare_postgres(dsn: str, rows: int, batch: int) -> float:
     return rows / (time.perf_counter() - started)
 
 
-def bare_kafka(settings: Settings, rows: int, linger_ms: int) -> tuple[float, float]:
+def bare_kafka(
+    settings: Settings, rows: int, linger_ms: int, stack_pids: dict[str, int | None]
+) -> tuple[float, float, Span]:
     """The relay's own encoded messages (values, keys and every header, as
     streams.relay.encode makes them) through a bare idempotent producer, no database,
     with the given linger."""
@@ -132,6 +135,7 @@ def bare_kafka(settings: Settings, rows: int, linger_ms: int) -> tuple[float, fl
     def cb(err: Any, msg: Any) -> None:
         done[0] += 1
 
+    span = Span.start(stack_pids)
     started = time.perf_counter()
     cpu = time.process_time()
     for full, key, data, headers in msgs:
@@ -145,13 +149,18 @@ def bare_kafka(settings: Settings, rows: int, linger_ms: int) -> tuple[float, fl
     producer.flush(60)
     assert done[0] == rows
     elapsed = time.perf_counter() - started
-    return rows / elapsed, (time.process_time() - cpu) / rows * 1e6
+    return rows / elapsed, (time.process_time() - cpu) / rows * 1e6, span.stop()
 
 
 def relay_run(
-    settings: Settings, rows: int, concurrency: int, per_object: int
-) -> tuple[float, float]:
-    """(rows/s, this process's CPU microseconds per row: all threads, librdkafka's too)."""
+    settings: Settings,
+    rows: int,
+    concurrency: int,
+    per_object: int,
+    stack_pids: dict[str, int | None],
+) -> tuple[float, float, Span, str]:
+    """(rows/s, the relay's CPU microseconds per row: all threads and worker processes,
+    librdkafka's too; the machine meanwhile; the relay's memory)."""
     dsn = settings.database_url.get()
     relay = Relay(settings, concurrency=concurrency)
     relay.pool.open(wait=True)
@@ -169,18 +178,30 @@ def relay_run(
                 profiles.enter_context(profiled(os.getpid(), name))
                 for n, pid in enumerate(_worker_pids()):
                     profiles.enter_context(profiled(pid, f"{name}-worker{n}"))
+                span = Span.start(stack_pids)
                 started = time.perf_counter()
                 cpu = _cpu_seconds()
                 while relay.run_pass(ranges):
                     pass
                 elapsed = time.perf_counter() - started
                 cpu = _cpu_seconds() - cpu
+                span.stop()
+                # How memory grows with the backlog (issue 13's sizes 10x apart): the
+                # worker processes' peak, or this process's own with concurrency 1.
+                workers = _worker_pids()
+                rss = (
+                    "workers' peak RSS "
+                    + " + ".join(f"{rss_mb(pid, 'VmHWM'):.0f}" for pid in workers)
+                    + " MB"
+                    if workers
+                    else f"relay (this process) RSS {rss_mb(os.getpid()):.0f} MB"
+                )
     finally:
         relay.close()
     with psycopg.connect(dsn) as conn:
         left = conn.execute("SELECT count(*) FROM region_outbox").fetchone()
     assert left is not None and left[0] == 0, left
-    return rows / elapsed, cpu / rows * 1e6
+    return rows / elapsed, cpu / rows * 1e6, span, rss
 
 
 def _children() -> list[tuple[int, list[str]]]:
@@ -327,12 +348,16 @@ def main() -> None:
         print(f"  limit 1, bare PostgreSQL claim+delete loop: {pg:10,.0f} rows/s")
         # The limit is the bare producer at its best: with the 1 ms linger of the
         # other producers, and with the relay's own (STREAMS_RELAY_LINGER).
+        # The broker's and PostgreSQL's CPU (with its backends) per row, and how busy the
+        # machine was: a figure bound by the machine has every core busy.
+        pids = {"broker": info.broker_pid, "postgres": info.postgres_pid}
         kafka = 0.0
         for linger_ms in sorted({1, round(settings.relay_linger * 1000)}):
-            rate, us = bare_kafka(settings, n, linger_ms)
+            rate, us, span = bare_kafka(settings, n, linger_ms, pids)
             print(
                 f"  limit 2, bare confluent-kafka producer:     {rate:10,.0f} rows/s"
                 f"  [{us:.1f} us CPU/row, linger {linger_ms} ms, load {os.getloadavg()[0]:.2f}]"
+                f"\n      {span.describe(n)}"
             )
             kafka = max(kafka, rate)
         rates: dict[tuple[int, int], float] = {}
@@ -340,7 +365,7 @@ def main() -> None:
         for per_object in [int(p) for p in args.per_object.split(",")]:
             label = "no coalescing" if per_object == 1 else f"coalescing {per_object}:1"
             for conc in concs:
-                rate, cpu_us = relay_run(settings, n, conc, per_object)
+                rate, cpu_us, span, rss = relay_run(settings, n, conc, per_object, pids)
                 rates[per_object, conc] = rate
                 verdict = "ok" if rate >= max(0.8 * pg, 20_000) else "BELOW GOAL"
                 print(
@@ -348,6 +373,7 @@ def main() -> None:
                     f"  = {rate / pg:4.2f}x PostgreSQL loop (goal >= 0.8x and >= 20,000) {verdict}"
                     f"  = {rate / kafka:4.2f}x bare producer"
                     f"  [{cpu_us:.1f} us CPU/row, load {os.getloadavg()[0]:.2f}]"
+                    f"\n      {span.describe(n)}; {rss}"
                 )
         flat = {c: r for (po, c), r in rates.items() if po == 1}
         if flat:

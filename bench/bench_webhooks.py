@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
 
+from bench._machine import busy_seconds, cpu_seconds, rss_mb
 from bench._profile import profiled
 from bench._results import Results, machine
 from bench._stack import ROOT, bench_stack, worker_env
@@ -215,20 +216,6 @@ def start_worker(settings: Settings, n: int) -> tuple[subprocess.Popen[bytes], i
     return proc, changes["web_port"]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process (Linux /proc), MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def bare_posts(url: str, total: int) -> float:
     """The limit in the same run: signed POSTs/s from one asyncio loop (32 in flight) to
     the same receiver, bodies and signatures as the worker's, no broker, no database."""
@@ -278,6 +265,7 @@ def throughput(
     per_org = changes // ORGS
     http(f"{stats}/reset", "POST")
     cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    busy = busy_seconds()
     started = time.perf_counter()
     with contextlib.ExitStack() as profiles:
         for name, pid in pids.items():
@@ -291,6 +279,7 @@ def throughput(
         total = per_org * ORGS
         wait(lambda: http(stats)["count"] >= 2 * total, 300, "every POST")
         elapsed = time.perf_counter() - started
+    busy = busy_seconds() - busy
     print(f"published {total} changes in {published:.1f}s ({total / published:,.0f}/s)")
     print(
         f"end to end: {total / elapsed:,.0f} changes/s, "
@@ -300,6 +289,11 @@ def throughput(
     used = {name: (cpu_seconds(pid) - cpu[name]) / total for name, pid in pids.items()}
     print(
         "cpu per change: " + ", ".join(f"{name} {sec * 1e6:.0f} us" for name, sec in used.items())
+    )
+    # Bound by the machine when every core was busy: then only less CPU per change helps.
+    print(
+        f"machine: {busy / elapsed:.2f} of {os.cpu_count()} cores busy, "
+        f"{busy / total * 1e6:.0f} us CPU per change in all (this process, PostgreSQL included)"
     )
     return Run(total / elapsed, 2 * total / elapsed, total / published, used)
 
