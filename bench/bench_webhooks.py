@@ -389,7 +389,7 @@ def run_streams(
         ours = throughput(send, lambda: pub.flush(60), orgs, stats, pids)
         rss_after = sum(rss_mb(w.pid) for w in workers)
         targets = 2 * ORGS
-        print(f"worker RSS {rss_before:.0f} MB before, {rss_after:.0f} MB after ({targets} targets)")
+        print(f"worker RSS {rss_before:.0f} -> {rss_after:.0f} MB ({targets} targets)")
         print(
             f"workers in all {ours.cpu_us('worker'):.0f} us CPU per change, "
             f"with the broker {ours.cpu_us('worker', 'broker'):.0f} us"
