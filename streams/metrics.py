@@ -6,7 +6,9 @@ alert rules are tested against a live scrape of these names.
 
 from __future__ import annotations
 
-from typing import Literal
+from bisect import bisect_left
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -122,6 +124,35 @@ def histogram(
     buckets: tuple[float, ...] = _LATENCY_BUCKETS,
 ) -> Histogram:
     return Histogram(name, doc, labels, buckets=buckets, registry=REGISTRY)
+
+
+def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """``histogram.observe(a)`` for every finite ``a``, with one increment per bucket
+    touched instead of a locked increment per amount (the invalidation timer observes a
+    lateness per countdown window: about 4,000 a second at 100k projects). Relies on
+    prometheus-client's histogram internals, checked by tests/test_metrics.py; without
+    them it observes one by one."""
+    child: Any = histogram
+    bounds, buckets, total = (
+        getattr(child, "_upper_bounds", None),
+        getattr(child, "_buckets", None),
+        getattr(child, "_sum", None),
+    )
+    if bounds is None or buckets is None or total is None:
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    child._raise_if_not_observable()
+    counts = [0] * len(bounds)
+    added = 0.0
+    last = len(bounds) - 1
+    for amount in amounts:
+        counts[min(bisect_left(bounds, amount), last)] += 1
+        added += amount
+    total.inc(added)
+    for i, n in enumerate(counts):
+        if n:
+            buckets[i].inc(n)
 
 
 PUBLISH_SECONDS = histogram(

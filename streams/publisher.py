@@ -217,13 +217,17 @@ class Publisher:
         started = time.perf_counter()
         route = self._route(topic)
         encode, limit = self._encode, route.spec.max_message_bytes - catalogue.RECORD_OVERHEAD
-        metas = tracing.metadata_headers_many(self._producer_name, len(items))
+        metas = list(tracing.metadata_headers_many(self._producer_name, len(items)))
+        # The metadata headers of one batch all have the same size (fixed-width ids).
+        meta_size = sum(len(k) + len(v) for k, v in metas[0]) if metas else 0
         ready = []
         for (key, value, extra), meta in zip(items, metas, strict=True):
             data = encode(route, value)
             key_bytes = key if isinstance(key, bytes) else key.encode()
             hdrs = meta + extra
-            size = len(data or b"") + len(key_bytes) + sum(len(k) + len(v) for k, v in hdrs)
+            size = len(data or b"") + len(key_bytes) + meta_size
+            if extra:
+                size += sum(len(k) + len(v) for k, v in extra)
             if size > limit:
                 _checked_size(route, data, key_bytes, hdrs)  # raises, with the message
             ready.append((data, key_bytes, hdrs))

@@ -3,7 +3,8 @@
 Topic ``project-config-invalidations`` (keyed by organization), one table, a timer:
 
 - ``invalidation-due``: a changelogged table of the countdown windows not yet
-  published, one entry per window (nothing is written for a skipped request). The
+  published, one entry per batch of requests and partition (nothing is written for a
+  skipped request; ``streams.projectconfigs.duetable``). The
   debounce index (scope -> due time of its pending window) is kept in memory and
   rebuilt from this table after a restart or rebalance
   (``streams.projectconfigs.debounce``).
@@ -43,7 +44,7 @@ from streams.agents.base import AgentSpec, Message, Retry, RetryPolicy, attach, 
 from streams.agents.project_configs import ConfigsOut, Published
 from streams.agents.served_configs import feed_of
 from streams.agents.wrapper.direct import DirectConsumer
-from streams.errors import PermanentFailure
+from streams.errors import PermanentFailure, PublishError
 from streams.projectconfigs.changelog import ChangelogWriter
 from streams.projectconfigs.debounce import DueWork, Request, fold, offer
 from streams.projectconfigs.duetable import DueTable
@@ -223,7 +224,9 @@ class Invalidation:
                 ident = (decision.scheduled, decision.reason, req.trigger)
                 counts[ident] = counts.get(ident, 0) + 1
         finally:
-            # Also on error: what was decided before it stays decided (and counted).
+            # Also on error: what was decided before it stays decided (counted, and its
+            # windows written: replayed one by one, those requests are skipped).
+            state.seal()
             self._decided.add(counts)
         if any(scheduled for scheduled, _, _ in counts):
             # Before the batch is acknowledged: a committed request has its window durable.
@@ -251,8 +254,9 @@ class Invalidation:
             if first is not None and horizon < first <= now:
                 DEFERRED.inc()  # due by the clock, but its requests are not all read yet
         out: list[DueWork] = []
+        single = self._single
         for work in self.state.take(horizons):
-            if work.key in self._single:
+            if single and work.key in single:
                 if out:  # alone, in the next pass
                     self.state.requeue(work, now)
                     continue
@@ -339,9 +343,7 @@ class Invalidation:
                 key = w.key
                 self._attempts.pop(key, None)
                 self._single.discard(key)
-        observe = LATENESS.observe
-        for w in works:
-            observe(max(0.0, done - w.due))
+        metrics.observe_many(LATENESS, [max(0.0, done - w.due) for w in works])
         for kind, n in kinds.items():
             RECOMPUTES.labels(kind).inc(n)
         if folded:
@@ -398,21 +400,27 @@ class Invalidation:
             self.ready = True
         log.info(
             "invalidation.recovered",
-            extra={"due": len(data), "read": len(records), "partitions": partitions},
+            extra={"due": len(self.state.windows), "read": len(records), "partitions": partitions},
         )
 
     async def release(self, partitions: list[int]) -> None:
         """``partitions`` go to another worker: once no recompute runs, forget their
         windows (the next owner reads them from the changelog)."""
         async with self._running:
-            await self.settled()  # their windows' tombstones are written first
+            await self.settled()  # their published windows are removed first
             gone = set(partitions)
-            data = self.state.table.data
-            for key in [k for k, raw in data.items() if DueWork.from_json(raw).partition in gone]:
-                del data[key]
-            self.state.rebuild()
+            # The next owner reads the changelog: it must not run a published window again.
+            self.state.rewrite(gone)
+            try:
+                await self.changelog.flush()
+            except PublishError as exc:  # then the next owner runs some of them again
+                log.error("invalidation.release.rewrite_failed", extra={"error": repr(exc)})
+            self.state.drop(gone)
             self.loaded = (self.loaded or set()) - gone
-        log.info("invalidation.released", extra={"partitions": partitions, "due": len(data)})
+        log.info(
+            "invalidation.released",
+            extra={"partitions": partitions, "due": len(self.state.windows)},
+        )
 
     async def on_recovered(self) -> None:
         owned = sorted(self.owned())
@@ -429,7 +437,7 @@ class Invalidation:
         self.ready = True
         log.info(
             "invalidation.recovered",
-            extra={"due": len(data), "tail": len(tail), "partitions": owned},
+            extra={"due": len(self.state.windows), "tail": len(tail), "partitions": owned},
         )
 
 

@@ -73,10 +73,12 @@ SERVED = metrics.counter(
 
 def headers_for(work: DueWork) -> list[tuple[str, bytes]]:
     """Where a published config came from (for tracing and latency measurements)."""
+    # The window's key is '<scope key>@<requested_at in ms>' (DueWork.key).
+    scope, _, requested_ms = work.key.rpartition("@")
     return [
-        ("invalidation.scope", work.scope_key.encode()),
+        ("invalidation.scope", scope.encode()),
         ("invalidation.trigger", work.trigger.encode()),
-        ("invalidation.requested_at", b"%d" % round(work.requested_at * 1000)),
+        ("invalidation.requested_at", requested_ms.encode()),
         ("invalidation.due", b"%d" % round(work.due * 1000)),
     ]
 
@@ -171,7 +173,7 @@ class Published:
         pubs: Sequence[Publication],
         sent: Sent,
         served: ServedFeed | None = None,
-        direct: Sequence[tuple[int, bytes]] = (),
+        direct: Sequence[bytes] = (),
     ) -> None:
         self.pubs, self.sent, self.served, self.direct = pubs, sent, served, direct
 
@@ -255,7 +257,10 @@ def install(app: Any, runtime: Runtime) -> None:
     )
 
     changelog_name = served.changelog_topic.get_topic_name()
-    changelog = ChangelogWriter(runtime.settings, changelog_name, name=SERVED_TABLE)
+    # Partitioned as the topic (murmur2), for the records ServedFeed.serve leaves unassigned.
+    changelog = ChangelogWriter(
+        runtime.settings, changelog_name, name=SERVED_TABLE, partitioner=PARTITIONER
+    )
     source = runtime.topic(TOPIC)
     direct = runtime.settings.direct_consumers
 

@@ -30,6 +30,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 5
+UNASSIGNED = -1  # a record's partition left to the producer's partitioner
 POLL_EVERY = 500  # records queued between two polls for delivery reports
 Record = tuple[int, bytes, bytes | None]  # (partition, key, value or None: a tombstone)
 
@@ -37,7 +38,14 @@ Record = tuple[int, bytes, bytes | None]  # (partition, key, value or None: a to
 class ChangelogWriter:
     """A librdkafka producer for one changelog topic; ``flush`` re-sends refused records."""
 
-    def __init__(self, settings: Settings, topic: str, name: str = "invalidation") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        name: str = "invalidation",
+        partitioner: str = "consistent_random",
+    ) -> None:
+        """``partitioner`` places the records sent with partition ``UNASSIGNED``."""
         self.topic = topic
         # Not idempotent: Tansu fences an idempotent producer for good after a message
         # timeout (docs/broker.md). One request in flight keeps each partition in order.
@@ -56,6 +64,7 @@ class ChangelogWriter:
                     # call per acknowledged record.
                     "on_delivery": self._delivered,
                     "delivery.report.only.error": True,
+                    "partitioner": partitioner,
                 },
             )
         )

@@ -1,24 +1,55 @@
 """The timer's view of the due windows: a changelogged table, per-partition heaps, the index.
 
-``DueTable`` is the worker's ``DebounceState``. Each countdown window costs two
-changelog records in all (its entry, then its tombstone once published), written by
-a ``ChangelogSink`` (librdkafka, batched); skipped requests cost nothing. The table
-object is duck-typed (a Faust ``Table`` in the worker: its ``data`` dict, recovered
-from the changelog by Faust), so this module does not import Faust.
+``DueTable`` is the worker's ``DebounceState``. The windows a batch of requests opens
+on one partition are written as **one** changelog entry (a list of window records,
+under a key of its own), by a ``ChangelogSink`` (librdkafka, batched), when the batch
+is decided (``seal``). The entry is deleted (a tombstone) once the last of its windows
+has been published: a changelog record per window and a tombstone per window were a
+fifth of the worker's CPU per window at 100k projects (bench/README.md). Skipped
+requests cost nothing.
+
+After a crash an entry comes back whole, so windows of it that were published before
+the crash run again (at least once, never lost). A partition handed over cleanly
+(``rewrite``) first writes its partly done entries again without their published
+windows, so the next owner runs each remaining window once.
+
+Entries written by an older version (one record per window, keyed by the window) are
+read as an entry of one window. The table object is duck-typed (a Faust ``Table`` in
+the worker: its ``data`` dict, recovered from the changelog by Faust), so this module
+does not import Faust.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol, cast
 
 from streams.projectconfigs.debounce import DueWork, PendingIndex
+
+# A window's positional record (``DueWork.to_json``), as a tuple.
+Record = tuple[str, int | None, int | None, str | None, str, float, float, int]
+ENTRY_PREFIX = "windows:"  # entry keys: 'windows:<partition>:<random hex>'
 
 
 class ChangelogSink(Protocol):
     def send(self, partition: int, key: str, value: Any) -> None:
         """Queue one changelog record (``value`` None: a tombstone)."""
+
+
+def entry_records(raw: Any) -> list[Record]:
+    """The window records of a table value: an entry (a list of records), or one record
+    as an older version wrote it (positional, or named: a dict)."""
+    if isinstance(raw, dict):
+        return [_record(DueWork.from_json(raw))]
+    if raw and isinstance(raw[0], str):
+        return [_record(raw)]
+    return [_record(r) for r in raw]
+
+
+def _record(fields: Sequence[Any]) -> Record:
+    return cast(Record, tuple(fields[:8]))
 
 
 class DueTable:
@@ -30,6 +61,13 @@ class DueTable:
         self.pending = PendingIndex()
         self.heaps: dict[int, list[tuple[float, str]]] = {}
         self.running: set[str] = set()  # keys started and not yet removed
+        # Window key -> (its record, its entry's key). The records are plain tuples:
+        # once one survives a collection the garbage collector stops tracking it (a
+        # dataclass or list is traversed by every full collection, and under backlog
+        # the table holds a window per scope).
+        self.windows: dict[str, tuple[Record, str]] = {}
+        self.entries: dict[str, int] = {}  # entry key -> its windows not yet removed
+        self._open: dict[int, tuple[str, list[Record]]] = {}  # partition -> unsealed entry
 
     # -- DebounceState ----------------------------------------------------------------
 
@@ -40,29 +78,63 @@ class DueTable:
         return self.pending.started.get(scope_key)
 
     def add_due(self, work: DueWork) -> None:
+        """A new window; durable once ``seal`` has written its entry."""
         key = work.key
         if key in self.running:
             # The same (scope, ms) is running: its removal must not take this one with it.
-            work = DueWork(
-                work.scope_kind,
-                work.organization_id,
-                work.project_id,
-                work.public_key,
-                work.trigger,
-                work.requested_at + 0.001,
-                work.due + 0.001,
-                work.partition,
+            work = work._replace(
+                requested_at=work.requested_at + 0.001, due=work.due + 0.001, ident=""
             )
             key = work.key
-        # The table keeps a plain tuple: once it survives a collection the garbage
-        # collector stops tracking it (a dataclass or list is traversed by every full
-        # collection, and under backlog the table holds a window per scope). The
-        # changelog gets the JSON record.
-        record = work.to_json()
-        self.table.data[key] = tuple(record)
-        self.changelog.send(work.partition, key, record)
-        heapq.heappush(self.heaps.setdefault(work.partition, []), (work.due, key))
+        partition = work.partition
+        opened = self._open.get(partition)
+        if opened is None:
+            opened = self._open[partition] = (_entry_key(partition), [])
+        record = (
+            work.scope_kind,
+            work.organization_id,
+            work.project_id,
+            work.public_key,
+            work.trigger,
+            work.requested_at,
+            work.due,
+            partition,
+        )
+        opened[1].append(record)
+        self._attach(key, record, opened[0])
+        heapq.heappush(self.heaps.setdefault(partition, []), (work.due, key))
         self.pending.add(work.scope_key, work.due)
+
+    def seal(self) -> None:
+        """Write an entry per partition for the windows added since the last ``seal`` (the
+        caller flushes the changelog before the requests are acknowledged)."""
+        if not self._open:
+            return
+        data, send = self.table.data, self.changelog.send
+        for partition, (entry, records) in self._open.items():
+            if entry not in self.entries:  # every window of it is gone already
+                continue
+            value = tuple(records)
+            data[entry] = value
+            send(partition, entry, value)
+        self._open = {}
+
+    def _attach(self, key: str, record: Record, entry: str) -> None:
+        entries = self.entries
+        replaced = self.windows.get(key)
+        self.windows[key] = (record, entry)
+        entries[entry] = entries.get(entry, 0) + 1
+        if replaced is not None:  # the same window again: the newer entry holds it
+            self._detach(replaced[1], record[7])
+
+    def _detach(self, entry: str, partition: int) -> None:
+        left = self.entries[entry] - 1
+        if left:
+            self.entries[entry] = left
+            return
+        del self.entries[entry]
+        if self.table.data.pop(entry, None) is not None:
+            self.changelog.send(partition, entry, None)
 
     # -- timer ------------------------------------------------------------------------
 
@@ -74,7 +146,7 @@ class DueTable:
         partition 0's windows first filled every batch from the lowest partitions, and
         the windows of the others waited until the backlog was gone (p99 27 s at 100k
         projects, with p50 2 s; bench/README.md)."""
-        heaps, data, running = self.heaps, self.table.data, self.running
+        heaps, windows, running = self.heaps, self.windows, self.running
         frontier = [
             (heap[0][0], p)
             for p, horizon in horizons.items()
@@ -89,10 +161,10 @@ class DueTable:
                 heapq.heapreplace(frontier, (heap[0][0], partition))
             else:
                 heapq.heappop(frontier)
-            raw = data.get(key)
-            if raw is None or key in running:
+            item = windows.get(key)
+            if item is None or key in running:
                 continue  # published already, or a duplicate heap entry
-            yield DueWork.from_json(raw)
+            yield DueWork(*item[0], key)
 
     def next_due(self, partition: int) -> float | None:
         heap = self.heaps.get(partition)
@@ -110,29 +182,77 @@ class DueTable:
         heapq.heappush(self.heaps.setdefault(work.partition, []), (at, work.key))
 
     def remove(self, works: Iterable[DueWork]) -> None:
-        """Published (or dead-lettered): forget ``works`` durably."""
-        data, send = self.table.data, self.changelog.send
+        """Published (or dead-lettered): forget ``works``, and durably so the entries
+        whose windows are all gone."""
+        windows, running, detach = self.windows, self.running, self._detach
         for w in works:
             key = w.key
-            self.running.discard(key)
-            if data.pop(key, None) is not None:
-                send(w.partition, key, None)
+            running.discard(key)
+            item = windows.pop(key, None)
+            if item is not None:
+                detach(item[1], w.partition)
 
     def count(self, partitions: set[int]) -> int:
         """Windows waiting on ``partitions`` (heap entries may include stale keys)."""
         return sum(len(h) for p, h in self.heaps.items() if p in partitions)
+
+    # -- partitions come and go --------------------------------------------------------
+
+    def rewrite(self, partitions: set[int]) -> None:
+        """Write the partly done entries of ``partitions`` again with only their windows
+        not yet published (before the partitions are handed over, so the next owner
+        runs each of those once, and no published one again)."""
+        left: dict[str, list[Record]] = {}
+        for record, entry in self.windows.values():
+            if record[7] in partitions:
+                left.setdefault(entry, []).append(record)
+        data, send = self.table.data, self.changelog.send
+        for entry, records in left.items():
+            raw = data.get(entry)
+            if raw is not None and len(entry_records(raw)) != len(records):
+                value = tuple(records)
+                data[entry] = value
+                send(records[0][7], entry, value)
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget the entries of ``partitions`` (handed over) and index what is left."""
+        data = self.table.data
+        for entry in [e for e, raw in data.items() if _partition(raw) in partitions]:
+            del data[entry]
+        self.rebuild()
 
     def rebuild(self) -> None:
         """After recovery: index everything the table holds; nothing is running."""
         self.heaps = {}
         self.pending.due = {}  # what this worker saw start stays known
         self.running = set()
+        self.windows = {}
+        self.entries = {}
+        self._open = {}
         data = self.table.data
-        for key, raw in list(data.items()):
-            work = DueWork.from_json(raw)
-            if isinstance(raw, list):  # recovered from JSON: kept as a tuple, as add_due
-                data[key] = tuple(raw)
-            self.heaps.setdefault(work.partition, []).append((work.due, key))
-            self.pending.add(work.scope_key, work.due)
+        for entry, raw in list(data.items()):
+            records = entry_records(raw)
+            if not records:
+                del data[entry]
+                continue
+            if isinstance(raw, list):  # recovered from JSON: kept as tuples, as add_due
+                data[entry] = tuple(records)
+            for record in records:
+                work = DueWork(*record)
+                key = work.key
+                self._attach(key, record, entry)
+                self.heaps.setdefault(work.partition, []).append((work.due, key))
+                self.pending.add(work.scope_key, work.due)
         for heap in self.heaps.values():
             heapq.heapify(heap)
+
+
+def _entry_key(partition: int) -> str:
+    # Random, never derived from offsets or windows: a replayed batch must not overwrite
+    # an entry that still holds windows the replay skips (they are pending already).
+    return f"{ENTRY_PREFIX}{partition}:{os.urandom(8).hex()}"
+
+
+def _partition(raw: Sequence[Any] | dict[str, Any]) -> int:
+    records = entry_records(raw)
+    return int(records[0][7]) if records else -1

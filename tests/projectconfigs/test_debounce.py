@@ -206,3 +206,12 @@ def test_changelog_records_are_the_json_that_json_dumps_writes() -> None:
     ]
     for value in odd:
         assert record_json(value) == json.dumps(value).encode()
+
+
+def test_a_window_that_carries_its_key_answers_as_one_that_computes_it() -> None:
+    """``offer`` and the due table set ``ident``; a key scope's key may hold an '@'."""
+    work = DueWork("public_key", 1, 10, "a@b", "test", T0 + 0.0004, T0 + 5, 3)
+    keyed = work._replace(ident=work.key)
+    assert keyed.key == work.key == f"k:a@b@{round((T0 + 0.0004) * 1000)}"
+    assert keyed.scope_key == work.scope_key == "k:a@b"
+    assert keyed.to_json() == work.to_json()  # the record does not carry it

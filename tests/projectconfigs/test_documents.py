@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,10 @@ from streams.avro.codec import build_codec
 from streams.avro.store import default_store
 from streams.projectconfigs.documents import (
     KeyRow,
+    canonical,
+    config_document,
     config_record,
+    config_text,
     disabled_record,
     served_document,
     served_json,
@@ -84,3 +88,26 @@ def test_a_config_that_is_not_json_is_refused_when_read_from_the_topic() -> None
     record = {**config_record(ROW, {}, {}, NOW), "config": "{not json"}
     with pytest.raises(ValueError):
         served_json(record)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        ROW,
+        ROW._replace(rate_limit_count=None),
+        ROW._replace(rate_limit_window=None, platform=None),
+        ROW._replace(project_slug='we"b\\ü', organization_slug="acmé\n", public_key="k€y"),
+        ROW._replace(project_id=2**62, organization_id=0),
+    ],
+)
+def test_the_config_text_is_the_canonical_json_of_the_document(row: KeyRow) -> None:
+    """The template writes what the JSON encoder writes, byte for byte (the revision is
+    its hash: a config must not change revision with the code that writes it)."""
+    options: list[tuple[dict[str, Any], dict[str, Any]]] = [
+        ({}, {}),
+        ({"sentry:scrub": True, "ui:theme": "dark", "filters:x": [1, {"b": 2, "a": None}]}, {}),
+        ({"quotas:z": 1.5}, {"relay:ü": "é", "relay:a": {"z": 1, "y": [True, None]}}),
+    ]
+    for project, organization in options:
+        expected = canonical(config_document(row, project, organization))
+        assert config_text(row, project, organization) == expected

@@ -12,7 +12,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from streams.agents.served_configs import ServedFeed
 from streams.agents.wrapper.message import RawEvent
 from streams.errors import PublishError
-from streams.projectconfigs.changelog import ChangelogWriter
+from streams.projectconfigs.changelog import UNASSIGNED, ChangelogWriter
 from streams.projectconfigs.documents import disabled_record, served_json
 
 NOW = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
@@ -48,8 +48,7 @@ def test_only_the_configs_of_owned_partitions_are_served_directly_on_their_parti
     served, table, changelog = feed({1, 3})
     done = served.serve([(k, disabled_record(k, NOW)) for k in keys] + [("key-0", None)])
     mine = {k for k in keys if router(k.encode(), PARTITIONS, PARTITIONS) in {1, 3}}
-    assert {key.decode() for _, key in done} == mine and 0 < len(mine) < len(keys)
-    assert all(p == router(key, PARTITIONS, PARTITIONS) for p, key in done)
+    assert {key.decode() for key in done} == mine and 0 < len(mine) < len(keys)
     assert set(table.data) == {k.encode() for k in mine} - {b"key-0"}  # then its tombstone
     for partition, key, _ in changelog.records:
         assert partition == router(key, PARTITIONS, PARTITIONS)
@@ -177,3 +176,12 @@ def test_skipped_configs_wait_until_their_changelog_records_are_acknowledged() -
     served = ServedFeed(Table(), cast(ChangelogWriter, changelog), render, 4, lambda: {0})
     asyncio.run(served.flush_until_done())
     assert changelog.flushes == 2  # retried, not given up
+
+
+def test_owning_every_partition_the_records_are_left_to_the_murmur2_partitioner() -> None:
+    """The changelog producer places them (partitioner murmur2_random, as the topic):
+    no partition is computed here."""
+    served, _, changelog = feed({0, 1, 2, 3})
+    done = served.serve([("a", disabled_record("a", NOW)), ("b", None)])
+    assert done == [b"a", b"b"]
+    assert [(p, k) for p, k, _ in changelog.records] == [(UNASSIGNED, b"a"), (UNASSIGNED, b"b")]
