@@ -91,8 +91,12 @@ def _install_views(app: faust.App, runtime: Runtime) -> None:
 
     @app.page("/health")
     async def health_view(web: Any, request: Any) -> Any:
+        # Standby replicas of tables are not the worker's partitions: left out.
         faust_owned = (
-            [f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()]
+            [
+                f"{tp.topic}:{tp.partition}"
+                for tp in app.consumer.assignment() - app.assignor.assigned_standbys()
+            ]
             if app.consumer
             else []
         )
@@ -103,7 +107,8 @@ def _install_views(app: faust.App, runtime: Runtime) -> None:
             runtime.agents
         )
         ready = faust_ready and all(c.ready for c in direct)
-        assignment = sorted([*faust_owned, *(tp for c in direct for tp in c.assignment())])
+        # A set: the served-configs feed follows partitions Faust assigned (the table's).
+        assignment = sorted({*faust_owned, *(tp for c in direct for tp in c.assignment())})
         db_down, broker_down = await asyncio.gather(database.cause(), broker.cause())
         down = db_down or broker_down
         return web.json(

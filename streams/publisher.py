@@ -209,11 +209,12 @@ class Publisher:
         topic: str,
         items: Sequence[tuple[str | bytes, Any, list[tuple[str, bytes]]]],
         on_delivery: Callable[[KafkaError | None, Message], None],
-    ) -> None:
+    ) -> list[bytes | None]:
         """``send`` for many (key, value, headers) at once, one delivery callback for all:
         the topic resolved, the shared metadata headers built and the time recorded
         once per batch (``streams_publish_seconds`` gets the batch's mean per message,
-        one observation). Every value is checked and encoded before any is enqueued."""
+        one observation). Every value is checked and encoded before any is enqueued.
+        Returns the encoded values, in order (None: a tombstone)."""
         started = time.perf_counter()
         route = self._route(topic)
         encode, limit = self._encode, route.spec.max_message_bytes - catalogue.RECORD_OVERHEAD
@@ -241,6 +242,7 @@ class Publisher:
             produce(full, data, key_bytes, hdrs, cb)
         if items:
             route.seconds.observe((time.perf_counter() - started) / len(items))
+        return [data for data, _, _ in ready]
 
     def send_raw(
         self,

@@ -5,9 +5,10 @@ public key and written with the Java/aiokafka partitioner (murmur2), so the
 partition of a key is the one Faust's router computes: ``GET
 /api/project-configs/{public_key}`` is then answered by the worker that owns that
 key's partition (other workers forward the request), from the
-``project-configs-served`` table. The recompute writes that table itself for the
-partitions its worker owns; an agent feeds the rest from the topic
-(``streams.agents.served_configs``).
+``project-configs-served`` table, which holds each key's value as published and
+renders it when asked. The recompute writes that table itself for the partitions its
+worker owns; an agent feeds the rest from the topic, which is also the table's
+changelog (``streams.agents.served_configs``).
 
 A key the table does not hold (an organization-level invalidation tombstones every
 key of the organization; a key created since the last recompute) is looked up in
@@ -126,20 +127,18 @@ class ConfigsOut:
         await self.start(pubs).acknowledged()
 
     def start(self, pubs: Sequence[Publication]) -> Published:
-        """Write the configs of partitions this worker serves to its table, then hand
-        every config to the producer, in order; ``acknowledged()`` on the result waits
-        for the broker (raises if one fails; a failed publish is retried, the table then
-        briefly holds the newer config). The changelog is acknowledged with the configs.
-        """
-        served = self.served
-        direct = served.serve((p.public_key, p.value) for p in pubs) if served else []
+        """Hand every config to the producer, in order, then write those of partitions
+        this worker serves to its table, as encoded; ``acknowledged()`` on the result
+        waits for the broker (raises if one fails; a failed publish is retried, the
+        table then briefly holds the newer config). A changelog of the table's own is
+        acknowledged with the configs."""
         items = [(p.public_key, p.value, headers_for(p.work)) for p in pubs]
-        try:
-            sent = start_all(self.publisher, TOPIC, items)
-        except BaseException:
-            if served is not None:
-                served.unsent(direct)
-            raise
+        sent = start_all(self.publisher, TOPIC, items)
+        served = self.served
+        if served is None:
+            return Published(pubs, sent)
+        # In the same step as the produce: the feed cannot read them in between.
+        direct = served.serve(zip((p.public_key for p in pubs), sent.values, strict=True))
         return Published(pubs, sent, served if direct else None, direct)
 
     async def dead_letter(self, work: DueWork, reason: str) -> None:
@@ -183,7 +182,7 @@ class Published:
             await self.sent.acknowledged()
         else:
             try:
-                await asyncio.gather(self.sent.acknowledged(), served.changelog.flush())
+                await asyncio.gather(self.sent.acknowledged(), served.flushed())
             except BaseException:
                 served.unsent(self.direct)  # in the log or not: the feed reads them
                 raise
@@ -243,26 +242,52 @@ def served_bytes(record: Any, trusted: bool = False) -> bytes:
         raise DecodeError(f"not a servable project config: {exc!r}") from exc
 
 
+def _changelog_topic(app: Any, source: str, partitions: int, shared: bool = False) -> Any:
+    """The served table's changelog: ``project-configs`` itself (``shared``), or the
+    table's own, named as Faust names a changelog."""
+    name = source if shared else f"{app.conf.id}-{SERVED_TABLE}-changelog"
+    return app.topic(
+        name,
+        partitions=partitions,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        compacting=True,
+        deleting=False,
+    )
+
+
 def install(app: Any, runtime: Runtime) -> None:
     if not runs_here(runtime, FEED, REGION_ONLY):
         return  # before the table: a skipped agent creates nothing
     spec = catalogue.spec(TOPIC)
+    source = runtime.topic(TOPIC)
+    direct = runtime.settings.direct_consumers
+    # With the direct feed, the table's changelog is the topic itself: a published
+    # config is its changelog record, and a worker taking a partition recovers the
+    # table from ``project-configs``. A Faust agent cannot read a topic that is also a
+    # changelog (Faust pauses an active changelog partition once it is recovered), so
+    # with STREAMS_DIRECT_CONSUMERS=0 the table keeps a changelog of its own.
+    own_changelog = None if direct else _changelog_topic(app, source, spec.partitions)
     served = app.Table(
         SERVED_TABLE,
         default=None,
         partitions=spec.partitions,
         key_type=bytes,
         value_type=bytes,
-        help="The latest served document per public key (JSON bytes).",
+        changelog_topic=own_changelog or _changelog_topic(app, source, spec.partitions, True),
+        help="The latest project-configs value per public key (Avro bytes).",
     )
-
     changelog_name = served.changelog_topic.get_topic_name()
     # Partitioned as the topic (murmur2), for the records ServedFeed.serve leaves unassigned.
-    changelog = ChangelogWriter(
-        runtime.settings, changelog_name, name=SERVED_TABLE, partitioner=PARTITIONER
+    changelog = (
+        None
+        if own_changelog is None
+        else ChangelogWriter(
+            runtime.settings, changelog_name, name=SERVED_TABLE, partitioner=PARTITIONER
+        )
     )
-    source = runtime.topic(TOPIC)
-    direct = runtime.settings.direct_consumers
 
     def actives() -> set[int]:
         """The table's partitions Faust assigned to this worker: ``table_route`` sends
@@ -306,8 +331,19 @@ def install(app: Any, runtime: Runtime) -> None:
 
     async def get_config(view: Any, request: Any, public_key: str) -> Any:
         # Keys stay bytes (the raw serializer), as they come back from the changelog.
-        doc = served.get(public_key.encode())
-        if doc is None:
+        value = served.get(public_key.encode())
+        doc = None
+        if value is not None:
+            try:
+                doc = served_bytes(runtime.codec.decode(TOPIC, value))
+            except DecodeError as exc:  # from the log (the feed checks what it reads)
+                log.error(
+                    "project_configs.unservable",
+                    extra={"public_key": public_key, "error": repr(exc)},
+                )
+                SERVED.labels("500").inc()
+                return view.json({"detail": f"stored config unreadable: {exc}"}, status=500)
+        else:
             try:
                 doc = await on_miss.compute(public_key)
             except Exception as exc:  # the database is down: say so, not "no such key"

@@ -1,29 +1,40 @@
 """Feeding the served-configs table: directly from the recompute, or from ``project-configs``.
 
-Two paths write the same table (``table.data``, bytes -> bytes) and its changelog
-through librdkafka (``ChangelogWriter``), on the key's partition of
-``project-configs`` (the table and the topic are co-partitioned, murmur2 of the key):
+The table (``table.data``, bytes -> bytes) holds each public key's latest
+``project-configs`` value as it is in the topic (Avro); ``GET`` renders it. Its
+changelog is ``project-configs`` itself: a published config is the table's changelog
+record, so nothing else is written per config, and a worker taking a partition
+recovers the table by reading that partition of the topic (Faust's recovery, from
+the start of the compacted log). With ``STREAMS_DIRECT_CONSUMERS=0`` the feed is a
+Faust agent, which cannot read a topic that is also a changelog: the table then has
+a changelog of its own, written through librdkafka (``ChangelogWriter``) on the key's
+partition (the table and the topic are co-partitioned, murmur2 of the key).
 
-- **direct**: the recompute that publishes a config writes it here first, for the
-  partitions this worker owns, and counts it as *unseen* for its (partition, key).
-  Consuming its own configs back, decoding the Avro and rendering the JSON again cost
-  more than the recompute itself at 100k projects (bench/README.md);
-- **topic**: the feed reads every message. A message whose (partition, key) has an
-  unseen count is skipped, without its headers or value being read, and the count
-  goes down by one; the others are written as before.
+Two paths write the table:
+
+- **direct**: the recompute that publishes a config writes its encoded value here, in
+  the same step as the produce, for the partitions this worker owns, and counts it as
+  *unseen* for its key. Consuming its own configs back and decoding them cost more
+  than the recompute itself at 100k projects (bench/README.md);
+- **topic**: the feed reads every message. A message whose key has an unseen count
+  is skipped, without its headers or value being read, and the count goes down by
+  one; the others are checked (a record that would not render is dead-lettered) and
+  written as read.
 
 A skipped message is this worker's own config, or a config of the same key that is
 earlier in the log than one this worker already wrote. Either way the table keeps the
 newer value, and once the feed has read the log to its end the table holds the last
 config of each key: a key's own configs reach the log in the order they were written
-here, and each is written before it is produced, so the counts of a key return to zero
-with its last own config read. (A header naming the writing worker, as before, left
-the table at an older config when another worker's config of the same key was in the
-log before this worker's but read after this worker wrote its own.) A publish that
-fails clears the counts of its keys (``unsent``): its configs may or may not be in the
-log, and a count too low only costs a config read again. A revoke clears them all.
+here, and the feed cannot read one before it is written, so the counts of a key
+return to zero with its last own config read. (A header naming the writing worker,
+as before, left the table at an older config when another worker's config of the same
+key was in the log before this worker's but read after this worker wrote its own.) A
+publish that fails clears the counts of its keys (``unsent``): its configs may or may
+not be in the log, and a count too low only costs a config read again. A revoke
+clears them all.
 
-Either way a batch is acknowledged only once its changelog records are.
+With a changelog of its own, a batch is acknowledged only once its changelog records
+are.
 
 The feed reads ``project-configs`` through librdkafka (``DirectConsumer`` with
 ``follows``, group ``<app id>.project-configs-served``): it joins no group of its own
@@ -40,7 +51,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from streams import catalogue
 from streams.agents.base import AgentSpec, InstrumentedAgent, Message, from_faust
@@ -56,21 +67,25 @@ log = logging.getLogger(__name__)
 
 
 class ServedFeed:
-    """The table's two writers; ``render(record, trusted)`` makes a served document."""
+    """The table's two writers. The table holds each key's ``project-configs`` value as
+    it is in the topic (Avro bytes); a GET renders it (``check`` refuses a record read
+    from the topic that would not render, before it is written)."""
 
     MAX_CACHED = 500_000  # key -> partition entries (murmur2 is pure Python)
 
     def __init__(
         self,
         table: Any,
-        changelog: ChangelogWriter,
-        render: Callable[[Any, bool], bytes],
+        changelog: ChangelogWriter | None,
+        check: Callable[[Any], object],
         partitions: int,
         owned: Callable[[], set[int]],
     ) -> None:
+        """``changelog`` None: the table's changelog is ``project-configs`` itself, so
+        nothing is written besides the topic."""
         self.table = table
         self.changelog = changelog
-        self.render = render
+        self.check = check
         self.partitions = partitions
         self.owned = owned
         self._partition: dict[bytes, int] = {}
@@ -88,36 +103,36 @@ class ServedFeed:
             self._partition[key] = p
         return p
 
-    def serve(self, records: Iterable[tuple[str, Any]]) -> list[bytes]:
-        """Write the records of owned partitions now (queued changelog); their keys, each
-        counted unseen until the feed reads it.
+    def serve(self, records: Iterable[tuple[str, bytes | None]]) -> list[bytes]:
+        """Write the records of owned partitions now (and queue their changelog records,
+        if the table has its own changelog); their keys, each counted unseen until the
+        feed reads it.
 
-        ``records`` are (public key, record or None) as the recompute built them. When
-        this worker owns every partition, the changelog producer partitions the records
-        itself (murmur2 in librdkafka, as the topic): the key's partition in Python, on
-        the first config of each key, was a twentieth of a recompute at 100k projects.
+        ``records`` are (public key, value as published or None). When this worker owns
+        every partition, no partition is computed: the key's partition in Python, on the
+        first config of each key, was a twentieth of a recompute at 100k projects (a
+        changelog record is then placed by its producer, murmur2 as the topic).
         """
         owned = self.owned()
         if not owned:
             return []
         every = len(owned) >= self.partitions
-        data, send, render = self.table.data, self.changelog.send_raw, self.render
-        unseen = self._unseen
+        data, unseen = self.table.data, self._unseen
+        send = None if self.changelog is None else self.changelog.send_raw
         done: list[bytes] = []
         for key, value in records:
             raw = key.encode()
-            if every:
-                partition = UNASSIGNED
-            else:
+            partition = UNASSIGNED
+            if not every:
                 partition = self.partition_of(raw)
                 if partition not in owned:
                     continue
-            doc = None if value is None else render(value, True)
-            if doc is None:
+            if value is None:
                 data.pop(raw, None)
             else:
-                data[raw] = doc
-            send(partition, raw, doc)
+                data[raw] = value
+            if send is not None:
+                send(partition, raw, value)
             unseen[raw] = unseen.get(raw, 0) + 1
             done.append(raw)
         return done
@@ -132,13 +147,18 @@ class ServedFeed:
         """Forget every unseen count (the partitions are let go)."""
         self._unseen.clear()
 
+    async def flushed(self) -> None:
+        """Wait for the table's own changelog records sent so far (raises if refused)."""
+        if self.changelog is not None:
+            await self.changelog.flush()
+
     async def flush_until_done(self) -> None:
         """Wait until the changelog has every record sent so far, however long it takes:
         the messages skipped meanwhile are not acknowledged before."""
         delay = 0.5
         while True:
             try:
-                await self.changelog.flush()
+                await self.flushed()
                 return
             except PublishError as exc:
                 log.warning(
@@ -174,22 +194,25 @@ class ServedFeed:
             await process(fresh)
 
     async def handle_batch(self, msgs: Sequence[Message]) -> None:
-        # Everything is rendered before anything is written: a bad message fails the
+        # Everything is checked before anything is written: a bad message fails the
         # batch, which the wrapper then replays one by one (the bad one dead-lettered).
-        rows: list[tuple[int, bytes, bytes | None]] = []
+        check = self.check
         for msg in msgs:
             if not msg.key:
                 raise DecodeError("project-configs message without a key")
-            doc = None if msg.value is None else self.render(msg.value, False)
-            rows.append((msg.partition, msg.key, doc))
-        data, send = self.table.data, self.changelog.send_raw
-        for partition, key, doc in rows:
-            if doc is None:
+            if msg.value is not None:
+                check(msg.value)
+        data = self.table.data
+        send = None if self.changelog is None else self.changelog.send_raw
+        for msg in msgs:
+            key = cast(bytes, msg.key)
+            if msg.raw is None:
                 data.pop(key, None)  # a tombstone: the key is deleted
             else:
-                data[key] = doc
-            send(partition, key, doc)
-        await self.changelog.flush()
+                data[key] = msg.raw
+            if send is not None:
+                send(msg.partition, key, msg.raw)
+        await self.flushed()
 
     async def handle(self, msg: Message) -> None:
         await self.handle_batch([msg])

@@ -66,7 +66,10 @@ async def send_all(
 
 
 class Sent:
-    """A batch handed to the producer; ``acknowledged()`` waits for the broker."""
+    """A batch handed to the producer; ``acknowledged()`` waits for the broker.
+    ``values`` are the messages' values as encoded, in order (None: a tombstone)."""
+
+    values: Sequence[bytes | None] = ()
 
     async def acknowledged(self) -> None:
         return None
@@ -83,13 +86,12 @@ def start_all(
     if publisher.reports_only_errors:
         return _Flushed(publisher, topic, items, timeout)
     latch = _Latch(asyncio.get_running_loop(), len(items), topic)
-    publisher.send_batch(topic, items, latch.delivered)
-    return _Latched(latch)
+    return _Latched(latch, publisher.send_batch(topic, items, latch.delivered))
 
 
 class _Latched(Sent):
-    def __init__(self, latch: _Latch) -> None:
-        self.latch = latch
+    def __init__(self, latch: _Latch, values: Sequence[bytes | None]) -> None:
+        self.latch, self.values = latch, values
 
     async def acknowledged(self) -> None:
         await self.latch.done
@@ -106,7 +108,7 @@ class _Flushed(Sent):
     ) -> None:
         self.publisher, self.topic, self.count, self.timeout = publisher, topic, len(items), timeout
         self.refused: list[str] = []
-        publisher.send_batch(topic, items, self._report)
+        self.values = publisher.send_batch(topic, items, self._report)
 
     def _report(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:  # a success has no report: it is known at the flush

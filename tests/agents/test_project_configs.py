@@ -165,6 +165,35 @@ def test_a_config_that_does_not_decode_is_dead_lettered_and_the_feed_goes_on(
     assert get(proc, "garbled")[0] == 404  # not a key: nothing was served for it
 
 
+@pytest.mark.slow  # two worker starts per mode (make test-slow)
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "faust-feed"])
+def test_a_restarted_worker_serves_the_configs_it_had_without_recomputing_them(
+    settings: Settings,
+    database: str,
+    worker: Callable[..., harness.Proc],
+    invalidate: Callable[..., None],
+    direct: bool,
+) -> None:
+    """The served table comes back from its changelog (``project-configs`` itself with
+    the direct feed, the table's own otherwise): the same documents, not computed again
+    (a key the table does not hold is computed on the GET, with a new ``computed_at``)."""
+    settings = settings.with_(direct_consumers=direct)
+    first = worker(settings, **ENV)
+    s = seed(database, keys_per_project=2)
+    project = s.project_ids[0]
+    keys = s.keys[project]
+    invalidate(project_id=project)
+    harness.wait_for(lambda: set(keys) <= set(latest(settings)), 15, 0.2, "published")
+    harness.wait_for(lambda: all(get(first, k)[0] == 200 for k in keys), 10, 0.2, "served")
+    before = {k: get(first, k)[1] for k in keys}
+    first.stop()
+
+    second = worker(settings, **ENV)
+    harness.wait_for(lambda: all(get(second, k)[0] == 200 for k in keys), 20, 0.2, "served")
+    assert {k: get(second, k)[1] for k in keys} == before
+    assert metric(second, "streams_invalidation_scheduled_total") == 0  # no miss requested
+
+
 @pytest.mark.slow  # two workers and a rebalance: about 20 s (make test-slow)
 def test_either_of_two_workers_answers_for_every_key(
     settings: Settings,

@@ -1,4 +1,6 @@
-"""The served-configs table's direct path: owned partitions only, counted for the feed."""
+"""The served-configs table's direct path: owned partitions only, counted for the feed.
+
+The table holds each key's value as published (bytes); here a config is ``b"<key>:<n>"``."""
 
 from __future__ import annotations
 
@@ -7,10 +9,11 @@ import datetime as dt
 import random
 from typing import Any, cast
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.agents.served_configs import ServedFeed
-from streams.agents.wrapper.message import RawEvent
+from streams.agents.wrapper.message import Message, RawEvent
 from streams.errors import PublishError
 from streams.projectconfigs.changelog import UNASSIGNED, ChangelogWriter
 from streams.projectconfigs.documents import disabled_record, served_json
@@ -32,13 +35,13 @@ class Changelog:
         self.records.append((partition, key, value))
 
 
-def render(record: Any, trusted: bool) -> bytes:
-    return served_json(record, trusted=trusted)
+def check(record: Any) -> bytes:
+    return served_json(record)
 
 
 def feed(owned: set[int]) -> tuple[ServedFeed, Table, Changelog]:
     table, changelog = Table(), Changelog()
-    served = ServedFeed(table, cast(ChangelogWriter, changelog), render, 4, lambda: owned)
+    served = ServedFeed(table, cast(ChangelogWriter, changelog), check, 4, lambda: owned)
     return served, table, changelog
 
 
@@ -46,30 +49,31 @@ def test_only_the_configs_of_owned_partitions_are_served_directly_on_their_parti
     router = DefaultPartitioner()  # how Faust routes a GET, and the topic is partitioned
     keys = [f"key-{n}" for n in range(40)]
     served, table, changelog = feed({1, 3})
-    done = served.serve([(k, disabled_record(k, NOW)) for k in keys] + [("key-0", None)])
+    done = served.serve([(k, k.encode()) for k in keys] + [("key-0", None)])
     mine = {k for k in keys if router(k.encode(), PARTITIONS, PARTITIONS) in {1, 3}}
     assert {key.decode() for key in done} == mine and 0 < len(mine) < len(keys)
     assert set(table.data) == {k.encode() for k in mine} - {b"key-0"}  # then its tombstone
+    assert all(table.data[k] == k for k in table.data)  # the value as published
     for partition, key, _ in changelog.records:
         assert partition == router(key, PARTITIONS, PARTITIONS)
 
 
 def test_nothing_is_served_directly_while_nothing_is_owned() -> None:
     served, table, changelog = feed(set())
-    assert served.serve([("k", disabled_record("k", NOW))]) == []
+    assert served.serve([("k", b"k:1")]) == []
     assert table.data == {} and changelog.records == []
 
 
 class Log:
     """``project-configs`` as the feed reads it, with a feed that writes what it
-    does not skip as the topic path does (rendered from the record)."""
+    does not skip as the topic path does (the value as read)."""
 
     def __init__(self, served: ServedFeed, table: Table) -> None:
         self.served, self.table = served, table
-        self.records: list[tuple[str, Any]] = []
+        self.records: list[tuple[str, bytes]] = []
         self.read = 0
 
-    def append(self, key: str, record: Any) -> None:
+    def append(self, key: str, record: bytes) -> None:
         self.records.append((key, record))
 
     def consume(self, n: int) -> list[str]:
@@ -85,25 +89,21 @@ class Log:
             for ev in fresh:
                 key, record = self.records[ev.offset]
                 handed.append(key)
-                self.table.data[key.encode()] = render(record, False)
+                self.table.data[key.encode()] = record
 
         asyncio.run(self.served.take(events, process))
         return handed
 
 
-class Flushing(Changelog):
-    async def flush(self) -> None:
-        return None
-
-
 def counted_feed() -> tuple[ServedFeed, Table, Log]:
+    """A feed whose table's changelog is the topic itself (no changelog of its own)."""
     table = Table()
-    served = ServedFeed(table, cast(ChangelogWriter, Flushing()), render, 4, lambda: {0, 1, 2, 3})
+    served = ServedFeed(table, None, check, 4, lambda: {0, 1, 2, 3})
     return served, table, Log(served, table)
 
 
-def config(key: str, n: int) -> Any:
-    return disabled_record(key, NOW + dt.timedelta(seconds=n))
+def config(key: str, n: int) -> bytes:
+    return f"{key}:{n}".encode()
 
 
 def test_the_feed_skips_the_configs_this_process_served_and_reads_the_others() -> None:
@@ -113,7 +113,7 @@ def test_the_feed_skips_the_configs_this_process_served_and_reads_the_others() -
     log.append("b", config("b", 1))
     log.append("c", config("c", 1))  # another worker's, of a key not served here
     assert log.consume(3) == ["c"]
-    assert table.data[b"c"] == render(config("c", 1), True)
+    assert table.data[b"c"] == config("c", 1)
 
 
 def test_another_workers_config_read_after_this_one_wrote_a_newer_one_is_not_served() -> None:
@@ -122,9 +122,9 @@ def test_another_workers_config_read_after_this_one_wrote_a_newer_one_is_not_ser
     served.serve([("a", config("a", 2))])  # written here before the feed read the above
     log.append("a", config("a", 2))
     log.consume(1)
-    assert table.data[b"a"] == render(config("a", 2), True)  # not back to the older one
+    assert table.data[b"a"] == config("a", 2)  # not back to the older one
     log.consume(1)
-    assert table.data[b"a"] == render(config("a", 2), True)
+    assert table.data[b"a"] == config("a", 2)
 
 
 def test_a_failed_publish_leaves_the_feed_to_read_those_configs() -> None:
@@ -133,7 +133,7 @@ def test_a_failed_publish_leaves_the_feed_to_read_those_configs() -> None:
     served.unsent(done)  # the publish failed: its config may be in the log or not
     log.append("a", config("a", 3))  # another worker's, later
     assert log.consume(1) == ["a"]
-    assert table.data[b"a"] == render(config("a", 3), True)
+    assert table.data[b"a"] == config("a", 3)
 
 
 def test_after_any_interleaving_the_table_holds_the_last_config_of_each_key_in_the_log() -> None:
@@ -141,7 +141,7 @@ def test_after_any_interleaving_the_table_holds_the_last_config_of_each_key_in_t
     for _ in range(300):
         served, table, log = counted_feed()
         keys = ["a", "b", "c"]
-        produced: list[tuple[str, Any]] = []  # served here, not yet in the log (in order)
+        produced: list[tuple[str, bytes]] = []  # served here, not yet in the log (in order)
         for n in range(rng.randint(1, 40)):
             step = rng.random()
             key = rng.choice(keys)
@@ -157,7 +157,7 @@ def test_after_any_interleaving_the_table_holds_the_last_config_of_each_key_in_t
         for own in produced:
             log.append(*own)
         log.consume(len(log.records))
-        last = {key: render(record, False) for key, record in log.records}
+        last = dict(log.records)
         assert {k.decode(): v for k, v in table.data.items()} == last
 
 
@@ -173,7 +173,7 @@ def test_skipped_configs_wait_until_their_changelog_records_are_acknowledged() -
                 raise PublishError("changelog records not acknowledged")
 
     changelog = Refusing()
-    served = ServedFeed(Table(), cast(ChangelogWriter, changelog), render, 4, lambda: {0})
+    served = ServedFeed(Table(), cast(ChangelogWriter, changelog), check, 4, lambda: {0})
     asyncio.run(served.flush_until_done())
     assert changelog.flushes == 2  # retried, not given up
 
@@ -182,6 +182,27 @@ def test_owning_every_partition_the_records_are_left_to_the_murmur2_partitioner(
     """The changelog producer places them (partitioner murmur2_random, as the topic):
     no partition is computed here."""
     served, _, changelog = feed({0, 1, 2, 3})
-    done = served.serve([("a", disabled_record("a", NOW)), ("b", None)])
+    done = served.serve([("a", b"a:1"), ("b", None)])
     assert done == [b"a", b"b"]
     assert [(p, k) for p, k, _ in changelog.records] == [(UNASSIGNED, b"a"), (UNASSIGNED, b"b")]
+
+
+def message(key: bytes, value: Any, raw: bytes | None, offset: int = 0) -> Message:
+    return Message("project-configs", 0, offset, key, value, raw, {}, 0.0)
+
+
+def test_the_topic_path_keeps_the_value_as_read_and_refuses_a_batch_with_a_bad_one() -> None:
+    table = Table()
+    served = ServedFeed(table, None, check, 4, lambda: {0})
+    good = disabled_record("a", NOW)
+    asyncio.run(served.handle_batch([message(b"a", good, b"avro-of-a")]))
+    assert table.data == {b"a": b"avro-of-a"}  # rendered when asked for, not now
+
+    bad = {**good, "public_key": "b", "config": "not json"}
+    batch = [message(b"b", disabled_record("b", NOW), b"avro-of-b"), message(b"c", bad, b"x", 1)]
+    with pytest.raises(ValueError):
+        asyncio.run(served.handle_batch(batch))
+    assert table.data == {b"a": b"avro-of-a"}  # nothing of the failed batch written
+
+    asyncio.run(served.handle_batch([message(b"a", None, None)]))  # a tombstone
+    assert table.data == {}
