@@ -34,6 +34,7 @@ MetricName = Literal[
     "streams_invalidation_lateness_seconds",
     "streams_project_configs_published_total",
     "streams_project_configs_served_total",
+    "streams_project_configs_unservable_total",
     "streams_relay_rows_published_total",
     "streams_relay_rows_coalesced_total",
     "streams_relay_rows_dead_lettered_total",

@@ -227,8 +227,8 @@ class Publisher:
             key_bytes = key if isinstance(key, bytes) else key.encode()
             hdrs = meta + extra
             size = len(data or b"") + len(key_bytes) + meta_size
-            if extra:
-                size += sum(len(k) + len(v) for k, v in extra)
+            for k, v in extra:  # a loop: a generator per message cost 0.8 us
+                size += len(k) + len(v)
             if size > limit:
                 _checked_size(route, data, key_bytes, hdrs)  # raises, with the message
             ready.append((data, key_bytes, hdrs))

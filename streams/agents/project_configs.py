@@ -65,6 +65,10 @@ PUBLISHED = metrics.counter(
     "project-configs messages acknowledged, by kind (config, disabled, tombstone).",
     ("kind",),
 )
+UNSERVABLE = metrics.counter(
+    "streams_project_configs_unservable_total",
+    "Served-table values that did not decode or render on a GET (then computed again).",
+)
 SERVED = metrics.counter(
     "streams_project_configs_served_total",
     "GET /api/project-configs/{public_key} answers, by HTTP status.",
@@ -245,7 +249,8 @@ def served_bytes(record: Any, trusted: bool = False) -> bytes:
 def _changelog_topic(app: Any, source: str, partitions: int, shared: bool = False) -> Any:
     """The served table's changelog: ``project-configs`` itself (``shared``), or the
     table's own, named as Faust names a changelog."""
-    name = source if shared else f"{app.conf.id}-{SERVED_TABLE}-changelog"
+    # Not Faust's default name: before 0.2 the table's own changelog held JSON documents.
+    name = source if shared else f"{app.conf.id}-{SERVED_TABLE}-avro-changelog"
     return app.topic(
         name,
         partitions=partitions,
@@ -336,14 +341,16 @@ def install(app: Any, runtime: Runtime) -> None:
         if value is not None:
             try:
                 doc = served_bytes(runtime.codec.decode(TOPIC, value))
-            except DecodeError as exc:  # from the log (the feed checks what it reads)
+            except DecodeError as exc:
+                # Recovered from the log unchecked (the feed dead-letters it when it reads
+                # it): answered as a key the table does not hold, which also requests a
+                # recompute that replaces it.
                 log.error(
                     "project_configs.unservable",
                     extra={"public_key": public_key, "error": repr(exc)},
                 )
-                SERVED.labels("500").inc()
-                return view.json({"detail": f"stored config unreadable: {exc}"}, status=500)
-        else:
+                UNSERVABLE.inc()
+        if doc is None:
             try:
                 doc = await on_miss.compute(public_key)
             except Exception as exc:  # the database is down: say so, not "no such key"
