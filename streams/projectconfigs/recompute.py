@@ -110,6 +110,9 @@ async def recompute(
 ) -> list[Publication]:
     """Everything to publish for ``works``, read in one snapshot of the database."""
     now = now or dt.datetime.now(dt.UTC)
+    # In milliseconds, as the topic carries it (timestamp-millis): a document computed on
+    # a GET reads as one served from the table.
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
     by_kind: dict[str, list[DueWork]] = defaultdict(list)
     for w in works:  # by the kind's text: no enum lookup per work
         by_kind[w.scope_kind].append(w)
