@@ -35,6 +35,7 @@ MetricName = Literal[
     "streams_project_configs_published_total",
     "streams_project_configs_served_total",
     "streams_project_configs_unservable_total",
+    "streams_project_configs_served_keys",
     "streams_relay_rows_published_total",
     "streams_relay_rows_coalesced_total",
     "streams_relay_rows_dead_lettered_total",

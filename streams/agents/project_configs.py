@@ -65,6 +65,10 @@ PUBLISHED = metrics.counter(
     "project-configs messages acknowledged, by kind (config, disabled, tombstone).",
     ("kind",),
 )
+SERVED_KEYS = metrics.gauge(
+    "streams_project_configs_served_keys",
+    "Public keys the served-configs table of this worker holds (read when scraped).",
+)
 UNSERVABLE = metrics.counter(
     "streams_project_configs_unservable_total",
     "Served-table values that did not decode or render on a GET (then computed again).",
@@ -284,6 +288,7 @@ def install(app: Any, runtime: Runtime) -> None:
         changelog_topic=own_changelog or _changelog_topic(app, source, spec.partitions, True),
         help="The latest project-configs value per public key (Avro bytes).",
     )
+    SERVED_KEYS.set_function(lambda: len(served.data))
     changelog_name = served.changelog_topic.get_topic_name()
     # Partitioned as the topic (murmur2), for the records ServedFeed.serve leaves unassigned.
     changelog = (

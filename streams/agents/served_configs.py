@@ -41,9 +41,9 @@ The feed reads ``project-configs`` through librdkafka (``DirectConsumer`` with
 but follows the table's partitions as Faust assigns them (the changelog's active
 partitions, which ``table_route`` routes ``GET`` requests by). On a revoke it lets go of
 every partition, its last batch committed, before Faust's rebalance goes on; once the
-table's recovery is complete it takes the new set, each partition from the group's
-commit. With ``STREAMS_DIRECT_CONSUMERS=0`` it is a Faust agent as before
-(``attach_feed``).
+table's recovery is complete it takes the new set, each partition from the offset where
+Faust's recovery stopped (``recovered_ends``). With ``STREAMS_DIRECT_CONSUMERS=0`` it is a
+Faust agent as before (``attach_feed``).
 """
 
 from __future__ import annotations
@@ -275,9 +275,10 @@ def attach_direct_feed(
         follows=True,
     )
 
+    topic = topic_spec.full_name(runtime.settings.topic_prefix)
+
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
-        # Before Faust goes on: the next owner recovers the table from the changelog,
-        # then reads from the commit this worker makes now.
+        # Before Faust goes on: the next owner recovers the table from the topic.
         try:
             await asyncio.wait_for(asyncio.wrap_future(consumer.follow(())), FOLLOW_TIMEOUT)
         except TimeoutError:
@@ -285,7 +286,10 @@ def attach_direct_feed(
         feed.forget()
 
     async def on_recovered(sender: Any, **_: Any) -> None:
-        consumer.follow(actives())
+        partitions, starts = actives(), recovered_ends(app, topic)
+        extra = {"partitions": sorted(partitions), "starts": starts}
+        log.info("project_configs.served.follow", extra=extra)
+        consumer.follow(partitions, starts)
 
     app.on_partitions_revoked.connect(on_revoked)
     app.on_rebalance_complete.connect(on_recovered)
@@ -293,6 +297,24 @@ def attach_direct_feed(
     runtime.consumers.append(consumer)
     runtime.agents.append(spec.name)
     return consumer
+
+
+def recovered_ends(app: Any, topic: str) -> dict[int, int]:
+    """partition -> the offset after the last record Faust's recovery surely applied to
+    the table (its changelog is ``topic``), where the feed takes over. Not the group's
+    commit: on the embedded broker Faust's recovery stops at the base offset of a
+    partition's last record batch (docs/broker.md #2), and the records of that batch
+    read after it stopped are counted as read but never applied. So: up to the lower of
+    the offset read and the high watermark Faust aimed at; the feed reads the rest
+    (a record applied twice is written twice, with the same value)."""
+    recovery = getattr(getattr(app, "tables", None), "recovery", None)
+    read = getattr(recovery, "active_offsets", None) or {}
+    aimed = getattr(recovery, "active_highwaters", None) or {}
+    return {
+        tp.partition: max(0, min(int(o), int(aimed.get(tp, o))) + 1)
+        for tp, o in read.items()
+        if tp.topic == topic
+    }
 
 
 def feed_of(app: Any) -> ServedFeed | None:

@@ -206,3 +206,22 @@ def test_the_topic_path_keeps_the_value_as_read_and_refuses_a_batch_with_a_bad_o
 
     asyncio.run(served.handle_batch([message(b"a", None, None)]))  # a tombstone
     assert table.data == {}
+
+
+def test_the_feed_takes_over_where_faust_surely_applied_the_recovered_records() -> None:
+    """Faust stops its recovery at the high watermark it aimed at (on the embedded broker,
+    the base offset of the last batch); records it read past it are not applied, so the
+    feed starts after the lower of the two."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from streams.agents.served_configs import recovered_ends
+
+    recovery = SimpleNamespace(
+        active_offsets={TP("t", 0): 1, TP("t", 1): 4, TP("t", 2): -1, TP("other", 0): 9},
+        active_highwaters={TP("t", 0): 0, TP("t", 1): 7, TP("t", 2): -1},
+    )
+    app = SimpleNamespace(tables=SimpleNamespace(recovery=recovery))
+    assert recovered_ends(app, "t") == {0: 1, 1: 5, 2: 0}
+    assert recovered_ends(SimpleNamespace(), "t") == {}  # no recovery: the group's commit

@@ -35,7 +35,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
@@ -146,6 +146,7 @@ class DirectConsumer:
         # (a table's partitions, as Faust assigned them), offsets committed to the group.
         self.follows = follows
         self._wanted: frozenset[int] | None = None
+        self._wanted_starts: dict[int, int] = {}  # partition -> offset to start it at
         self._waiters: list[concurrent.futures.Future[None]] = []
         self._wanted_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -181,17 +182,20 @@ class DirectConsumer:
     def _consumer(self) -> Consumer:
         return Consumer(self.config)
 
-    def follow(self, partitions: Iterable[int]) -> concurrent.futures.Future[None]:
+    def follow(
+        self, partitions: Iterable[int], starts: Mapping[int, int] | None = None
+    ) -> concurrent.futures.Future[None]:
         """Own exactly ``partitions`` from now on (a consumer made with ``follows``).
 
         The consumer thread applies it between batches: a partition let go has had its
-        last batch handled and committed, a new one starts at the group's commit. The
-        future is done once applied (at once if the thread is not running: it applies
-        the latest wish when it starts).
+        last batch handled and committed, a new one starts at ``starts[partition]`` if
+        given, else at the group's commit. The future is done once applied (at once if
+        the thread is not running: it applies the latest wish when it starts).
         """
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         with self._wanted_lock:
             self._wanted = frozenset(partitions)
+            self._wanted_starts = dict(starts or {})
             if self._thread is not None and self._thread.is_alive():
                 self._waiters.append(done)
             else:
@@ -204,7 +208,7 @@ class DirectConsumer:
 
     def _apply_wanted(self, consumer: Consumer) -> None:
         with self._wanted_lock:
-            wanted, waiters = self._wanted, self._waiters
+            wanted, waiters, given = self._wanted, self._waiters, self._wanted_starts
             self._wanted, self._waiters = None, []
         if wanted is None:
             return
@@ -216,7 +220,14 @@ class DirectConsumer:
                 self._let_go(gone)
                 consumer.incremental_unassign([TopicPartition(self.topic, p) for p in gone])
             if new:
-                starts = self._starts(consumer, new)
+                rest = [tp for tp in new if tp.partition not in given]
+                starts = [
+                    TopicPartition(self.topic, tp.partition, given[tp.partition])
+                    for tp in new
+                    if tp.partition in given
+                ]
+                if rest:
+                    starts += self._starts(consumer, rest)
                 consumer.incremental_assign(starts)
                 self._started(starts)
         except KafkaException as exc:  # the broker is away: the thread tries again
@@ -224,12 +235,15 @@ class DirectConsumer:
             log.warning("consumer.follow.failed", extra={"agent": self.name, "error": str(exc)})
             with self._wanted_lock:
                 if self._wanted is None:
-                    self._wanted = wanted
+                    self._wanted, self._wanted_starts = wanted, given
                 self._waiters = waiters + self._waiters
             self._assigned = tuple(f"{self.topic}:{p}" for p in sorted(current - set(gone)))
             self._stopping.wait(_BACKOFF_FIRST)
             return
         self._assigned = tuple(f"{self.topic}:{p}" for p in sorted(wanted))
+        # Ready from now on: the served feed is first told what to follow once Faust
+        # has recovered its table, so a worker is not ready while GETs would miss.
+        self._joined = True
         log.info(
             "consumer.following",
             extra={"agent": self.name, "partitions": sorted(wanted), "released": gone},
@@ -264,9 +278,7 @@ class DirectConsumer:
 
     def _run(self) -> None:
         consumer = self._consumer()
-        if self.follows:
-            self._joined = True
-        else:
+        if not self.follows:  # a follower has joined once it applies its first wish
             consumer.subscribe(
                 [self.topic],
                 on_assign=self._on_assign,
