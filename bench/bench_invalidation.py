@@ -55,7 +55,13 @@ from bench._profile import profiled
 from bench._results import Results
 from bench.invalidation_checks import Seen, components, distinct_windows, percentiles, unserved
 from streams import catalogue, kafka_config, topics, tracing
-from streams.agents.project_configs import ConfigsOut, configs_publisher
+from streams.agents.project_configs import (
+    H_TRIGGER,
+    H_WINDOW,
+    ConfigsOut,
+    configs_publisher,
+    window_of,
+)
 from streams.avro.codec import build_codec
 from streams.avro.store import default_store
 from streams.db.migrate import migrate
@@ -205,14 +211,13 @@ class ConfigReader(threading.Thread):
         while not self.stop.is_set():
             for m in consumer.consume(1000, timeout=0.1):
                 h = dict(m.headers() or [])
-                if m.error() is None and h.get("invalidation.trigger") == self.trigger:
+                if m.error() is None and h.get(H_TRIGGER) == self.trigger:
+                    window = h.get(H_WINDOW)
+                    _, requested_ms, due_ms = window_of(
+                        window if isinstance(window, bytes) else b"@0"
+                    )
                     self.seen.append(
-                        Seen(
-                            (m.key() or b"").decode(),
-                            int(h.get("invalidation.requested_at") or b"0"),
-                            int(h.get("invalidation.due") or b"0"),
-                            m.timestamp()[1],
-                        )
+                        Seen((m.key() or b"").decode(), requested_ms, due_ms, m.timestamp()[1])
                     )
         consumer.close()
 

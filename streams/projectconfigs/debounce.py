@@ -179,25 +179,6 @@ _LATE = {kind: f"{kind.value}_late" for kind in ScopeKind}
 _TEXT = {kind: kind.value for kind in ScopeKind}  # a dict lookup: ``.value`` costs 0.4 us
 
 
-def covering_due(state: DebounceState, req: Request) -> tuple[ScopeKind, float] | None:
-    """(kind, due) of a covering scope's pending recompute due after the request, if any."""
-    for kind, key in req.scope.covering():
-        due = state.pending_due(key)
-        if due is not None and due > req.requested_at:
-            return kind, due
-    return None
-
-
-def late_due(state: DebounceState, req: Request) -> float | None:
-    """Due time of a started covering window the request falls in (it was read late)."""
-    latest = None
-    for _, key in req.scope.covering():
-        due = state.started_due(key)
-        if due is not None and due > req.requested_at and (latest is None or due > latest):
-            latest = due
-    return latest
-
-
 def offer(state: DebounceState, req: Request, partition: int) -> Decision:
     """Skip ``req`` or schedule its recompute; updates ``state`` when it schedules.
 
@@ -207,25 +188,35 @@ def offer(state: DebounceState, req: Request, partition: int) -> Decision:
     window would have covered. The windows that are not late are then exactly the
     distinct (scope, countdown window) pairs of the request times.
     """
-    covered = covering_due(state, req)
-    if covered is not None:
-        return _SKIPPED[covered[0]]
+    # Skipped if a covering scope's pending window is due after the request (most
+    # requests stop at the first lookup); late if a started one is.
+    covering = req.scope.covering()
+    requested_at = req.requested_at
+    pending_due = state.pending_due
+    for kind, key in covering:
+        due = pending_due(key)
+        if due is not None and due > requested_at:
+            return _SKIPPED[kind]
+    started_due = state.started_due
+    late = None
+    for _, key in covering:
+        due = started_due(key)
+        if due is not None and due > requested_at and (late is None or due > late):
+            late = due
     scope = req.scope
-    late = late_due(state, req)
-    kind = _TEXT[scope.kind]
     work = DueWork(
-        kind,
+        _TEXT[scope.kind],
         scope.organization_id,
         scope.project_id,
         scope.public_key,
         req.trigger,
-        req.requested_at,
-        late if late is not None else req.requested_at + max(0.0, req.countdown),
+        requested_at,
+        late if late is not None else requested_at + max(0.0, req.countdown),
         partition,
-        window_key(scope.own_key, req.requested_at),
+        window_key(scope.own_key, requested_at),
     )
     state.add_due(work)
-    return Decision(True, _LATE[scope.kind] if late is not None else kind, work)
+    return Decision(True, _LATE[scope.kind] if late is not None else work.scope_kind, work)
 
 
 class PendingIndex:

@@ -90,16 +90,7 @@ class DueTable:
         opened = self._open.get(partition)
         if opened is None:
             opened = self._open[partition] = (_entry_key(partition), [])
-        record = (
-            work.scope_kind,
-            work.organization_id,
-            work.project_id,
-            work.public_key,
-            work.trigger,
-            work.requested_at,
-            work.due,
-            partition,
-        )
+        record: Record = work[:8]  # a plain tuple: the fields without the key
         opened[1].append(record)
         self._attach(key, record, opened[0])
         heapq.heappush(self.heaps.setdefault(partition, []), (work.due, key))

@@ -11,6 +11,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams import client
+from streams.agents.project_configs import H_TRIGGER, H_WINDOW, window_of
 from streams.dev import stack
 from streams.dlq.headers import H_REASON, FailureReason
 from streams.projectconfigs.documents import disabled_record
@@ -73,6 +74,12 @@ def test_configs_are_computed_published_and_served(
     config = published[active]
     assert config is not None and config["disabled"] is False
     assert config["project_id"] == project and config["organization_id"] == s.organization_id
+    # Each config says which window it satisfies and what triggered it (tracing, latency).
+    message = next(p for p in configs(settings) if p.key == active)
+    scope, requested_ms, due_ms = window_of(message.headers[H_WINDOW].encode())
+    assert scope == f"p:{project}" and message.headers[H_TRIGGER] == "test"
+    assert due_ms - requested_ms == 1000  # the countdown the client asked for
+    assert requested_ms <= message.timestamp_ms
 
     harness.wait_for(lambda: get(proc, active)[0] == 200, 10, 0.2, "served")
     status, doc = get(proc, active)
