@@ -23,7 +23,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -114,6 +114,9 @@ class BuiltRecords:
 
     def encode(self, subject: str, value: Any) -> bytes:
         return self._codec.encode(subject, value, checked=True)
+
+    def encoder(self, subject: str) -> Callable[[Any], bytes]:
+        return self._codec.encoder(subject, checked=True)
 
 
 def configs_publisher(settings: Settings, codec: SingleObjectCodec) -> Publisher:

@@ -57,7 +57,8 @@ def revision_of(doc: Mapping[str, Any]) -> str:
 
 
 def _revision(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    # The first 32 hex digits of the SHA-256 (the first 16 bytes, in hex).
+    return hashlib.sha256(text.encode()).digest()[:16].hex()
 
 
 def inactive_reason(row: KeyRow) -> str | None:
