@@ -69,11 +69,12 @@ class Publication(NamedTuple):
 
 
 async def _options(
-    conn: AsyncConnection[Any], sql: str, ids: set[int]
+    conn: AsyncConnection[Any], sql: str, ids: set[int] | str
 ) -> dict[int, dict[str, Any]]:
+    """Options by owner; ``ids`` a set, or its ``int_array`` literal already made."""
     out: dict[int, dict[str, Any]] = defaultdict(dict)
     if ids:
-        cur = await conn.execute(sql, (int_array(ids),))
+        cur = await conn.execute(sql, (ids if isinstance(ids, str) else int_array(ids),))
         for owner, key, value in await cur.fetchall():
             out[owner][key] = value
     return out
@@ -93,9 +94,15 @@ async def _key_rows(conn: AsyncConnection[Any], sql: str, values: list[Any] | st
 
 
 async def _configs(
-    conn: AsyncConnection[Any], rows: list[KeyRow], now: dt.datetime
+    conn: AsyncConnection[Any], rows: list[KeyRow], now: dt.datetime, projects: str = ""
 ) -> dict[str, dict[str, Any]]:
-    project_options = await _options(conn, _PROJECT_OPTIONS, {r.project_id for r in rows})
+    """The records of ``rows``; ``projects``: the literal of their project ids, if made
+    (the options of projects without keys are read and not used)."""
+    if not rows:
+        return {}
+    project_options = await _options(
+        conn, _PROJECT_OPTIONS, projects or {r.project_id for r in rows}
+    )
     org_options = await _options(conn, _ORG_OPTIONS, {r.organization_id for r in rows})
     return {
         r.public_key: config_record(
@@ -142,8 +149,9 @@ async def _projects(
 ) -> list[Publication]:
     by_project = {w.project_id: w for w in works}
     ids = [p for p in by_project if p is not None]
-    rows = await _key_rows(conn, _BY_PROJECT, int_array(ids) if ids else [])
-    configs = await _configs(conn, rows, now)
+    literal = int_array(ids) if ids else ""
+    rows = await _key_rows(conn, _BY_PROJECT, literal or [])
+    configs = await _configs(conn, rows, now, literal)
     return [
         Publication(r.public_key, configs[r.public_key], by_project[r.project_id]) for r in rows
     ]
