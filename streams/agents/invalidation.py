@@ -198,6 +198,7 @@ class Invalidation:
         self._reader = RequestReader()
         self._decided = Decided()
         self._gauged = 0.0
+        self._holds: dict[int, int] = {}
 
     def _highwater(self, partition: int) -> int | None:
         if self.direct is not None:
@@ -217,23 +218,38 @@ class Invalidation:
         requests = [(read(m.value), m) for m in msgs]
         counts: dict[tuple[bool, str, str], int] = {}
         state, decided, now = self.state, self.gate.decided, time.time()
+        held = not state.entries_written
         try:
             for req, msg in requests:
                 decision = offer(state, req, msg.partition)
+                if held and decision.scheduled:
+                    state.opened(msg.offset)  # not committed before its window is published
                 decided(msg.partition, msg.offset, req.requested_at, now)
                 ident = (decision.scheduled, decision.reason, req.trigger)
                 counts[ident] = counts.get(ident, 0) + 1
         finally:
             # Also on error: what was decided before it stays decided (counted, and its
-            # windows written: replayed one by one, those requests are skipped).
+            # windows written or held: replayed one by one, those requests are skipped).
             state.seal()
             self._decided.add(counts)
-        if any(scheduled for scheduled, _, _ in counts):
+            self._hold()
+        if not held and any(scheduled for scheduled, _, _ in counts):
             # Before the batch is acknowledged: a committed request has its window durable.
             await self.changelog.flush()
 
     async def handle(self, msg: Message) -> None:
         await self.handle_batch([msg])
+
+    def _hold(self) -> None:
+        """Publish the offsets the request consumer may not commit past (held windows)."""
+        if not self.state.entries_written:
+            self._holds = self.state.holds()
+
+    def held(self) -> dict[int, int]:
+        """partition -> the oldest request offset whose window is not published yet
+        (``DirectConsumer.holds``; read on the consumer thread: a snapshot, replaced
+        whole on the event loop after every batch decided and every window removed)."""
+        return self._holds
 
     # -- timer ----------------------------------------------------------------------
 
@@ -335,6 +351,7 @@ class Invalidation:
         done = time.time()
         # Removed only now: a crash before this line recomputes again (at least once).
         self.state.remove(works)
+        self._hold()
         kinds: dict[str, int] = {}
         for w in latest:
             kinds[w.scope_kind] = kinds.get(w.scope_kind, 0) + 1
@@ -381,6 +398,7 @@ class Invalidation:
             return
         await self.out.dead_letter(w, f"recompute failed {attempts} times: {exc!r}")
         self.state.remove([w])
+        self._hold()
         self._attempts.pop(w.key, None)
         self._single.discard(w.key)
 
@@ -393,6 +411,7 @@ class Invalidation:
             data = self.state.table.data
             apply_records(data, records)
             self.state.rebuild()
+            self._hold()
             self.gate.forget(partitions)
             # Added to what is loaded: an eager rebalance revoked everything before (so
             # this is the whole assignment), an incremental one hands over only the new.
@@ -416,6 +435,7 @@ class Invalidation:
             except PublishError as exc:  # then the next owner runs some of them again
                 log.error("invalidation.release.rewrite_failed", extra={"error": repr(exc)})
             self.state.drop(gone)
+            self._hold()
             self.loaded = (self.loaded or set()) - gone
         log.info(
             "invalidation.released",
@@ -509,7 +529,9 @@ def install(app: Any, runtime: Runtime) -> None:
         topic = due.changelog_topic.get_topic_name()
     out = ConfigsOut.for_runtime(runtime)
     changelog = ChangelogWriter(runtime.settings, topic)
-    inv = Invalidation(app, runtime, DueTable(due, changelog), changelog, out)
+    # Direct: windows are held through the request offsets (the consumer commits up to
+    # the oldest unpublished one); through Faust, which commits, they are written.
+    inv = Invalidation(app, runtime, DueTable(due, changelog, entries=not direct), changelog, out)
 
     async def run_due() -> None:
         # A full batch: more may be due. The next pass starts at once, not a tick later:
@@ -550,6 +572,7 @@ def install(app: Any, runtime: Runtime) -> None:
         inv.direct = consumer
         consumer.track_ends = True  # the gate's high watermarks
         consumer.listener = DueRecovery(inv, consumer)
+        consumer.holds = inv
         return
 
     async def recovered() -> None:

@@ -1,22 +1,32 @@
-"""The timer's view of the due windows: a changelogged table, per-partition heaps, the index.
+"""The timer's view of the due windows: per-partition heaps, the index, and how they
+are made durable.
 
-``DueTable`` is the worker's ``DebounceState``. The windows a batch of requests opens
-on one partition are written as **one** changelog entry (a list of window records,
-under a key of its own), by a ``ChangelogSink`` (librdkafka, batched), when the batch
-is decided (``seal``). The entry is deleted (a tombstone) once the last of its windows
-has been published: a changelog record per window and a tombstone per window were a
-fifth of the worker's CPU per window at 100k projects (bench/README.md). Skipped
-requests cost nothing.
+``DueTable`` is the worker's ``DebounceState``. A window is durable in one of two ways:
 
-After a crash an entry comes back whole, so windows of it that were published before
-the crash run again (at least once, never lost). A partition handed over cleanly
-(``rewrite``) first writes its partly done entries again without their published
-windows, so the next owner runs each remaining window once.
+- **held** (the direct consumer, ``entries=False``): a window remembers the offset of
+  the request that opened it, and the request consumer commits each partition only up
+  to the oldest request whose window is not yet published (``holds``). Nothing is
+  written per window: after a crash or a handover the next owner reads those requests
+  again and opens the same windows. A window published after its request, but within
+  the replayed range, runs again (at least once, never lost). The changelog entries
+  below, one record and one tombstone per batch, were 7-10 us of worker CPU per window
+  at 100k projects (bench/README.md);
+- **entries** (through Faust, ``entries=True``, where Faust commits the offsets): the
+  windows a batch of requests opens on one partition are written as **one** changelog
+  entry (a list of window records, under a key of its own) by a ``ChangelogSink``
+  (librdkafka, batched) when the batch is decided (``seal``). The entry is deleted (a
+  tombstone) once the last of its windows has been published. After a crash an entry
+  comes back whole, so windows of it published before the crash run again. A
+  partition handed over cleanly (``rewrite``) first writes its partly done entries
+  again without their published windows, so the next owner runs each remaining
+  window once.
 
-Entries written by an older version (one record per window, keyed by the window) are
-read as an entry of one window. The table object is duck-typed (a Faust ``Table`` in
-the worker: its ``data`` dict, recovered from the changelog by Faust), so this module
-does not import Faust.
+A held table still reads entries (an older version wrote them, or the worker ran
+through Faust before) and deletes each once its windows are published. Entries
+written by a much older version (one record per window, keyed by the window) are read
+as an entry of one window. The table object is duck-typed (a Faust ``Table`` in the
+worker: its ``data`` dict, recovered from the changelog by Faust), so this module does
+not import Faust.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from streams.projectconfigs.debounce import DueWork, PendingIndex
 # A window's positional record (``DueWork.to_json``), as a tuple.
 Record = tuple[str, int | None, int | None, str | None, str, float, float, int]
 ENTRY_PREFIX = "windows:"  # entry keys: 'windows:<partition>:<random hex>'
+HELD = ""  # the entry of a held window (durable through its request's offset)
 
 
 class ChangelogSink(Protocol):
@@ -55,9 +66,12 @@ def _record(fields: Sequence[Any]) -> Record:
 class DueTable:
     """Due windows by key, heaps of (due, key) per partition, and the pending index."""
 
-    def __init__(self, table: Any, changelog: ChangelogSink) -> None:
+    def __init__(self, table: Any, changelog: ChangelogSink, *, entries: bool = True) -> None:
+        """``entries`` False: new windows are held (see the module docstring), and the
+        caller names each one's request offset (``opened``)."""
         self.table = table
         self.changelog = changelog
+        self.entries_written = entries
         self.pending = PendingIndex()
         self.heaps: dict[int, list[tuple[float, str]]] = {}
         self.running: set[str] = set()  # keys started and not yet removed
@@ -68,6 +82,10 @@ class DueTable:
         self.windows: dict[str, tuple[Record, str]] = {}
         self.entries: dict[str, int] = {}  # entry key -> its windows not yet removed
         self._open: dict[int, tuple[str, list[Record]]] = {}  # partition -> unsealed entry
+        # partition -> heap of (request offset, window key) of held windows (lazily
+        # cleaned: a key no longer in ``windows`` is published).
+        self.offsets: dict[int, list[tuple[int, str]]] = {}
+        self._added = (-1, "")  # (partition, key) of the last window added
 
     # -- DebounceState ----------------------------------------------------------------
 
@@ -78,7 +96,8 @@ class DueTable:
         return self.pending.started.get(scope_key)
 
     def add_due(self, work: DueWork) -> None:
-        """A new window; durable once ``seal`` has written its entry."""
+        """A new window; durable once ``seal`` has written its entry, or held from its
+        request's offset (``opened``)."""
         key = work.key
         if key in self.running:
             # The same (scope, ms) is running: its removal must not take this one with it.
@@ -87,14 +106,39 @@ class DueTable:
             )
             key = work.key
         partition = work.partition
-        opened = self._open.get(partition)
-        if opened is None:
-            opened = self._open[partition] = (_entry_key(partition), [])
         record: Record = work[:8]  # a plain tuple: the fields without the key
-        opened[1].append(record)
-        self._attach(key, record, opened[0])
+        if self.entries_written:
+            opened = self._open.get(partition)
+            if opened is None:
+                opened = self._open[partition] = (_entry_key(partition), [])
+            opened[1].append(record)
+            self._attach(key, record, opened[0])
+        else:
+            replaced = self.windows.get(key)
+            self.windows[key] = (record, HELD)
+            if replaced is not None and replaced[1]:  # it was in an entry: no longer
+                self._detach(replaced[1], partition)
         heapq.heappush(self.heaps.setdefault(partition, []), (work.due, key))
         self.pending.add(work.scope_key, work.due)
+        self._added = (partition, key)
+
+    def opened(self, offset: int) -> None:
+        """The window ``add_due`` just added was opened by the request at ``offset`` (of
+        the window's partition): that request is not committed before it is published."""
+        partition, key = self._added
+        heapq.heappush(self.offsets.setdefault(partition, []), (offset, key))
+
+    def holds(self) -> dict[int, int]:
+        """partition -> the offset of the oldest request whose held window is not published
+        yet (the consumer commits no further); partitions with none are left out."""
+        out: dict[int, int] = {}
+        windows = self.windows
+        for partition, heap in self.offsets.items():
+            while heap and heap[0][1] not in windows:
+                heapq.heappop(heap)
+            if heap:
+                out[partition] = heap[0][0]
+        return out
 
     def seal(self) -> None:
         """Write an entry per partition for the windows added since the last ``seal`` (the
@@ -119,6 +163,8 @@ class DueTable:
             self._detach(replaced[1], record[7])
 
     def _detach(self, entry: str, partition: int) -> None:
+        if not entry:  # held: nothing written
+            return
         left = self.entries[entry] - 1
         if left:
             self.entries[entry] = left
@@ -195,7 +241,7 @@ class DueTable:
         runs each of those once, and no published one again)."""
         left: dict[str, list[Record]] = {}
         for record, entry in self.windows.values():
-            if record[7] in partitions:
+            if entry and record[7] in partitions:
                 left.setdefault(entry, []).append(record)
         data, send = self.table.data, self.changelog.send
         for entry, records in left.items():
@@ -206,14 +252,22 @@ class DueTable:
                 send(records[0][7], entry, value)
 
     def drop(self, partitions: set[int]) -> None:
-        """Forget the entries of ``partitions`` (handed over) and index what is left."""
+        """Forget the windows of ``partitions`` (handed over) and index what is left."""
         data = self.table.data
         for entry in [e for e, raw in data.items() if _partition(raw) in partitions]:
             del data[entry]
+        for partition in partitions:
+            self.offsets.pop(partition, None)
         self.rebuild()
 
     def rebuild(self) -> None:
-        """After recovery: index everything the table holds; nothing is running."""
+        """After recovery: index everything the table holds, and the held windows of the
+        partitions still owned; nothing is running."""
+        held = [
+            (key, record)
+            for key, (record, entry) in self.windows.items()
+            if not entry and record[7] in self.offsets
+        ]
         self.heaps = {}
         self.pending.due = {}  # what this worker saw start stays known
         self.running = set()
@@ -232,6 +286,12 @@ class DueTable:
                 work = DueWork(*record)
                 key = work.key
                 self._attach(key, record, entry)
+                self.heaps.setdefault(work.partition, []).append((work.due, key))
+                self.pending.add(work.scope_key, work.due)
+        for key, record in held:
+            if key not in self.windows:  # an entry read meanwhile holds it: that one counts
+                work = DueWork(*record, key)
+                self.windows[key] = (record, HELD)
                 self.heaps.setdefault(work.partition, []).append((work.due, key))
                 self.pending.add(work.scope_key, work.due)
         for heap in self.heaps.values():
