@@ -1,22 +1,25 @@
 """Project config invalidation: debounce requests, recompute configs when due.
 
-Topic ``project-config-invalidations`` (keyed by organization), one table, a timer:
+Topic ``project-config-invalidations`` (keyed by organization), a due table, a timer:
 
-- ``invalidation-due``: a changelogged table of the countdown windows not yet
-  published, one entry per batch of requests and partition (nothing is written for a
-  skipped request; ``streams.projectconfigs.duetable``). The
-  debounce index (scope -> due time of its pending window) is kept in memory and
-  rebuilt from this table after a restart or rebalance
+- The due table (``streams.projectconfigs.duetable``) holds the countdown windows not
+  yet published; nothing is written for a skipped request. The debounce index (scope
+  -> due time of its pending window) is kept in memory
   (``streams.projectconfigs.debounce``).
 - The requests are read by a direct (librdkafka) consumer, group
   ``<app id>.invalidation`` (``STREAMS_DIRECT_CONSUMERS``, the default): Faust's
   per-message path was the largest single cost of a request (bench/README.md). The
-  table is then kept by this module, not by Faust: when partitions are assigned, their
-  windows are read from the changelog (``<app id>-invalidation-due-changelog``, the
-  topic Faust used, so a switch either way keeps the windows) to its true end before
-  any of their requests is handed over; when partitions are revoked, their windows are
-  dropped once no recompute runs. With ``STREAMS_DIRECT_CONSUMERS=0`` the agent runs
-  through Faust with a Faust table on the same changelog.
+  table is then kept by this module and its windows are **held** through their
+  requests: each commit names the offset of the partition's oldest request whose
+  window is not published yet (``DirectConsumer.holds``), and the next owner of the
+  partition, after a crash or a rebalance, reads the requests again from there. When
+  partitions are assigned, windows an older version left in the changelog
+  (``<app id>-invalidation-due-changelog``) are read to its true end before any of
+  their requests is handed over; when partitions are revoked, their windows are
+  dropped once no recompute runs.
+- With ``STREAMS_DIRECT_CONSUMERS=0`` the agent runs through Faust, which commits the
+  offsets: the windows are then written to a Faust table on the same changelog, one
+  entry per batch of requests and partition.
 - A timer over the partitions this worker owns starts what is due (and what its
   partition's requests allow, ``streams.projectconfigs.gate``), folds the windows
   of one scope into one recompute, and deletes the windows only after the broker
@@ -198,7 +201,7 @@ class Invalidation:
         self._reader = RequestReader()
         self._decided = Decided()
         self._gauged = 0.0
-        self._holds: dict[int, int] = {}
+        self._written: dict[int, int] = {}  # partition -> the hold last written
 
     def _highwater(self, partition: int) -> int | None:
         if self.direct is not None:
@@ -223,7 +226,7 @@ class Invalidation:
             for req, msg in requests:
                 decision = offer(state, req, msg.partition)
                 if held and decision.scheduled:
-                    state.opened(msg.offset)  # not committed before its window is published
+                    state.opened(msg.offset)  # read again by a next owner until published
                 decided(msg.partition, msg.offset, req.requested_at, now)
                 ident = (decision.scheduled, decision.reason, req.trigger)
                 counts[ident] = counts.get(ident, 0) + 1
@@ -232,24 +235,35 @@ class Invalidation:
             # windows written or held: replayed one by one, those requests are skipped).
             state.seal()
             self._decided.add(counts)
-            self._hold()
-        if not held and any(scheduled for scheduled, _, _ in counts):
+        if held:
+            if self._write_holds():
+                # Before the batch is committed: a partition's first held request is
+                # known to its next owner (later ones only move it forward).
+                await self.changelog.flush()
+        elif any(scheduled for scheduled, _, _ in counts):
             # Before the batch is acknowledged: a committed request has its window durable.
             await self.changelog.flush()
 
     async def handle(self, msg: Message) -> None:
         await self.handle_batch([msg])
 
-    def _hold(self) -> None:
-        """Publish the offsets the request consumer may not commit past (held windows)."""
-        if not self.state.entries_written:
-            self._holds = self.state.holds()
-
-    def held(self) -> dict[int, int]:
-        """partition -> the oldest request offset whose window is not published yet
-        (``DirectConsumer.holds``; read on the consumer thread: a snapshot, replaced
-        whole on the event loop after every batch decided and every window removed)."""
-        return self._holds
+    def _write_holds(self) -> bool:
+        """Held windows: write each partition's oldest request still needed, where it
+        moved, to the due changelog (``'held:<partition>'``; a tombstone once nothing is
+        held). The next owner of the partition starts reading there, before the group's
+        commit. Whether anything was written."""
+        if self.state.entries_written:
+            return False
+        holds, written = self.state.holds(), self._written
+        moved = [p for p in holds.keys() | written.keys() if holds.get(p) != written.get(p)]
+        for p in moved:
+            offset = holds.get(p)
+            self.changelog.send(p, hold_key(p), offset)
+            if offset is None:
+                del written[p]
+            else:
+                written[p] = offset
+        return bool(moved)
 
     # -- timer ----------------------------------------------------------------------
 
@@ -351,7 +365,7 @@ class Invalidation:
         done = time.time()
         # Removed only now: a crash before this line recomputes again (at least once).
         self.state.remove(works)
-        self._hold()
+        self._write_holds()  # flushed with the next batch's records: later is only slower
         kinds: dict[str, int] = {}
         for w in latest:
             kinds[w.scope_kind] = kinds.get(w.scope_kind, 0) + 1
@@ -398,20 +412,24 @@ class Invalidation:
             return
         await self.out.dead_letter(w, f"recompute failed {attempts} times: {exc!r}")
         self.state.remove([w])
-        self._hold()
+        self._write_holds()
         self._attempts.pop(w.key, None)
         self._single.discard(w.key)
 
     # -- direct mode: windows follow the direct consumer's partitions ------------------
 
-    async def adopt(self, partitions: list[int], records: list[tuple[int, Any, Any]]) -> None:
+    async def adopt(
+        self, partitions: list[int], records: list[tuple[int, Any, Any]]
+    ) -> dict[int, int]:
         """``partitions`` are this worker's now: their windows (read from the changelog to
-        its true end) join the table; the timer may start them."""
+        its true end) join the table; the timer may start them. Returns where each
+        partition's requests are needed from (its held windows' oldest request)."""
+        holds, records = split_holds(records)
         async with self._running:
             data = self.state.table.data
             apply_records(data, records)
             self.state.rebuild()
-            self._hold()
+            self._written.update(holds)
             self.gate.forget(partitions)
             # Added to what is loaded: an eager rebalance revoked everything before (so
             # this is the whole assignment), an incremental one hands over only the new.
@@ -419,8 +437,14 @@ class Invalidation:
             self.ready = True
         log.info(
             "invalidation.recovered",
-            extra={"due": len(self.state.windows), "read": len(records), "partitions": partitions},
+            extra={
+                "due": len(self.state.windows),
+                "read": len(records),
+                "partitions": partitions,
+                "held": holds,
+            },
         )
+        return holds
 
     async def release(self, partitions: list[int]) -> None:
         """``partitions`` go to another worker: once no recompute runs, forget their
@@ -430,12 +454,14 @@ class Invalidation:
             gone = set(partitions)
             # The next owner reads the changelog: it must not run a published window again.
             self.state.rewrite(gone)
+            self._write_holds()
             try:
                 await self.changelog.flush()
             except PublishError as exc:  # then the next owner runs some of them again
                 log.error("invalidation.release.rewrite_failed", extra={"error": repr(exc)})
             self.state.drop(gone)
-            self._hold()
+            for partition in gone:
+                self._written.pop(partition, None)
             self.loaded = (self.loaded or set()) - gone
         log.info(
             "invalidation.released",
@@ -452,13 +478,41 @@ class Invalidation:
             log.error("invalidation.recovery.tail_failed", extra={"error": repr(exc)})
             tail = []
         data = self.state.table.data
-        apply_records(data, tail)
+        apply_records(data, split_holds(tail)[1])
         self.state.rebuild()
         self.ready = True
         log.info(
             "invalidation.recovered",
             extra={"due": len(self.state.windows), "tail": len(tail), "partitions": owned},
         )
+
+
+HOLD_PREFIX = "held:"
+
+
+def hold_key(partition: int) -> str:
+    """The due changelog's key for a partition's oldest request still needed."""
+    return f"{HOLD_PREFIX}{partition}"
+
+
+def split_holds(
+    records: list[tuple[int, Any, Any]],
+) -> tuple[dict[int, int], list[tuple[int, Any, Any]]]:
+    """Changelog records -> (partition -> the last hold written, if not deleted since; the
+    other records)."""
+    holds: dict[int, int] = {}
+    rest = []
+    for record in records:
+        _, key, value = record
+        if isinstance(key, str) and key.startswith(HOLD_PREFIX):
+            partition = int(key[len(HOLD_PREFIX) :])
+            if isinstance(value, int) and value >= 0:
+                holds[partition] = value
+            else:
+                holds.pop(partition, None)
+        else:
+            rest.append(record)
+    return holds, rest
 
 
 def apply_records(data: dict[Any, Any], records: list[tuple[int, Any, Any]]) -> None:
@@ -479,7 +533,7 @@ class DueRecovery:
         self.inv = inv
         self.consumer = consumer
 
-    def assigned(self, partitions: list[int]) -> None:
+    def assigned(self, partitions: list[int]) -> dict[int, int]:
         try:
             records = read_tail(
                 self.inv.runtime.settings, self.inv.changelog_topic, partitions, whole=True
@@ -489,17 +543,18 @@ class DueRecovery:
             # requested; the requests not yet committed are read again anyway.
             log.error("invalidation.recovery.failed", extra={"error": repr(exc)})
             records = []
-        self._wait(self.inv.adopt(partitions, records))
+        holds: dict[int, int] | None = self._wait(self.inv.adopt(partitions, records))
+        return holds or {}
 
     def revoked(self, partitions: list[int]) -> None:
         self._wait(self.inv.release(partitions))
 
-    def _wait(self, step: Any) -> None:
+    def _wait(self, step: Any) -> Any:
         loop = self.consumer.loop
         if loop is None or loop.is_closed():
             step.close()
-            return
-        asyncio.run_coroutine_threadsafe(step, loop).result()
+            return None
+        return asyncio.run_coroutine_threadsafe(step, loop).result()
 
 
 def changelog_topic(app: Any) -> str:
@@ -572,7 +627,6 @@ def install(app: Any, runtime: Runtime) -> None:
         inv.direct = consumer
         consumer.track_ends = True  # the gate's high watermarks
         consumer.listener = DueRecovery(inv, consumer)
-        consumer.holds = inv
         return
 
     async def recovered() -> None:

@@ -7,9 +7,11 @@ are the ones Faust would write (JSON key and value on the table's changelog topi
 the request's partition), so Faust's table recovery reads them back unchanged.
 
 Durability: ``flush`` waits for every record sent so far; the request agent calls it
-before its batch is acknowledged, so a request's offset is never committed before its
-window is in the changelog. A record the broker refused is sent again (in order per
-partition); after ``ATTEMPTS`` the flush raises and the batch is retried by the agent.
+before its batch is acknowledged (through Faust: a direct worker holds its windows
+through the request offsets instead and writes only tombstones of older entries), so a
+request's offset is never committed before its window is in the changelog. A record
+the broker refused is sent again (in order per partition); after ``ATTEMPTS`` the flush
+raises and the batch is retried by the agent.
 """
 
 from __future__ import annotations

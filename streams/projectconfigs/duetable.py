@@ -54,6 +54,8 @@ def entry_records(raw: Any) -> list[Record]:
     as an older version wrote it (positional, or named: a dict)."""
     if isinstance(raw, dict):
         return [_record(DueWork.from_json(raw))]
+    if not isinstance(raw, (list, tuple)):  # not a window (a direct worker's hold): none
+        return []
     if raw and isinstance(raw[0], str):
         return [_record(raw)]
     return [_record(r) for r in raw]

@@ -1,8 +1,12 @@
 """Recompute: due work in, ``project-configs`` publications out.
 
-One query per scope kind for a whole batch of due work (the timer hands over
-everything that is due at once), so a thousand due projects cost three queries,
-not three thousand.
+One statement per scope kind for a whole batch of due work (the timer hands over
+everything that is due at once), each key row with its project's and organization's
+options, so a thousand due projects cost one statement, not three thousand. A batch of
+one scope kind (the usual case) is one round trip to PostgreSQL; a batch of several
+runs in one read-only repeatable-read transaction, so they read one snapshot. Six
+round trips per batch (begin, isolation level, key rows, each owner's options,
+commit) were a fixed cost of every timer pass (bench/README.md).
 
 - organization scope: a tombstone for every key of the organization (configs are
   rebuilt lazily by the next project or key invalidation);
@@ -12,12 +16,14 @@ not three thousand.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, IsolationLevel
+from psycopg.pq import TransactionStatus
 
 from streams.projectconfigs.debounce import DueWork
 from streams.projectconfigs.documents import KeyRow, config_record, disabled_record
@@ -25,7 +31,11 @@ from streams.projectconfigs.scopes import ScopeKind
 
 _KEYS_SQL = """
 SELECT k.public_key, k.status, k.rate_limit_count, k.rate_limit_window,
-       p.id, p.slug, p.platform, p.status, o.id, o.slug, o.status
+       p.id, p.slug, p.platform, p.status, o.id, o.slug, o.status,
+       (SELECT jsonb_object_agg(po.key, po.value) FROM project_option po
+        WHERE po.project_id = p.id),
+       (SELECT jsonb_object_agg(oo.key, oo.value) FROM organization_option oo
+        WHERE oo.organization_id = o.id)
 FROM project_key k
 JOIN project p ON p.id = k.project_id
 JOIN organization o ON o.id = p.organization_id
@@ -40,13 +50,7 @@ JOIN project p ON p.id = k.project_id
 WHERE p.organization_id = ANY(%s::bigint[])
 ORDER BY k.id
 """
-_PROJECT_OPTIONS = (
-    "SELECT project_id, key, value FROM project_option WHERE project_id = ANY(%s::bigint[])"
-)
-_ORG_OPTIONS = (
-    "SELECT organization_id, key, value FROM organization_option"
-    " WHERE organization_id = ANY(%s::bigint[])"
-)
+_NO_OPTIONS: dict[str, Any] = {}
 
 
 _KINDS = frozenset(kind.value for kind in ScopeKind)
@@ -68,48 +72,25 @@ class Publication(NamedTuple):
         return "disabled" if self.value["disabled"] else "config"
 
 
-async def _options(
-    conn: AsyncConnection[Any], sql: str, ids: set[int] | str
-) -> dict[int, dict[str, Any]]:
-    """Options by owner; ``ids`` a set, or its ``int_array`` literal already made."""
-    out: dict[int, dict[str, Any]] = defaultdict(dict)
-    if ids:
-        cur = await conn.execute(sql, (ids if isinstance(ids, str) else int_array(ids),))
-        for owner, key, value in await cur.fetchall():
-            out[owner][key] = value
-    return out
-
-
 def int_array(ids: Iterable[int]) -> str:
     """A bigint[] literal for ``= ANY(%s::bigint[])``: psycopg's list dumper costs a
     Python call per element (a thousand ids per recompute batch), the text one join."""
     return "{" + ",".join(map(str, sorted(map(int, ids)))) + "}"
 
 
-async def _key_rows(conn: AsyncConnection[Any], sql: str, values: list[Any] | str) -> list[KeyRow]:
+async def _configs(
+    conn: AsyncConnection[Any], sql: str, values: list[Any] | str, now: dt.datetime
+) -> list[tuple[KeyRow, dict[str, Any]]]:
+    """Each key row of ``sql`` with its ``project-configs`` record."""
     if not values:
         return []
     cur = await conn.execute(sql, (values,))
-    return [KeyRow(*row) for row in await cur.fetchall()]
-
-
-async def _configs(
-    conn: AsyncConnection[Any], rows: list[KeyRow], now: dt.datetime, projects: str = ""
-) -> dict[str, dict[str, Any]]:
-    """The records of ``rows``; ``projects``: the literal of their project ids, if made
-    (the options of projects without keys are read and not used)."""
-    if not rows:
-        return {}
-    project_options = await _options(
-        conn, _PROJECT_OPTIONS, projects or {r.project_id for r in rows}
-    )
-    org_options = await _options(conn, _ORG_OPTIONS, {r.organization_id for r in rows})
-    return {
-        r.public_key: config_record(
-            r, project_options.get(r.project_id, {}), org_options.get(r.organization_id, {}), now
-        )
-        for r in rows
-    }
+    out = []
+    for *fields, project_options, org_options in await cur.fetchall():
+        row = KeyRow(*fields)
+        record = config_record(row, project_options or _NO_OPTIONS, org_options or _NO_OPTIONS, now)
+        out.append((row, record))
+    return out
 
 
 async def recompute(
@@ -126,14 +107,44 @@ async def recompute(
     unknown = set(by_kind) - _KINDS
     if unknown:  # a record no version wrote: the recompute fails (retried, then dead-lettered)
         raise ValueError(f"unknown scope kinds {sorted(unknown)}")
-    out: list[Publication] = []
-    # One snapshot: a key moved between projects mid-batch is not published twice.
-    async with conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        out += await _organizations(conn, by_kind[ScopeKind.ORGANIZATION.value])
-        out += await _projects(conn, by_kind[ScopeKind.PROJECT.value], now)
-        out += await _keys(conn, by_kind[ScopeKind.PUBLIC_KEY.value], now)
+    several = len(by_kind) > 1
+    organizations = by_kind[ScopeKind.ORGANIZATION.value]
+    projects = by_kind[ScopeKind.PROJECT.value]
+    keys = by_kind[ScopeKind.PUBLIC_KEY.value]
+    async with _snapshot(conn, several):
+        out = await _organizations(conn, organizations)
+        out += await _projects(conn, projects, now)
+        out += await _keys(conn, keys, now)
     return out
+
+
+@contextlib.asynccontextmanager
+async def _snapshot(conn: AsyncConnection[Any], several: bool) -> AsyncIterator[None]:
+    """One snapshot for the batch's statements: a single statement is its own (run in
+    autocommit: no begin or commit round trip); several share a read-only repeatable-read
+    transaction (a key moved between projects mid-batch is not published twice), begun
+    with its isolation level in one statement. The connection's settings come back as
+    they were (client-side only: the connection is idle)."""
+    if conn.info.transaction_status != TransactionStatus.IDLE:  # the caller's transaction
+        async with conn.transaction():
+            yield
+        return
+    autocommit, isolation, read_only = conn.autocommit, conn.isolation_level, conn.read_only
+    try:
+        if not several:
+            if not autocommit:
+                await conn.set_autocommit(True)
+            yield
+            return
+        await conn.set_isolation_level(IsolationLevel.REPEATABLE_READ)
+        await conn.set_read_only(True)
+        async with conn.transaction():
+            yield
+    finally:
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            await conn.set_autocommit(autocommit)
+            await conn.set_isolation_level(isolation)
+            await conn.set_read_only(read_only)
 
 
 async def _organizations(conn: AsyncConnection[Any], works: list[DueWork]) -> list[Publication]:
@@ -149,20 +160,17 @@ async def _projects(
 ) -> list[Publication]:
     by_project = {w.project_id: w for w in works}
     ids = [p for p in by_project if p is not None]
-    literal = int_array(ids) if ids else ""
-    rows = await _key_rows(conn, _BY_PROJECT, literal or [])
-    configs = await _configs(conn, rows, now, literal)
-    return [
-        Publication(r.public_key, configs[r.public_key], by_project[r.project_id]) for r in rows
-    ]
+    configs = await _configs(conn, _BY_PROJECT, int_array(ids) if ids else "", now)
+    return [Publication(r.public_key, record, by_project[r.project_id]) for r, record in configs]
 
 
 async def _keys(
     conn: AsyncConnection[Any], works: list[DueWork], now: dt.datetime
 ) -> list[Publication]:
     by_key = {w.public_key: w for w in works if w.public_key}
-    rows = await _key_rows(conn, _BY_KEY, sorted(by_key))
-    configs = await _configs(conn, rows, now)
+    configs = {
+        r.public_key: record for r, record in await _configs(conn, _BY_KEY, sorted(by_key), now)
+    }
     out = []
     for key, work in by_key.items():
         # A key that no longer exists is published as disabled, so a cached config

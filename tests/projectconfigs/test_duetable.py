@@ -137,3 +137,63 @@ def test_the_same_window_opened_again_moves_to_the_newer_entry() -> None:
     due.remove([b])  # the first entry has no window of its own left
     assert [v is None for _, _, v in changelog.records] == [False, False, True]
     assert list(recovered(changelog).take({0: T0 + 99})) == [a]
+
+
+def held_table() -> tuple[DueTable, Changelog]:
+    changelog = Changelog()
+    return DueTable(Table(), changelog, entries=False), changelog
+
+
+def test_held_windows_hold_their_oldest_request_and_write_nothing() -> None:
+    """Held (the direct consumer): a partition's requests are committed only up to the
+    request of its oldest unpublished window; nothing goes to the changelog."""
+    due, changelog = held_table()
+    works = [window(n, T0 + n, n % 2) for n in range(6)]
+    for offset, w in enumerate(works):
+        due.add_due(w)
+        due.opened(100 + offset)  # partition 0: 100, 102, 104; partition 1: 101, 103, 105
+    due.seal()
+    assert changelog.records == [] and due.table.data == {}
+    assert due.holds() == {0: 100, 1: 101}
+    due.start(works[:1])  # running: still held (a crash now runs it again)
+    assert due.holds() == {0: 100, 1: 101}
+    due.remove([works[0], works[5]])  # partition 1's latest first: 101 still holds it
+    assert due.holds() == {0: 102, 1: 101}
+    due.remove([works[1]])
+    assert due.holds() == {0: 102, 1: 103}
+    due.remove([works[2], works[3], works[4]])
+    assert due.holds() == {}
+    assert changelog.records == []
+
+
+def test_held_windows_survive_a_rebuild_but_not_their_partitions_going() -> None:
+    """An incremental assignment rebuilds the index: the held windows of partitions still
+    owned stay (their requests are not committed), those of partitions let go are
+    dropped (the next owner reads their requests again)."""
+    due, _ = held_table()
+    works = [window(n, T0 + n, n % 2) for n in range(4)]
+    for offset, w in enumerate(works):
+        due.add_due(w)
+        due.opened(offset)
+    due.rebuild()
+    assert sorted(w.project_id or 0 for w in due.take({0: T0 + 99, 1: T0 + 99})) == [0, 1, 2, 3]
+    assert due.holds() == {0: 0, 1: 1}
+    due.drop({1})
+    assert due.holds() == {0: 0}
+    assert [w.project_id for w in due.take({0: T0 + 99, 1: T0 + 99})] == [0, 2]
+    assert due.pending_due(works[1].scope_key) is None  # no longer covers a request
+
+
+def test_a_held_table_still_deletes_the_entries_an_older_version_left() -> None:
+    """After an upgrade the changelog may hold entries: read, run, then tombstoned."""
+    old = window(7, T0 + 1, 2)
+    changelog = Changelog()
+    table = Table()
+    table.data = {"windows:2:ab": (old[:8],)}
+    due = DueTable(table, changelog, entries=False)
+    due.rebuild()
+    assert list(due.take({2: T0 + 99})) == [old]
+    assert due.holds() == {}  # its requests were committed by the older version
+    due.start([old])
+    due.remove([old])
+    assert changelog.records == [(2, "windows:2:ab", None)]

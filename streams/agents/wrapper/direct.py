@@ -91,22 +91,13 @@ class Listener(Protocol):
     assigned partition are handed over and before a revoked one's next owner starts
     (an agent with state per partition: load it, or drop it)."""
 
-    def assigned(self, partitions: list[int]) -> None: ...
-
-    def revoked(self, partitions: list[int]) -> None: ...
-
-
-class Holds(Protocol):
-    """Offsets a consumer may not commit past yet (an agent whose work outlives the
-    batch, made durable by reading its records again: the invalidation's windows)."""
-
-    def held(self) -> Mapping[int, int]:
-        """partition -> the first offset still needed (a snapshot: read on the consumer
-        thread); a partition left out holds nothing back."""
+    def assigned(self, partitions: list[int]) -> Mapping[int, int] | None:
+        """Load the state of ``partitions``; returns, per partition, an offset to start
+        at if it is before the group's commit (records still needed after their batch
+        was committed: the invalidation's pending windows are read again)."""
         ...
 
-
-HOLD_COMMIT_EVERY = 1.0  # s between commits that only move held partitions forward
+    def revoked(self, partitions: list[int]) -> None: ...
 
 
 class DirectConsumer:
@@ -150,12 +141,6 @@ class DirectConsumer:
         # Set by an agent with state per partition (``Listener``).
         self.listener: Listener | None = None
         self.track_ends = False  # keep each owned partition's end offset (``highwater``)
-        # Set by an agent whose records stay needed after their batch (``Holds``): a
-        # partition is committed only up to its held offset, and further as it moves.
-        self.holds: Holds | None = None
-        self._handled: dict[int, int] = {}  # partition -> next offset after its last batch
-        self._committed: dict[int, int] = {}  # partition -> offset committed last (held)
-        self._hold_checked = 0.0
         self._ends: dict[int, int] = {}
         for outcome in ("refetched", "accepted"):
             GAPS.labels(self.name, outcome)  # exported as 0 from the start, for rate()
@@ -236,7 +221,7 @@ class DirectConsumer:
         new = [TopicPartition(self.topic, p) for p in sorted(wanted - current)]
         try:
             if gone:
-                self._let_go(gone, consumer)
+                self._let_go(gone)
                 consumer.incremental_unassign([TopicPartition(self.topic, p) for p in gone])
             if new:
                 rest = [tp for tp in new if tp.partition not in given]
@@ -313,8 +298,6 @@ class DirectConsumer:
                 if self.track_ends:
                     self._track_ends(consumer)
                 if not events:
-                    if self.holds is not None:
-                        self._commit_held(consumer)
                     continue
                 if self._handle(self._unclaimed(events)):
                     self._commit(consumer, events)
@@ -447,38 +430,6 @@ class DirectConsumer:
         nexts: dict[int, int] = {}
         for ev in events:
             nexts[ev.partition] = ev.offset + 1
-        if self.holds is not None:
-            self._handled.update(nexts)
-            self._commit_held(consumer, nexts, force=True)
-            return
-        self._send_commit(consumer, nexts)
-
-    def _commit_held(
-        self, consumer: Consumer, partitions: Iterable[int] | None = None, force: bool = False
-    ) -> None:
-        """Commit ``partitions`` (default: every partition handled) as far as their holds
-        allow, where that is further than the last commit; without ``force``, at most
-        once per ``HOLD_COMMIT_EVERY``."""
-        now = time.monotonic()
-        if not force and now - self._hold_checked < HOLD_COMMIT_EVERY:
-            return
-        self._hold_checked = now
-        assert self.holds is not None
-        held, handled, committed = self.holds.held(), self._handled, self._committed
-        targets: dict[int, int] = {}
-        for p in handled if partitions is None else partitions:
-            target = handled.get(p)
-            if target is None:
-                continue
-            hold = held.get(p)
-            if hold is not None and hold < target:
-                target = hold
-            if target > committed.get(p, -1):
-                targets[p] = target
-        if targets and self._send_commit(consumer, targets):
-            committed.update(targets)
-
-    def _send_commit(self, consumer: Consumer, nexts: Mapping[int, int]) -> bool:
         offsets = [TopicPartition(self.topic, p, o) for p, o in nexts.items()]
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
@@ -487,8 +438,6 @@ class DirectConsumer:
             # from its last commit (at least once, as with Faust).
             ERRORS.labels(self.name, "commit").inc()
             log.warning("consumer.commit.failed", extra={"agent": self.name, "error": str(exc)})
-            return False
-        return True
 
     def _rewind(self, consumer: Consumer, events: Sequence[RawEvent]) -> None:
         firsts: dict[int, int] = {}
@@ -503,17 +452,32 @@ class DirectConsumer:
                 log.info("consumer.rewind.skipped", extra={"agent": self.name, "error": str(exc)})
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        earlier = None
+        if self.listener is not None:
+            earlier = self.listener.assigned(sorted(tp.partition for tp in partitions))
         if partitions:
             starts = self._starts(consumer, partitions)
+            if earlier:
+                starts = [self._earlier(tp, earlier.get(tp.partition)) for tp in starts]
             consumer.assign(starts)
             self._started(starts)
         if self.handoff is not None:
             self.handoff.assigned(tp.partition for tp in partitions)
-        if self.listener is not None:
-            self.listener.assigned(sorted(tp.partition for tp in partitions))
         self._assigned = tuple(sorted(f"{tp.topic}:{tp.partition}" for tp in partitions))
         self._joined = True
         log.info("consumer.assigned", extra={"agent": self.name, "partitions": len(partitions)})
+
+    def _earlier(self, tp: TopicPartition, offset: int | None) -> TopicPartition:
+        """``tp`` (a start), or ``offset`` if the listener still needs the records from
+        there and they come before it."""
+        if offset is None or offset < 0 or (0 <= tp.offset <= offset):
+            return tp
+        log.info(
+            "consumer.start.earlier",
+            extra={"agent": self.name, "partition": tp.partition, "committed": tp.offset,
+                   "from": offset},
+        )  # fmt: skip
+        return TopicPartition(tp.topic, tp.partition, offset)
 
     def _started(self, starts: list[TopicPartition]) -> None:
         for tp in starts:
@@ -546,17 +510,11 @@ class DirectConsumer:
         return starts
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self._let_go(sorted(tp.partition for tp in partitions), consumer)
+        self._let_go(sorted(tp.partition for tp in partitions))
         self._assigned = ()
         self._joined = False
 
-    def _let_go(self, partitions: list[int], consumer: Consumer) -> None:
-        if self.holds is not None:
-            # As far as the holds allow now: the next owner reads the rest again.
-            self._commit_held(consumer, partitions, force=True)
-            for partition in partitions:
-                self._handled.pop(partition, None)
-                self._committed.pop(partition, None)
+    def _let_go(self, partitions: list[int]) -> None:
         if self.listener is not None:
             self.listener.revoked(partitions)
         if self.handoff is not None:
