@@ -10,13 +10,16 @@ Topic ``project-config-invalidations`` (keyed by organization), a due table, a t
   ``<app id>.invalidation`` (``STREAMS_DIRECT_CONSUMERS``, the default): Faust's
   per-message path was the largest single cost of a request (bench/README.md). The
   table is then kept by this module and its windows are **held** through their
-  requests: each commit names the offset of the partition's oldest request whose
-  window is not published yet (``DirectConsumer.holds``), and the next owner of the
-  partition, after a crash or a rebalance, reads the requests again from there. When
-  partitions are assigned, windows an older version left in the changelog
-  (``<app id>-invalidation-due-changelog``) are read to its true end before any of
-  their requests is handed over; when partitions are revoked, their windows are
-  dropped once no recompute runs.
+  requests: each partition's oldest request whose window is not published yet is
+  written to ``<app id>-invalidation-holds`` (compacted, key ``held:<partition>``),
+  and the next owner of the partition, after a crash or a
+  rebalance, reads the requests again from there (``DueRecovery`` tells the consumer
+  where to start). The batches are committed as for any agent, so the group's lag is
+  the backlog. When partitions are assigned, that topic and the due changelog
+  (``<app id>-invalidation-due-changelog``: window entries an older version left) are
+  read to their true end before any of their requests is
+  handed over; when partitions are revoked, their windows are dropped once no
+  recompute runs.
 - With ``STREAMS_DIRECT_CONSUMERS=0`` the agent runs through Faust, which commits the
   offsets: the windows are then written to a Faust table on the same changelog, one
   entry per batch of requests and partition.
@@ -181,9 +184,13 @@ class Invalidation:
         state: DueTable,
         changelog: ChangelogWriter,
         out: ConfigsOut,
+        *,
+        holds: ChangelogWriter | None = None,
     ) -> None:
+        """``holds``: where held windows' requests are needed from (direct mode)."""
         self.app = app
         self.changelog = changelog
+        self.holds = holds
         self.runtime = runtime
         self.state = state
         self.out = out
@@ -236,10 +243,10 @@ class Invalidation:
             state.seal()
             self._decided.add(counts)
         if held:
-            if self._write_holds():
-                # Before the batch is committed: a partition's first held request is
-                # known to its next owner (later ones only move it forward).
-                await self.changelog.flush()
+            if self._write_holds() and self.holds is not None:
+                # Before the batch is committed: a partition's first hold is known to its
+                # next owner (later records only move it forward).
+                await self.holds.flush()
         elif any(scheduled for scheduled, _, _ in counts):
             # Before the batch is acknowledged: a committed request has its window durable.
             await self.changelog.flush()
@@ -248,22 +255,34 @@ class Invalidation:
         await self.handle_batch([msg])
 
     def _write_holds(self) -> bool:
-        """Held windows: write each partition's oldest request still needed, where it
-        moved, to the due changelog (``'held:<partition>'``; a tombstone once nothing is
-        held). The next owner of the partition starts reading there, before the group's
-        commit. Whether anything was written."""
-        if self.state.entries_written:
+        """Held windows: write to the holds topic (key ``'held:<partition>'``) where each
+        partition's requests are needed from, where that moved: its oldest request whose
+        window is not published yet, or, with none, the offset after its last decided
+        request. The next owner of the partition starts reading there, before the
+        group's commit. Whether a partition got its first record (which must be
+        acknowledged before the batch is committed).
+
+        Every value written is at most the offset of any window opened later (a later
+        window's request comes after the position, and a pending one after the oldest),
+        so a record that lands late, or is lost, only makes a next owner read more: no
+        tombstone is ever written, and only a partition's first record is waited for."""
+        writer = self.holds
+        if writer is None or self.state.entries_written:
             return False
-        holds, written = self.state.holds(), self._written
-        moved = [p for p in holds.keys() | written.keys() if holds.get(p) != written.get(p)]
-        for p in moved:
+        holds, written, position = self.state.holds(), self._written, self.gate.position
+        first = False
+        for p in holds.keys() | written.keys():
             offset = holds.get(p)
-            self.changelog.send(p, hold_key(p), offset)
             if offset is None:
-                del written[p]
-            else:
+                offset = position.get(p)
+                if offset is None:  # nothing decided since it was assigned: keep the record
+                    continue
+            was = written.get(p)
+            if was != offset:
+                writer.send(p, hold_key(p), offset)
                 written[p] = offset
-        return bool(moved)
+                first = first or was is None
+        return first
 
     # -- timer ----------------------------------------------------------------------
 
@@ -365,7 +384,7 @@ class Invalidation:
         done = time.time()
         # Removed only now: a crash before this line recomputes again (at least once).
         self.state.remove(works)
-        self._write_holds()  # flushed with the next batch's records: later is only slower
+        self._write_holds()  # not waited for: a record that lands late only replays more
         kinds: dict[str, int] = {}
         for w in latest:
             kinds[w.scope_kind] = kinds.get(w.scope_kind, 0) + 1
@@ -457,6 +476,8 @@ class Invalidation:
             self._write_holds()
             try:
                 await self.changelog.flush()
+                if self.holds is not None:
+                    await self.holds.flush()
             except PublishError as exc:  # then the next owner runs some of them again
                 log.error("invalidation.release.rewrite_failed", extra={"error": repr(exc)})
             self.state.drop(gone)
@@ -498,8 +519,8 @@ def hold_key(partition: int) -> str:
 def split_holds(
     records: list[tuple[int, Any, Any]],
 ) -> tuple[dict[int, int], list[tuple[int, Any, Any]]]:
-    """Changelog records -> (partition -> the last hold written, if not deleted since; the
-    other records)."""
+    """Changelog records -> (partition -> where its requests are needed from, as last
+    written; the other records)."""
     holds: dict[int, int] = {}
     rest = []
     for record in records:
@@ -534,17 +555,18 @@ class DueRecovery:
         self.consumer = consumer
 
     def assigned(self, partitions: list[int]) -> dict[int, int]:
+        settings, holds = self.inv.runtime.settings, self.inv.holds
         try:
-            records = read_tail(
-                self.inv.runtime.settings, self.inv.changelog_topic, partitions, whole=True
-            )
+            records = read_tail(settings, self.inv.changelog_topic, partitions, whole=True)
+            if holds is not None:
+                records += read_tail(settings, holds.topic, partitions, whole=True)
         except Exception as exc:
             # Loud, not fatal: a window lost here is recomputed when its scope is next
             # requested; the requests not yet committed are read again anyway.
             log.error("invalidation.recovery.failed", extra={"error": repr(exc)})
             records = []
-        holds: dict[int, int] | None = self._wait(self.inv.adopt(partitions, records))
-        return holds or {}
+        needed: dict[int, int] | None = self._wait(self.inv.adopt(partitions, records))
+        return needed or {}
 
     def revoked(self, partitions: list[int]) -> None:
         self._wait(self.inv.release(partitions))
@@ -562,6 +584,13 @@ def changelog_topic(app: Any) -> str:
     return f"{app.conf.id}-invalidation-due-changelog"
 
 
+def holds_topic(app: Any) -> str:
+    """Where each partition's held requests are needed from (direct mode; compacted).
+    Not the due changelog: a worker of an older version reads every record there as
+    windows."""
+    return f"{app.conf.id}-invalidation-holds"
+
+
 def install(app: Any, runtime: Runtime) -> None:
     if not runs_here(runtime, NAME, REGION_ONLY):
         return  # before the tables and the timer: a skipped agent creates nothing
@@ -570,10 +599,13 @@ def install(app: Any, runtime: Runtime) -> None:
     partitions = catalogue.spec(TOPIC).partitions
     direct = runtime.settings.direct_consumers
     due: Any
+    holds = None
     if direct:
         due = LocalTable()
         topic = changelog_topic(app)
         topics.create_changelog(runtime.settings, topic, partitions)
+        topics.create_changelog(runtime.settings, holds_topic(app), partitions)
+        holds = ChangelogWriter(runtime.settings, holds_topic(app), name="invalidation-holds")
     else:
         due = app.Table(
             "invalidation-due",
@@ -584,9 +616,10 @@ def install(app: Any, runtime: Runtime) -> None:
         topic = due.changelog_topic.get_topic_name()
     out = ConfigsOut.for_runtime(runtime)
     changelog = ChangelogWriter(runtime.settings, topic)
-    # Direct: windows are held through the request offsets (the consumer commits up to
-    # the oldest unpublished one); through Faust, which commits, they are written.
-    inv = Invalidation(app, runtime, DueTable(due, changelog, entries=not direct), changelog, out)
+    # Direct: windows are held through their requests (``holds``); through Faust, which
+    # commits the offsets, they are written to the changelog.
+    state = DueTable(due, changelog, entries=not direct)
+    inv = Invalidation(app, runtime, state, changelog, out, holds=holds)
 
     async def run_due() -> None:
         # A full batch: more may be due. The next pass starts at once, not a tick later:

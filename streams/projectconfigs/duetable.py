@@ -4,13 +4,16 @@ are made durable.
 ``DueTable`` is the worker's ``DebounceState``. A window is durable in one of two ways:
 
 - **held** (the direct consumer, ``entries=False``): a window remembers the offset of
-  the request that opened it, and the request consumer commits each partition only up
-  to the oldest request whose window is not yet published (``holds``). Nothing is
-  written per window: after a crash or a handover the next owner reads those requests
-  again and opens the same windows. A window published after its request, but within
-  the replayed range, runs again (at least once, never lost). The changelog entries
-  below, one record and one tombstone per batch, were 7-10 us of worker CPU per window
-  at 100k projects (bench/README.md);
+  the request that opened it (``opened``), and ``holds`` gives each partition's
+  oldest request whose window is not published yet. The request agent writes that
+  offset to a topic of its own (``'held:<partition>'``) when a partition first holds one,
+  before the batch is committed, and again as it moves forward; the next owner of the
+  partition, after a crash or a rebalance, reads the requests again from there and
+  opens the same windows. Nothing is written per window, and the group's commits (its
+  lag) are as for any agent. A window published after its request, but within the
+  replayed range, runs again (at least once, never lost). The entries below, a
+  record and a tombstone per batch with every window's record in JSON, were about 7-10
+  us of worker CPU per request at 100k projects (bench/README.md);
 - **entries** (through Faust, ``entries=True``, where Faust commits the offsets): the
   windows a batch of requests opens on one partition are written as **one** changelog
   entry (a list of window records, under a key of its own) by a ``ChangelogSink``

@@ -142,6 +142,51 @@ def test_every_record_is_handled_a_failed_batch_is_read_again_and_commits_follow
     }
 
 
+class Rewinding:
+    """A ``Listener`` that still needs one partition's records from ``offset`` on."""
+
+    def __init__(self, partition: int, offset: int) -> None:
+        self.partition, self.offset = partition, offset
+        self.assigned_to: list[int] = []
+
+    def assigned(self, partitions: list[int]) -> dict[int, int]:
+        self.assigned_to = partitions
+        return {self.partition: self.offset}
+
+    def revoked(self, partitions: list[int]) -> None:
+        return None
+
+
+def test_a_listener_that_needs_records_before_the_commit_gets_them_again(
+    settings: Settings,
+) -> None:
+    """``Listener.assigned`` may name, per partition, an offset before the group's
+    commit (the invalidation's windows held through their requests): the consumer
+    starts there; the other partitions start at the commit."""
+    ends = _produce(settings, 60, "r")
+    topic = catalogue.lookup(TOPIC).full_name(settings.topic_prefix)
+    busy = max(ends, key=lambda p: ends[p])
+    rewind = ends[busy] // 2
+
+    async def owner(listener: Rewinding | None, wanted: int) -> Recorder:
+        recorder = Recorder()
+        direct = DirectConsumer(recorder, settings, topic)
+        direct.listener = listener
+        direct.start(asyncio.get_running_loop())
+        try:
+            await _until(lambda: len(recorder.handled()) >= wanted, 60, f"{wanted} records")
+            await asyncio.sleep(0.5)  # more, if any, would show up now
+        finally:
+            await direct.stop()
+        return recorder
+
+    asyncio.run(owner(None, sum(ends.values())))  # everything handled and committed
+    listener = Rewinding(busy, rewind)
+    again = asyncio.run(owner(listener, ends[busy] - rewind)).handled()
+    assert listener.assigned_to == list(range(catalogue.lookup(TOPIC).partitions))
+    assert again == {(busy, o) for o in range(rewind, ends[busy])}
+
+
 def test_a_following_consumer_reads_the_partitions_it_is_given_and_lets_go_committed(
     settings: Settings,
 ) -> None:
