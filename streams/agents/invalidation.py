@@ -229,11 +229,14 @@ class Invalidation:
         counts: dict[tuple[bool, str, str], int] = {}
         state, decided, now = self.state, self.gate.decided, time.time()
         held = not state.entries_written
+        written = self._written
+        unheld = False  # a window opened on a partition without a hold record yet
         try:
             for req, msg in requests:
                 decision = offer(state, req, msg.partition)
                 if held and decision.scheduled:
                     state.opened(msg.offset)  # read again by a next owner until published
+                    unheld = unheld or msg.partition not in written
                 decided(msg.partition, msg.offset, req.requested_at, now)
                 ident = (decision.scheduled, decision.reason, req.trigger)
                 counts[ident] = counts.get(ident, 0) + 1
@@ -243,7 +246,8 @@ class Invalidation:
             state.seal()
             self._decided.add(counts)
         if held:
-            if self._write_holds() and self.holds is not None:
+            # Later holds only move forward: written as windows are published (finish).
+            if unheld and self._write_holds() and self.holds is not None:
                 # Before the batch is committed: a partition's first hold is known to its
                 # next owner (later records only move it forward).
                 await self.holds.flush()
@@ -512,7 +516,7 @@ HOLD_PREFIX = "held:"
 
 
 def hold_key(partition: int) -> str:
-    """The due changelog's key for a partition's oldest request still needed."""
+    """The holds topic's key for a partition (where its requests are needed from)."""
     return f"{HOLD_PREFIX}{partition}"
 
 

@@ -34,8 +34,10 @@ not import Faust.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, cast
 
@@ -87,9 +89,11 @@ class DueTable:
         self.windows: dict[str, tuple[Record, str]] = {}
         self.entries: dict[str, int] = {}  # entry key -> its windows not yet removed
         self._open: dict[int, tuple[str, list[Record]]] = {}  # partition -> unsealed entry
-        # partition -> heap of (request offset, window key) of held windows (lazily
-        # cleaned: a key no longer in ``windows`` is published).
-        self.offsets: dict[int, list[tuple[int, str]]] = {}
+        # partition -> (request offset, window key) of held windows in offset order
+        # (lazily cleaned from the front: a key no longer in ``windows`` is published).
+        # Requests are decided in offset order, so a window is appended; only a batch
+        # read again after a failure inserts (a heap cost a pop of log n per window).
+        self.offsets: dict[int, deque[tuple[int, str]]] = {}
         self._added = (-1, "")  # (partition, key) of the last window added
 
     # -- DebounceState ----------------------------------------------------------------
@@ -131,18 +135,24 @@ class DueTable:
         """The window ``add_due`` just added was opened by the request at ``offset`` (of
         the window's partition): that request is not committed before it is published."""
         partition, key = self._added
-        heapq.heappush(self.offsets.setdefault(partition, []), (offset, key))
+        held = self.offsets.get(partition)
+        if held is None:
+            held = self.offsets[partition] = deque()
+        if held and offset < held[-1][0]:  # a batch read again: keep the order
+            bisect.insort(held, (offset, key))
+        else:
+            held.append((offset, key))
 
     def holds(self) -> dict[int, int]:
         """partition -> the offset of the oldest request whose held window is not published
         yet (the consumer commits no further); partitions with none are left out."""
         out: dict[int, int] = {}
         windows = self.windows
-        for partition, heap in self.offsets.items():
-            while heap and heap[0][1] not in windows:
-                heapq.heappop(heap)
-            if heap:
-                out[partition] = heap[0][0]
+        for partition, held in self.offsets.items():
+            while held and held[0][1] not in windows:
+                held.popleft()
+            if held:
+                out[partition] = held[0][0]
         return out
 
     def seal(self) -> None:
